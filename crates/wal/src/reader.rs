@@ -1,0 +1,399 @@
+//! Streaming WAL reader: walks every segment in order, checks framing and the
+//! CRC-32C chain, and classifies damage as a torn tail or mid-log corruption.
+//! Memory is bounded by the largest record, not by the WAL size.
+use crate::error::{Location, Result, WalError};
+use crate::frame::{self, RawRecord, RecordType};
+use crate::segment::{Segment, list_segments};
+use etcd_standby_proto::{Message, etcdserverpb, raftpb, walpb};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+const READ_CHUNK: usize = 1 << 20;
+
+/// A decoded WAL record payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WalRecord {
+    /// Node and cluster ID (identical in every segment).
+    Metadata(etcdserverpb::Metadata),
+    /// A raft log entry.
+    Entry(raftpb::Entry),
+    /// Raft hard state (term, vote, commit).
+    State(raftpb::HardState),
+    /// CRC seed carried over from the previous segment.
+    Crc(u32),
+    /// A snapshot marker (index, term, 3.5: conf state).
+    Snapshot(walpb::Snapshot),
+}
+
+/// One record as read, borrowed from the reader's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    /// Index into [`WalReader::segments`].
+    pub segment: usize,
+    /// Byte offset of the length field in the segment file.
+    pub offset: u64,
+    /// Raw 8-byte length field.
+    pub len_field: u64,
+    /// Protobuf length.
+    pub len: u64,
+    /// Zero padding after the protobuf bytes.
+    pub pad: u64,
+    /// 0-based record number across the WAL.
+    pub record_index: u64,
+    /// Record type.
+    pub rtype: RecordType,
+    /// The parsed envelope (type, stored crc, payload).
+    pub raw: RawRecord<'a>,
+    path: &'a Path,
+}
+
+impl RecordRef<'_> {
+    /// Where this record is.
+    pub fn location(&self) -> Location {
+        Location {
+            file: self.path.to_path_buf(),
+            offset: self.offset,
+            record_index: self.record_index,
+        }
+    }
+
+    /// Total bytes the record occupies on disk (length field + data + padding).
+    pub fn frame_size(&self) -> u64 {
+        8 + self.len + self.pad
+    }
+
+    /// Decodes the payload into typed form. A payload that does not decode is
+    /// corruption (its CRC matched, so this is not a torn write).
+    pub fn decode(&self) -> Result<WalRecord> {
+        let data = self.raw.data.unwrap_or_default();
+        let bad = |what: &str, e: prost::DecodeError| WalError::Corrupt {
+            location: self.location(),
+            detail: format!("{what} payload does not decode: {e}"),
+        };
+        Ok(match self.rtype {
+            RecordType::Metadata => WalRecord::Metadata(
+                etcdserverpb::Metadata::decode(data).map_err(|e| bad("metadata", e))?,
+            ),
+            RecordType::Entry => {
+                WalRecord::Entry(raftpb::Entry::decode(data).map_err(|e| bad("entry", e))?)
+            }
+            RecordType::State => {
+                WalRecord::State(raftpb::HardState::decode(data).map_err(|e| bad("state", e))?)
+            }
+            RecordType::Crc => WalRecord::Crc(self.raw.crc),
+            RecordType::Snapshot => {
+                WalRecord::Snapshot(walpb::Snapshot::decode(data).map_err(|e| bad("snapshot", e))?)
+            }
+        })
+    }
+}
+
+struct OpenSegment {
+    file: File,
+    size: u64,
+    buf: Vec<u8>,
+    /// Start of unread data in `buf`.
+    start: usize,
+    /// File offset of `buf[start]`.
+    off: u64,
+}
+
+impl OpenSegment {
+    /// Makes at least `want` bytes available from `start` (fewer only at EOF);
+    /// returns how many are available.
+    fn fill(&mut self, want: usize, path: &Path) -> Result<usize> {
+        let avail = self.buf.len() - self.start;
+        if avail >= want {
+            return Ok(avail);
+        }
+        self.buf.drain(..self.start);
+        self.start = 0;
+        let remaining_in_file = self.size.saturating_sub(self.off + self.buf.len() as u64);
+        let target = want
+            .max(READ_CHUNK)
+            .min(self.buf.len() + remaining_in_file as usize);
+        while self.buf.len() < target {
+            let old = self.buf.len();
+            self.buf.resize(target, 0);
+            match self.file.read(&mut self.buf[old..]) {
+                Ok(0) => {
+                    self.buf.truncate(old);
+                    break;
+                }
+                Ok(n) => self.buf.truncate(old + n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => self.buf.truncate(old),
+                Err(e) => {
+                    self.buf.truncate(old);
+                    return Err(WalError::io(path, e));
+                }
+            }
+        }
+        Ok(self.buf.len())
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        self.off += n as u64;
+    }
+}
+
+/// Reads a WAL directory record by record.
+pub struct WalReader {
+    segments: Vec<Segment>,
+    cur: usize,
+    open: Option<OpenSegment>,
+    crc: u32,
+    record_index: u64,
+    done: bool,
+    /// Bytes of the record last returned, consumed on the next call.
+    pending: usize,
+    /// Where reading stopped cleanly in each finished segment (offset of the
+    /// zero length field or EOF) and why.
+    ends: Vec<SegmentEnd>,
+}
+
+/// How a segment ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentEnd {
+    /// Segment file.
+    pub path: PathBuf,
+    /// Offset just after the last valid record.
+    pub end_offset: u64,
+    /// File size.
+    pub file_size: u64,
+    /// True if a zero length field (preallocated tail) ended it, false for EOF.
+    pub zero_tail: bool,
+}
+
+impl WalReader {
+    /// Opens a WAL directory (`member/wal`).
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(Self::from_segments(list_segments(dir)?))
+    }
+
+    /// Reads the given segments (in order).
+    pub fn from_segments(segments: Vec<Segment>) -> Self {
+        WalReader {
+            segments,
+            cur: 0,
+            open: None,
+            crc: 0,
+            record_index: 0,
+            done: false,
+            pending: 0,
+            ends: Vec::new(),
+        }
+    }
+
+    /// The segments being read.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// How each fully read segment ended.
+    pub fn segment_ends(&self) -> &[SegmentEnd] {
+        &self.ends
+    }
+
+    /// Current running CRC (after the last record returned).
+    pub fn crc(&self) -> u32 {
+        self.crc
+    }
+
+    /// Next record, `Ok(None)` at the clean end of the WAL. After an error the
+    /// reader is finished.
+    pub fn next_record(&mut self) -> Result<Option<RecordRef<'_>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let found = match self.step() {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                self.done = true;
+                return Ok(None);
+            }
+            Err(e) => {
+                self.done = true;
+                return Err(e);
+            }
+        };
+        let path = &self.segments[found.segment].path;
+        let location = Location {
+            file: path.clone(),
+            offset: found.offset,
+            record_index: found.record_index,
+        };
+        let Some(os) = self.open.as_ref() else {
+            self.done = true;
+            return Err(WalError::Corrupt {
+                location,
+                detail: "internal: segment closed".into(),
+            });
+        };
+        let body = &os.buf[found.buf_start + 8..found.buf_start + 8 + found.len as usize];
+        let raw = frame::parse_record(body).map_err(|what| WalError::Corrupt {
+            location,
+            detail: format!("record does not parse: {what}"),
+        })?;
+        Ok(Some(RecordRef {
+            segment: found.segment,
+            offset: found.offset,
+            len_field: found.len_field,
+            len: found.len,
+            pad: found.pad,
+            record_index: found.record_index,
+            rtype: found.rtype,
+            raw,
+            path,
+        }))
+    }
+
+    fn step(&mut self) -> Result<Option<Found>> {
+        if let Some(os) = self.open.as_mut() {
+            os.consume(std::mem::take(&mut self.pending));
+        }
+        loop {
+            let Some(seg) = self.segments.get(self.cur) else {
+                return Ok(None);
+            };
+            let path = seg.path.clone();
+            let is_last = self.cur + 1 == self.segments.len();
+            if self.open.is_none() {
+                let file = File::open(&path).map_err(|e| WalError::io(&path, e))?;
+                let size = file.metadata().map_err(|e| WalError::io(&path, e))?.len();
+                self.open = Some(OpenSegment {
+                    file,
+                    size,
+                    buf: Vec::with_capacity(READ_CHUNK),
+                    start: 0,
+                    off: 0,
+                });
+            }
+            let Some(os) = self.open.as_mut() else {
+                continue;
+            };
+            let loc = Location {
+                file: path.clone(),
+                offset: os.off,
+                record_index: self.record_index,
+            };
+            let damaged = |detail: String, torn: bool| {
+                if torn {
+                    WalError::TornTail {
+                        location: loc.clone(),
+                        detail,
+                    }
+                } else {
+                    WalError::Corrupt {
+                        location: loc.clone(),
+                        detail,
+                    }
+                }
+            };
+            let avail = os.fill(8, &path)?;
+            if avail > 0 && avail < 8 {
+                return Err(damaged(
+                    format!("only {avail} bytes left where an 8-byte length field was expected"),
+                    is_last,
+                ));
+            }
+            let lf = if avail >= 8 {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&os.buf[os.start..os.start + 8]);
+                u64::from_le_bytes(b)
+            } else {
+                0
+            };
+            if lf == 0 {
+                self.ends.push(SegmentEnd {
+                    path,
+                    end_offset: os.off,
+                    file_size: os.size,
+                    zero_tail: avail != 0,
+                });
+                self.open = None;
+                self.cur += 1;
+                continue;
+            }
+            let (n, pad) = frame::decode_len_field(lf);
+            let remaining = os.size.saturating_sub(os.off + 8);
+            if n.checked_add(pad).is_none_or(|t| t > remaining) {
+                return Err(damaged(
+                    format!(
+                        "record needs {n}+{pad} bytes but only {remaining} remain in the file (length field {lf:016x})"
+                    ),
+                    is_last,
+                ));
+            }
+            let total = (8 + n + pad) as usize;
+            let avail = os.fill(total, &path)?;
+            if avail < total {
+                return Err(damaged(
+                    format!("file shrank while reading: {avail} of {total} bytes available"),
+                    is_last,
+                ));
+            }
+            let frame_bytes = &os.buf[os.start..os.start + total];
+            let body = &frame_bytes[8..8 + n as usize];
+            let torn_shape = is_last && frame::looks_torn(&frame_bytes[8..], os.off + 8);
+            let raw = frame::parse_record(body)
+                .map_err(|what| damaged(format!("record does not parse: {what}"), torn_shape))?;
+            if raw.rtype == RecordType::Crc.as_i64() {
+                if self.crc != 0 && raw.crc != self.crc {
+                    return Err(damaged(
+                        format!(
+                            "crc record {:08x} does not continue the chain ({:08x} at the end of the previous segment)",
+                            raw.crc, self.crc
+                        ),
+                        false,
+                    ));
+                }
+                self.crc = raw.crc;
+            } else {
+                let computed = frame::crc_update(self.crc, raw.data.unwrap_or_default());
+                if computed != raw.crc {
+                    return Err(damaged(
+                        format!(
+                            "crc mismatch: record says {:08x}, chain computes {computed:08x}",
+                            raw.crc
+                        ),
+                        torn_shape,
+                    ));
+                }
+                self.crc = computed;
+            }
+            let Some(rtype) = RecordType::from_i64(raw.rtype) else {
+                return Err(damaged(
+                    format!("unexpected record type {}", raw.rtype),
+                    false,
+                ));
+            };
+            let found = Found {
+                segment: self.cur,
+                offset: os.off,
+                len_field: lf,
+                len: n,
+                pad,
+                record_index: self.record_index,
+                rtype,
+                buf_start: os.start,
+            };
+            self.pending = total;
+            self.record_index += 1;
+            return Ok(Some(found));
+        }
+    }
+}
+
+/// Position of a verified record inside the open segment's buffer.
+struct Found {
+    segment: usize,
+    offset: u64,
+    len_field: u64,
+    len: u64,
+    pad: u64,
+    record_index: u64,
+    rtype: RecordType,
+    buf_start: usize,
+}

@@ -1,0 +1,292 @@
+//! WAL writer producing files etcd itself can read: same framing, CRC chain,
+//! segment names and segment heads. Used by the learner for its local log.
+use crate::error::{Result, WalError};
+use crate::frame::{self, RecordType};
+use crate::reader::{WalReader, WalRecord};
+use crate::segment::{list_segments, segment_file_name};
+use etcd_standby_proto::{Message, etcdserverpb, raftpb, walpb};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Appends records to an etcd-format WAL directory.
+pub struct WalWriter {
+    dir: PathBuf,
+    file: File,
+    file_path: PathBuf,
+    seq: u64,
+    offset: u64,
+    crc: u32,
+    metadata: Vec<u8>,
+    last_index: u64,
+    hard_state: Option<raftpb::HardState>,
+    buf: Vec<u8>,
+    segment_size: u64,
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| WalError::io(dir, e))
+}
+
+impl WalWriter {
+    /// Creates a new WAL in `dir` (which must not hold segments yet), built in
+    /// `<dir>.tmp` and renamed into place like etcd does.
+    pub fn create(dir: &Path, metadata: &etcdserverpb::Metadata) -> Result<Self> {
+        if list_segments(dir).is_ok() {
+            return Err(WalError::Writer(format!(
+                "{} already holds a WAL",
+                dir.display()
+            )));
+        }
+        let mut tmp = dir.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| WalError::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| WalError::io(&tmp, e))?;
+        let name = segment_file_name(0, 0);
+        let tmp_file = tmp.join(&name);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&tmp_file)
+            .map_err(|e| WalError::io(&tmp_file, e))?;
+        let mut w = WalWriter {
+            dir: dir.to_path_buf(),
+            file,
+            file_path: tmp_file,
+            seq: 0,
+            offset: 0,
+            crc: 0,
+            metadata: metadata.encode_to_vec(),
+            last_index: 0,
+            hard_state: None,
+            buf: Vec::with_capacity(1 << 16),
+            segment_size: frame::SEGMENT_SIZE_BYTES,
+        };
+        w.push(RecordType::Crc, None);
+        let md = w.metadata.clone();
+        w.push(RecordType::Metadata, Some(&md));
+        let snap = walpb::Snapshot {
+            index: 0,
+            term: 0,
+            conf_state: None,
+        };
+        w.push(RecordType::Snapshot, Some(&snap.encode_to_vec()));
+        w.sync()?;
+        if dir.exists() {
+            std::fs::remove_dir(dir).map_err(|e| WalError::io(dir, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| WalError::io(dir, e))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+        w.file_path = dir.join(name);
+        Ok(w)
+    }
+
+    /// Opens an existing WAL for appending. A torn last record is repaired the
+    /// way etcd does (the damaged file is copied to `.broken`, then truncated);
+    /// corruption anywhere else is an error.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let mut repaired = false;
+        loop {
+            match Self::scan(dir) {
+                Ok(w) => return Ok(w),
+                Err(WalError::TornTail { location, .. }) if !repaired => {
+                    let mut broken = location.file.as_os_str().to_owned();
+                    broken.push(".broken");
+                    std::fs::copy(&location.file, &broken)
+                        .map_err(|e| WalError::io(&location.file, e))?;
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&location.file)
+                        .map_err(|e| WalError::io(&location.file, e))?;
+                    f.set_len(location.offset)
+                        .and_then(|_| f.sync_all())
+                        .map_err(|e| WalError::io(&location.file, e))?;
+                    repaired = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn scan(dir: &Path) -> Result<Self> {
+        let mut reader = WalReader::open(dir)?;
+        let mut metadata: Option<Vec<u8>> = None;
+        let mut last_index = 0;
+        let mut hard_state = None;
+        while let Some(rec) = reader.next_record()? {
+            match rec.decode()? {
+                WalRecord::Metadata(_) => {
+                    let raw = rec.raw.data.unwrap_or_default().to_vec();
+                    if metadata.as_ref().is_some_and(|m| *m != raw) {
+                        return Err(WalError::Corrupt {
+                            location: rec.location(),
+                            detail: "metadata differs from earlier segments".into(),
+                        });
+                    }
+                    metadata = Some(raw);
+                }
+                WalRecord::Entry(e) => last_index = e.index,
+                WalRecord::State(hs) => hard_state = Some(hs),
+                WalRecord::Snapshot(s) => last_index = last_index.max(s.index),
+                WalRecord::Crc(_) => {}
+            }
+        }
+        let crc = reader.crc();
+        let last = reader
+            .segments()
+            .last()
+            .cloned()
+            .ok_or_else(|| WalError::NoSegments(dir.to_path_buf()))?;
+        let end = reader
+            .segment_ends()
+            .last()
+            .map(|e| e.end_offset)
+            .unwrap_or(0);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&last.path)
+            .map_err(|e| WalError::io(&last.path, e))?;
+        // Drop any zero tail so appends land right after the last record.
+        file.set_len(end)
+            .and_then(|_| file.sync_all())
+            .map_err(|e| WalError::io(&last.path, e))?;
+        let mut w = WalWriter {
+            dir: dir.to_path_buf(),
+            file,
+            file_path: last.path.clone(),
+            seq: last.seq,
+            offset: end,
+            crc,
+            metadata: metadata.unwrap_or_default(),
+            last_index,
+            hard_state,
+            buf: Vec::with_capacity(1 << 16),
+            segment_size: frame::SEGMENT_SIZE_BYTES,
+        };
+        std::io::Seek::seek(&mut w.file, std::io::SeekFrom::Start(end))
+            .map_err(|e| WalError::io(&last.path, e))?;
+        Ok(w)
+    }
+
+    /// Overrides the segment cut size (tests use small segments).
+    pub fn with_segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = bytes.max(64);
+        self
+    }
+
+    /// Index of the last entry written (or of the snapshot marker).
+    pub fn last_index(&self) -> u64 {
+        self.last_index
+    }
+
+    /// Last hard state written.
+    pub fn hard_state(&self) -> Option<&raftpb::HardState> {
+        self.hard_state.as_ref()
+    }
+
+    /// Current segment file.
+    pub fn current_file(&self) -> &Path {
+        &self.file_path
+    }
+
+    fn push(&mut self, rtype: RecordType, data: Option<&[u8]>) {
+        let crc = if rtype == RecordType::Crc {
+            self.crc
+        } else {
+            self.crc = frame::crc_update(self.crc, data.unwrap_or_default());
+            self.crc
+        };
+        frame::encode_frame(&mut self.buf, rtype, crc, data);
+    }
+
+    /// Buffers entries then the hard state (if any), like etcd's `Save`.
+    /// Entries may rewrite a suffix of the log (raft conflict resolution) but
+    /// may not leave a gap. Call [`sync`](Self::sync) to make them durable.
+    pub fn save(
+        &mut self,
+        hard_state: Option<&raftpb::HardState>,
+        entries: &[raftpb::Entry],
+    ) -> Result<()> {
+        let mut buf = Vec::new();
+        for e in entries {
+            if e.index > self.last_index + 1 {
+                return Err(WalError::Writer(format!(
+                    "entry index {} leaves a gap after {}",
+                    e.index, self.last_index
+                )));
+            }
+            buf.clear();
+            e.encode(&mut buf)
+                .map_err(|err| WalError::Writer(format!("encode entry: {err}")))?;
+            self.push(RecordType::Entry, Some(&buf));
+            self.last_index = e.index;
+        }
+        if let Some(hs) = hard_state {
+            self.push(RecordType::State, Some(&hs.encode_to_vec()));
+            self.hard_state = Some(*hs);
+        }
+        Ok(())
+    }
+
+    /// Records a snapshot marker (after the `.snap` file is saved).
+    pub fn save_snapshot(&mut self, snap: &walpb::Snapshot) -> Result<()> {
+        self.push(RecordType::Snapshot, Some(&snap.encode_to_vec()));
+        self.last_index = self.last_index.max(snap.index);
+        Ok(())
+    }
+
+    /// Writes buffered records and fsyncs; cuts a new segment when the current
+    /// one reached the segment size.
+    pub fn sync(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.file
+                .write_all(&self.buf)
+                .map_err(|e| WalError::io(&self.file_path, e))?;
+            self.offset += self.buf.len() as u64;
+            self.buf.clear();
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| WalError::io(&self.file_path, e))?;
+        if self.offset >= self.segment_size {
+            self.cut()?;
+        }
+        Ok(())
+    }
+
+    fn cut(&mut self) -> Result<()> {
+        let name = segment_file_name(self.seq + 1, self.last_index + 1);
+        let path = self.dir.join(name);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| WalError::io(&path, e))?;
+        self.file = file;
+        self.file_path = path;
+        self.seq += 1;
+        self.offset = 0;
+        self.push(RecordType::Crc, None);
+        let md = self.metadata.clone();
+        self.push(RecordType::Metadata, Some(&md));
+        if let Some(hs) = self.hard_state {
+            self.push(RecordType::State, Some(&hs.encode_to_vec()));
+        }
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| WalError::io(&self.file_path, e))?;
+        self.offset += self.buf.len() as u64;
+        self.buf.clear();
+        self.file
+            .sync_all()
+            .map_err(|e| WalError::io(&self.file_path, e))?;
+        sync_dir(&self.dir)
+    }
+}
