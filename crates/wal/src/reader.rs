@@ -317,13 +317,43 @@ impl WalReader {
                 continue;
             }
             let (n, pad) = frame::decode_len_field(lf);
-            let remaining = os.size.saturating_sub(os.off + 8);
-            if n.checked_add(pad).is_none_or(|t| t > remaining) {
+            if frame::encode_len_field(n).0 != lf {
+                // etcd always writes pad = (8 - n % 8) % 8 with bit 63 set
+                // iff pad > 0 and bits 59..62 clear; anything else is damage
+                // to this length field (etcd itself would misread the stream).
+                // In the last file, followed by zeroed sectors, it is what a
+                // torn write leaves behind.
+                let remaining = os.size.saturating_sub(os.off + 8);
+                let look = 8 + remaining
+                    .min(n.saturating_add(pad))
+                    .min(frame::MIN_SECTOR_SIZE * 2) as usize;
+                let avail = os.fill(look, &path)?.min(look);
+                let torn = is_last
+                    && avail > 8
+                    && frame::looks_torn(&os.buf[os.start + 8..os.start + avail], os.off + 8);
                 return Err(damaged(
                     format!(
-                        "record needs {n}+{pad} bytes but only {remaining} remain in the file (length field {lf:016x})"
+                        "malformed length field {lf:016x} (not what etcd writes for {n} bytes)"
                     ),
-                    is_last,
+                    torn,
+                ));
+            }
+            let remaining = os.size.saturating_sub(os.off + 8);
+            if n.checked_add(pad).is_none_or(|t| t > remaining) {
+                // A plausible record cut short at the end of the last file is
+                // a torn write; an absurd length is damage (etcd 3.4/3.5.1
+                // refuse records of 10 MiB or more outright).
+                let plausible = n < frame::ETCD_MAX_RECORD_SIZE;
+                let note = if plausible {
+                    ""
+                } else {
+                    "; etcd 3.4 and 3.5.0-3.5.4 refuse such a record (3.5.5+ would call it torn)"
+                };
+                return Err(damaged(
+                    format!(
+                        "record needs {n}+{pad} bytes but only {remaining} remain in the file (length field {lf:016x}){note}"
+                    ),
+                    is_last && plausible,
                 ));
             }
             let total = (8 + n + pad) as usize;

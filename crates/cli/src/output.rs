@@ -1,0 +1,108 @@
+//! Output plumbing shared by the commands: buffered stdout that treats a
+//! closed pipe (`| head`) as a normal end, and the exit-code contract.
+use std::io::{self, BufWriter, Stdout, Write};
+
+/// Exit code: everything fine.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: a data problem was found (corruption, torn tail, bad checksum).
+pub const EXIT_DATA_PROBLEM: i32 = 1;
+/// Exit code: usage or IO error.
+pub const EXIT_USAGE_OR_IO: i32 = 2;
+
+/// What a command concluded about the data it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No problem found.
+    Clean,
+    /// A data problem was found and reported.
+    Problem,
+}
+
+impl Verdict {
+    /// The process exit code for this verdict.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Clean => EXIT_OK,
+            Verdict::Problem => EXIT_DATA_PROBLEM,
+        }
+    }
+}
+
+/// Buffered stdout.
+pub struct Out {
+    w: BufWriter<Stdout>,
+}
+
+/// Marker error: the reader of our stdout went away.
+#[derive(Debug)]
+pub struct PipeClosed;
+
+impl std::fmt::Display for PipeClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("output pipe closed")
+    }
+}
+impl std::error::Error for PipeClosed {}
+
+fn map_io(e: io::Error) -> anyhow::Error {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        anyhow::Error::new(PipeClosed)
+    } else {
+        anyhow::Error::new(e).context("writing to stdout")
+    }
+}
+
+impl Out {
+    /// Stdout with a large buffer (dumps stream millions of lines).
+    pub fn new() -> Self {
+        Out {
+            w: BufWriter::with_capacity(1 << 16, io::stdout()),
+        }
+    }
+
+    /// Writes one line.
+    pub fn line(&mut self, s: &str) -> anyhow::Result<()> {
+        self.w.write_all(s.as_bytes()).map_err(map_io)?;
+        self.w.write_all(b"\n").map_err(map_io)
+    }
+
+    /// Writes one JSON value as a line.
+    pub fn json(&mut self, v: &serde_json::Value) -> anyhow::Result<()> {
+        serde_json::to_writer(&mut self.w, v).map_err(|e| map_io(e.into()))?;
+        self.w.write_all(b"\n").map_err(map_io)
+    }
+
+    /// Flushes.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.w.flush().map_err(map_io)
+    }
+}
+
+/// Left-aligns a table: every column padded to its widest cell.
+pub fn table(rows: &[Vec<String>]) -> Vec<String> {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|r| {
+            let mut line = String::new();
+            for (c, cell) in r.iter().enumerate() {
+                if c + 1 == r.len() {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    let pad = widths[c] + 2 - cell.chars().count();
+                    line.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            line
+        })
+        .collect()
+}

@@ -1,0 +1,708 @@
+//! `etcd-standby wal dump | verify | stats`.
+use crate::output::{Out, Verdict, table};
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use etcd_standby_decode::render::{Node, RenderOptions, render_entry};
+use etcd_standby_decode::{Decoded, RequestKind, decode_entry, keys};
+use etcd_standby_proto::raftpb;
+use etcd_standby_wal::segment::parse_segment_name;
+use etcd_standby_wal::{RecordRef, Segment, WalError, WalReader, WalRecord};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Longest string/bytes value shown on a terminal line.
+const TEXT_VALUE_LIMIT: usize = 96;
+
+/// Finds the segments for a data dir, member dir, wal dir or single `.wal` file.
+pub fn resolve_segments(path: &Path) -> Result<(PathBuf, Vec<Segment>)> {
+    if path.is_file() {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let (seq, index) = parse_segment_name(name).unwrap_or((0, 0));
+        return Ok((
+            path.to_path_buf(),
+            vec![Segment {
+                path: path.to_path_buf(),
+                seq,
+                index,
+            }],
+        ));
+    }
+    if !path.exists() {
+        anyhow::bail!("{}: no such file or directory", path.display());
+    }
+    let dir = etcd_standby_wal::resolve_wal_dir(path).with_context(|| {
+        format!(
+            "{}: no WAL found (looked in member/wal, wal and the directory itself)",
+            path.display()
+        )
+    })?;
+    let segs = etcd_standby_wal::list_segments(&dir)?;
+    Ok((dir, segs))
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// A record-level problem as JSON.
+fn problem_json(e: &WalError) -> Value {
+    match e.location() {
+        Some(loc) => json!({
+            "record": "problem",
+            "problem": if e.is_torn_tail() { "torn_tail" } else { "corruption" },
+            "file": loc.file.display().to_string(),
+            "offset": loc.offset,
+            "record_index": loc.record_index,
+            "detail": e.to_string(),
+        }),
+        None => json!({"record": "problem", "problem": "error", "detail": e.to_string()}),
+    }
+}
+
+/// Explains what etcd would do about a problem.
+fn consequence(e: &WalError) -> &'static str {
+    if e.is_torn_tail() {
+        "a torn write in the last segment: etcd would repair it by truncating the file here (copying the original to .broken); records after this point are lost on this member"
+    } else {
+        "corruption before the end of the log: etcd refuses to start on this WAL; restore the member from a snapshot or re-add it"
+    }
+}
+
+/// Options of `wal dump`.
+pub struct DumpOptions {
+    /// One JSON object per line.
+    pub json: bool,
+    /// First entry index shown.
+    pub start_index: Option<u64>,
+    /// Last entry index shown.
+    pub end_index: Option<u64>,
+    /// Kinds shown (`None`: all).
+    pub kinds: Option<Vec<RequestKind>>,
+    /// Only entries touching keys with this prefix.
+    pub key_prefix: Option<Vec<u8>>,
+    /// Print secrets.
+    pub show_secrets: bool,
+}
+
+fn entry_type_short(t: i32) -> &'static str {
+    match t {
+        0 => "norm",
+        1 => "conf",
+        2 => "conf2",
+        _ => "?",
+    }
+}
+
+fn entry_type_name(t: i32) -> String {
+    raftpb::EntryType::try_from(t)
+        .map(|e| e.as_str_name().to_owned())
+        .unwrap_or_else(|_| format!("EntryType({t})"))
+}
+
+fn is_default(n: &Node) -> bool {
+    match n {
+        Node::Bool(b) => !b,
+        Node::Int(i) => *i == 0,
+        Node::UInt(u) => *u == 0,
+        Node::Str(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
+/// Terminal text of a request: the header's user/auth revision as a prefix,
+/// its request ID dropped (noise on a terminal; JSON keeps it).
+fn request_text(node: &Node, drop_defaults: bool) -> String {
+    let Node::Msg(fields) = node else {
+        return node.to_text_limited(TEXT_VALUE_LIMIT);
+    };
+    let mut prefix = String::new();
+    let mut rest = Vec::new();
+    for (k, v) in fields {
+        if k == "header" {
+            if let Some(Node::Str(u)) = v.get("username") {
+                prefix.push_str(&format!("user={u:?} "));
+            }
+            if let Some(Node::UInt(r)) = v.get("auth_revision") {
+                prefix.push_str(&format!("auth_rev={r} "));
+            }
+        } else if k == "NodeID_hex" {
+            // NodeID is already printed in hex on terminals.
+        } else if !is_default(v) || !drop_defaults {
+            rest.push((k.clone(), v.clone()));
+        }
+    }
+    // A single request field: show its contents directly.
+    let body = match rest.as_slice() {
+        [(_, inner @ Node::Msg(_))] => inner.to_text_limited(TEXT_VALUE_LIMIT),
+        _ => Node::Msg(rest).to_text_limited(TEXT_VALUE_LIMIT),
+    };
+    format!("{prefix}{body}")
+}
+
+fn entry_selected(e: &raftpb::Entry, decoded: &Decoded, opts: &DumpOptions) -> bool {
+    if opts.start_index.is_some_and(|s| e.index < s) || opts.end_index.is_some_and(|x| e.index > x)
+    {
+        return false;
+    }
+    if let Some(kinds) = &opts.kinds {
+        if !kinds.contains(&RequestKind::of(decoded)) {
+            return false;
+        }
+    }
+    if let Some(p) = &opts.key_prefix {
+        if !keys(decoded).iter().any(|k| k.overlaps_prefix(p)) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Reads every record, handing each to `f`; returns the problem that ended
+/// reading early, if any (IO errors are returned as errors).
+fn walk(
+    segments: Vec<Segment>,
+    mut f: impl FnMut(&RecordRef<'_>, WalRecord) -> Result<()>,
+) -> Result<(WalReader, Option<WalError>)> {
+    let mut reader = WalReader::from_segments(segments);
+    let problem = loop {
+        let rec = match reader.next_record() {
+            Ok(Some(r)) => r,
+            Ok(None) => break None,
+            Err(e @ (WalError::TornTail { .. } | WalError::Corrupt { .. })) => break Some(e),
+            Err(e) => return Err(e.into()),
+        };
+        let decoded = match rec.decode() {
+            Ok(d) => d,
+            Err(e) => break Some(e),
+        };
+        f(&rec, decoded)?;
+    };
+    Ok((reader, problem))
+}
+
+/// `wal dump`.
+pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
+    let (dir, segments) = resolve_segments(path)?;
+    let mut out = Out::new();
+    let total_bytes: u64 = segments
+        .iter()
+        .filter_map(|s| std::fs::metadata(&s.path).ok())
+        .map(|m| m.len())
+        .sum();
+    if !opts.json {
+        out.line(&format!(
+            "WAL       {} ({} segment(s), {} bytes)",
+            dir.display(),
+            segments.len(),
+            total_bytes
+        ))?;
+    }
+    let ropts = RenderOptions {
+        show_secrets: opts.show_secrets,
+    };
+    let mut metadata_shown = false;
+    let mut header_shown = false;
+    let mut last_state: Option<raftpb::HardState> = None;
+    let (mut shown, mut read) = (0u64, 0u64);
+    let (mut first, mut last) = (None::<u64>, None::<u64>);
+    let (_reader, problem) = walk(segments, |rec, r| {
+        let file = file_name(rec.location().file.as_path());
+        match r {
+            WalRecord::Metadata(m) if !metadata_shown => {
+                metadata_shown = true;
+                if opts.json {
+                    out.json(&json!({
+                        "record": "metadata",
+                        "node_id": format!("{:016x}", m.node_id),
+                        "cluster_id": format!("{:016x}", m.cluster_id),
+                        "file": file, "offset": rec.offset,
+                    }))?;
+                } else {
+                    out.line(&format!(
+                        "member    {:016x}   cluster {:016x}",
+                        m.node_id, m.cluster_id
+                    ))?;
+                }
+            }
+            WalRecord::Metadata(_) | WalRecord::Crc(_) => {}
+            WalRecord::Snapshot(s) => {
+                if opts.json {
+                    let cs = s.conf_state.as_ref().map(|c| {
+                        json!({"voters": c.voters, "learners": c.learners,
+                               "voters_outgoing": c.voters_outgoing,
+                               "learners_next": c.learners_next, "auto_leave": c.auto_leave})
+                    });
+                    out.json(
+                        &json!({"record": "snapshot", "index": s.index, "term": s.term,
+                                     "conf_state": cs, "file": file, "offset": rec.offset}),
+                    )?;
+                } else {
+                    let cs = s
+                        .conf_state
+                        .as_ref()
+                        .map(|c| {
+                            let ids = |v: &[u64]| {
+                                v.iter()
+                                    .map(|x| format!("{x:x}"))
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            };
+                            format!(
+                                " voters=[{}] learners=[{}]",
+                                ids(&c.voters),
+                                ids(&c.learners)
+                            )
+                        })
+                        .unwrap_or_default();
+                    out.line(&format!(
+                        "snapshot  index={} term={}{cs}   ({file} @{})",
+                        s.index, s.term, rec.offset
+                    ))?;
+                }
+            }
+            WalRecord::State(hs) => last_state = Some(hs),
+            WalRecord::Entry(e) => {
+                read += 1;
+                let decoded = decode_entry(&e);
+                if !entry_selected(&e, &decoded, opts) {
+                    return Ok(());
+                }
+                shown += 1;
+                first.get_or_insert(e.index);
+                last = Some(e.index);
+                let kind = RequestKind::of(&decoded);
+                let data = e.data.as_deref().unwrap_or_default();
+                let node = render_entry(e.r#type, data, &decoded, ropts);
+                if opts.json {
+                    out.json(&json!({
+                        "record": "entry", "term": e.term, "index": e.index,
+                        "type": entry_type_name(e.r#type), "kind": kind.name(),
+                        "request": node.to_json(), "file": file, "offset": rec.offset,
+                    }))?;
+                } else {
+                    if !header_shown {
+                        header_shown = true;
+                        out.line(&format!(
+                            "{:>6} {:>10}  {:<5} {:<27} REQUEST",
+                            "TERM", "INDEX", "TYPE", "KIND"
+                        ))?;
+                    }
+                    out.line(&format!(
+                        "{:>6} {:>10}  {:<5} {:<27} {}",
+                        e.term,
+                        e.index,
+                        entry_type_short(e.r#type),
+                        kind.name(),
+                        request_text(&node, matches!(kind.group(), "cluster"))
+                    ))?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if opts.json {
+        if let Some(hs) = last_state {
+            out.json(&json!({"record": "hardstate", "term": hs.term, "vote": format!("{:016x}", hs.vote), "commit": hs.commit}))?;
+        }
+        if let Some(p) = &problem {
+            out.json(&problem_json(p))?;
+        }
+    } else {
+        if let Some(hs) = last_state {
+            out.line(&format!(
+                "hardstate term={} vote={:016x} commit={}",
+                hs.term, hs.vote, hs.commit
+            ))?;
+        }
+        let range = match (first, last) {
+            (Some(a), Some(b)) => format!(", index {a}..{b}"),
+            _ => String::new(),
+        };
+        out.line(&format!("entries   {shown} shown of {read} read{range}"))?;
+    }
+    out.flush()?;
+    Ok(match problem {
+        Some(p) => {
+            eprintln!("etcd-standby: {p}\n  {}", consequence(&p));
+            Verdict::Problem
+        }
+        None => Verdict::Clean,
+    })
+}
+
+/// `wal verify`.
+pub fn verify(path: &Path, json_out: bool) -> Result<Verdict> {
+    let (dir, segments) = resolve_segments(path)?;
+    let nseg = segments.len();
+    let mut records = 0u64;
+    let mut bytes = 0u64;
+    let mut entries = 0u64;
+    let (mut first, mut last) = (None::<u64>, 0u64);
+    let mut rewrites = 0u64;
+    let mut metadata: Option<(u64, u64)> = None;
+    let mut state: Option<raftpb::HardState> = None;
+    let mut snapshots = Vec::new();
+    let mut logical: Option<WalError> = None;
+    let (reader, problem) = walk(segments, |rec, r| {
+        records += 1;
+        bytes += rec.frame_size();
+        if logical.is_some() {
+            return Ok(());
+        }
+        let corrupt = |detail: String| WalError::Corrupt {
+            location: rec.location(),
+            detail,
+        };
+        match r {
+            WalRecord::Metadata(m) => {
+                let ids = (m.node_id, m.cluster_id);
+                if metadata.is_some_and(|old| old != ids) {
+                    logical = Some(corrupt(format!(
+                        "metadata conflict: node {:016x} cluster {:016x} differs from the first segment",
+                        ids.0, ids.1
+                    )));
+                }
+                metadata = Some(ids);
+            }
+            WalRecord::Entry(e) => {
+                entries += 1;
+                if let Some(_f) = first {
+                    if e.index > last + 1 {
+                        logical = Some(corrupt(format!(
+                            "entry index {} leaves a gap after {}",
+                            e.index, last
+                        )));
+                    } else if e.index <= last {
+                        rewrites += 1;
+                    }
+                } else {
+                    first = Some(e.index);
+                }
+                last = e.index;
+            }
+            WalRecord::State(hs) => state = Some(hs),
+            WalRecord::Snapshot(s) => snapshots.push((s.index, s.term)),
+            WalRecord::Crc(_) => {}
+        }
+        Ok(())
+    })?;
+    let problem = problem.or(logical);
+    let ends = reader.segment_ends();
+    if json_out {
+        let mut out = Out::new();
+        let mut v = json!({
+            "wal_dir": dir.display().to_string(), "segments": nseg, "records": records,
+            "bytes": bytes, "entries": entries, "first_index": first, "last_index": first.map(|_| last),
+            "rewritten_entries": rewrites,
+            "hardstate": state.map(|h| json!({"term": h.term, "vote": format!("{:016x}", h.vote), "commit": h.commit})),
+            "snapshots": snapshots.iter().map(|(i, t)| json!({"index": i, "term": t})).collect::<Vec<_>>(),
+            "ok": problem.is_none(),
+        });
+        if let Some(p) = &problem {
+            v["problem"] = problem_json(p);
+            v["consequence"] = json!(consequence(p));
+        }
+        out.json(&v)?;
+        out.flush()?;
+    } else {
+        let mut out = Out::new();
+        let range = first
+            .map(|f| format!("{f}..{last}"))
+            .unwrap_or("none".into());
+        let mut rows = vec![
+            vec!["wal dir".into(), dir.display().to_string()],
+            vec!["segments".into(), format!("{nseg}")],
+            vec!["records".into(), format!("{records} ({bytes} bytes)")],
+            vec![
+                "entries".into(),
+                format!("{entries}, index {range}, {rewrites} rewritten by later records"),
+            ],
+        ];
+        if let Some(h) = state {
+            rows.push(vec![
+                "hardstate".into(),
+                format!("term={} vote={:016x} commit={}", h.term, h.vote, h.commit),
+            ]);
+            if first.is_some() && h.commit > last {
+                rows.push(vec![
+                    "note".into(),
+                    format!("commit {} is beyond the last entry {last}", h.commit),
+                ]);
+            }
+        }
+        let snaps: Vec<String> = snapshots.iter().map(|(i, t)| format!("{i}@{t}")).collect();
+        rows.push(vec!["snapshots".into(), snaps.join(" ")]);
+        for e in ends {
+            let tail = e.file_size - e.end_offset;
+            rows.push(vec![
+                "segment".into(),
+                format!(
+                    "{}: records end at {} of {} bytes{}",
+                    file_name(&e.path),
+                    e.end_offset,
+                    e.file_size,
+                    if tail > 0 {
+                        format!(" ({tail} bytes zero tail)")
+                    } else {
+                        String::new()
+                    }
+                ),
+            ]);
+        }
+        for l in table(&rows) {
+            out.line(&l)?;
+        }
+        match &problem {
+            None => out.line("result    OK: framing and CRC chain verified")?,
+            Some(p) => {
+                let loc = p.location();
+                let kind = if p.is_torn_tail() {
+                    "TORN TAIL"
+                } else {
+                    "CORRUPTION"
+                };
+                match loc {
+                    Some(l) => out.line(&format!(
+                        "result    {kind} in {} at byte offset {} (record #{})",
+                        file_name(&l.file),
+                        l.offset,
+                        l.record_index
+                    ))?,
+                    None => out.line(&format!("result    {kind}"))?,
+                }
+                out.line(&format!("detail    {p}"))?;
+                out.line(&format!("meaning   {}", consequence(p)))?;
+            }
+        }
+        out.flush()?;
+    }
+    Ok(if problem.is_some() {
+        Verdict::Problem
+    } else {
+        Verdict::Clean
+    })
+}
+
+/// The "busiest prefix" bucket of a key: the first `depth` path components
+/// of `/`-separated keys, or the first 8 bytes of other keys.
+fn key_bucket(key: &[u8], depth: usize) -> Bytes {
+    let mut slashes = 0;
+    let skip_leading = usize::from(key.first() == Some(&b'/'));
+    for (i, &b) in key.iter().enumerate().skip(skip_leading) {
+        if b == b'/' {
+            slashes += 1;
+            if slashes == depth {
+                return Bytes::copy_from_slice(&key[..=i]);
+            }
+        }
+    }
+    if slashes > 0 || skip_leading == 1 {
+        Bytes::copy_from_slice(key)
+    } else {
+        Bytes::copy_from_slice(&key[..key.len().min(8)])
+    }
+}
+
+/// Bound on distinct prefixes tracked, so stats memory stays flat.
+const MAX_PREFIXES: usize = 100_000;
+
+/// `wal stats`.
+pub fn stats(path: &Path, json_out: bool, depth: usize, top: usize) -> Result<Verdict> {
+    let (dir, segments) = resolve_segments(path)?;
+    let nseg = segments.len();
+    let mut by_kind: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
+    let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+    let mut prefixes: HashMap<Bytes, (u64, u64)> = HashMap::new();
+    let mut other_prefix = (0u64, 0u64);
+    let (mut first, mut last) = (None::<u64>, None::<u64>);
+    let (mut term_min, mut term_max) = (u64::MAX, 0u64);
+    let (mut records, mut bytes, mut data_bytes) = (0u64, 0u64, 0u64);
+    let mut leases = (0u64, 0u64, 0u64);
+    let mut auth_changes = 0u64;
+    let mut conf_changes = Vec::new();
+    let (_reader, problem) = walk(segments, |rec, r| {
+        records += 1;
+        bytes += rec.frame_size();
+        let WalRecord::Entry(e) = r else {
+            return Ok(());
+        };
+        first.get_or_insert(e.index);
+        last = Some(e.index);
+        term_min = term_min.min(e.term);
+        term_max = term_max.max(e.term);
+        let len = e.data.as_ref().map_or(0, |d| d.len() as u64);
+        data_bytes += len;
+        *by_type.entry(entry_type_name(e.r#type)).or_default() += 1;
+        let decoded = decode_entry(&e);
+        let kind = RequestKind::of(&decoded);
+        let slot = by_kind.entry(kind.name()).or_default();
+        slot.0 += 1;
+        slot.1 += len;
+        match kind {
+            RequestKind::LeaseGrant => leases.0 += 1,
+            RequestKind::LeaseRevoke => leases.1 += 1,
+            RequestKind::LeaseCheckpoint => leases.2 += 1,
+            k if k.group() == "auth"
+                && !matches!(
+                    k,
+                    RequestKind::Authenticate
+                        | RequestKind::AuthStatus
+                        | RequestKind::AuthUserGet
+                        | RequestKind::AuthUserList
+                        | RequestKind::AuthRoleGet
+                        | RequestKind::AuthRoleList
+                ) =>
+            {
+                auth_changes += 1
+            }
+            k if k.is_conf_change() => {
+                if let Decoded::ConfChange(cc) = &decoded {
+                    conf_changes.push(format!(
+                        "{} {}:{:x}",
+                        e.index,
+                        kind.name(),
+                        cc.change.node_id
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if matches!(kind.group(), "kv") {
+            for k in keys(&decoded) {
+                let b = key_bucket(&k.key, depth);
+                if let Some(slot) = prefixes.get_mut(&b) {
+                    slot.0 += 1;
+                    slot.1 += len;
+                } else if prefixes.len() < MAX_PREFIXES {
+                    prefixes.insert(b, (1, len));
+                } else {
+                    other_prefix.0 += 1;
+                    other_prefix.1 += len;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let mut busiest: Vec<(Bytes, (u64, u64))> = prefixes.into_iter().collect();
+    busiest.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
+    busiest.truncate(top);
+    let mut out = Out::new();
+    if json_out {
+        let v = json!({
+            "wal_dir": dir.display().to_string(), "segments": nseg, "records": records, "bytes": bytes,
+            "entry_data_bytes": data_bytes,
+            "first_index": first, "last_index": last,
+            "first_term": first.map(|_| term_min), "last_term": first.map(|_| term_max),
+            "entries_by_type": by_type,
+            "entries_by_kind": by_kind.iter().map(|(k, (n, b))| (k.to_string(), json!({"count": n, "bytes": b}))).collect::<serde_json::Map<_, _>>(),
+            "busiest_prefixes": busiest.iter().map(|(p, (n, b))| json!({"prefix": etcd_standby_decode::render::bytes_json(p), "requests": n, "bytes": b})).collect::<Vec<_>>(),
+            "leases": {"granted": leases.0, "revoked": leases.1, "checkpoints": leases.2},
+            "auth_changes": auth_changes,
+            "conf_changes": conf_changes,
+            "problem": problem.as_ref().map(problem_json),
+        });
+        out.json(&v)?;
+    } else {
+        let range = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{a}..{b}"),
+            _ => "none".into(),
+        };
+        let mut rows = vec![
+            vec!["wal dir".into(), dir.display().to_string()],
+            vec!["segments".into(), nseg.to_string()],
+            vec![
+                "records".into(),
+                format!("{records} ({bytes} bytes; entry data {data_bytes} bytes)"),
+            ],
+            vec!["index".into(), range(first, last)],
+            vec![
+                "term".into(),
+                range(first.map(|_| term_min), first.map(|_| term_max)),
+            ],
+            vec![
+                "leases".into(),
+                format!(
+                    "{} granted, {} revoked, {} checkpoints",
+                    leases.0, leases.1, leases.2
+                ),
+            ],
+            vec!["auth changes".into(), auth_changes.to_string()],
+            vec![
+                "conf changes".into(),
+                if conf_changes.is_empty() {
+                    "none".into()
+                } else {
+                    conf_changes.join(", ")
+                },
+            ],
+        ];
+        for (t, n) in &by_type {
+            rows.push(vec![format!("type {t}"), n.to_string()]);
+        }
+        for l in table(&rows) {
+            out.line(&l)?;
+        }
+        out.line("")?;
+        let mut krows = vec![vec!["KIND".into(), "ENTRIES".into(), "BYTES".into()]];
+        for (k, (n, b)) in &by_kind {
+            krows.push(vec![k.to_string(), n.to_string(), b.to_string()]);
+        }
+        for l in table(&krows) {
+            out.line(&l)?;
+        }
+        out.line("")?;
+        let mut prows = vec![vec![
+            "BUSIEST PREFIX".into(),
+            "REQUESTS".into(),
+            "BYTES".into(),
+        ]];
+        for (p, (n, b)) in &busiest {
+            prows.push(vec![
+                etcd_standby_decode::render::bytes_text(p),
+                n.to_string(),
+                b.to_string(),
+            ]);
+        }
+        if other_prefix.0 > 0 {
+            prows.push(vec![
+                "(other prefixes)".into(),
+                other_prefix.0.to_string(),
+                other_prefix.1.to_string(),
+            ]);
+        }
+        for l in table(&prows) {
+            out.line(&l)?;
+        }
+    }
+    out.flush()?;
+    Ok(match problem {
+        Some(p) => {
+            eprintln!("etcd-standby: {p}\n  {}", consequence(&p));
+            Verdict::Problem
+        }
+        None => Verdict::Clean,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_buckets_group_by_leading_path_components() {
+        assert_eq!(
+            &key_bucket(b"/registry/pods/ns/a", 2)[..],
+            b"/registry/pods/"
+        );
+        assert_eq!(&key_bucket(b"/a/1", 2)[..], b"/a/1");
+        assert_eq!(&key_bucket(b"/a/1", 1)[..], b"/a/");
+        assert_eq!(&key_bucket(b"foo", 2)[..], b"foo");
+        assert_eq!(&key_bucket(b"verylongkey", 2)[..], b"verylong");
+    }
+}
