@@ -124,10 +124,16 @@ impl Node {
 
     /// Compact terminal text: `key="foo" value="bar"` at top level.
     pub fn to_text(&self) -> String {
+        self.to_text_limited(usize::MAX)
+    }
+
+    /// Like [`to_text`](Self::to_text) but cuts any single string or bytes
+    /// value longer than `limit` bytes, noting how much was left out.
+    pub fn to_text_limited(&self, limit: usize) -> String {
         let mut out = String::new();
         match self {
-            Node::Msg(fields) => write_fields(&mut out, fields),
-            other => write_text(&mut out, other),
+            Node::Msg(fields) => write_fields(&mut out, fields, limit),
+            other => write_text(&mut out, other, limit),
         }
         out
     }
@@ -141,18 +147,18 @@ impl Node {
     }
 }
 
-fn write_fields(out: &mut String, fields: &[(String, Node)]) {
+fn write_fields(out: &mut String, fields: &[(String, Node)], limit: usize) {
     for (i, (k, v)) in fields.iter().enumerate() {
         if i > 0 {
             out.push(' ');
         }
         out.push_str(k);
         out.push('=');
-        write_text(out, v);
+        write_text(out, v, limit);
     }
 }
 
-fn write_text(out: &mut String, n: &Node) {
+fn write_text(out: &mut String, n: &Node, limit: usize) {
     match n {
         Node::Bool(b) => {
             let _ = write!(out, "{b}");
@@ -166,10 +172,21 @@ fn write_text(out: &mut String, n: &Node) {
         Node::HexId(u) => {
             let _ = write!(out, "{u:016x}");
         }
+        Node::Str(s) if s.len() > limit => {
+            let cut = (0..=limit)
+                .rev()
+                .find(|&i| s.is_char_boundary(i))
+                .unwrap_or(0);
+            let _ = write!(out, "{:?}…(+{} bytes)", &s[..cut], s.len() - cut);
+        }
         Node::Str(s) => {
             let _ = write!(out, "{s:?}");
         }
         Node::Enum(s) => out.push_str(s),
+        Node::Bytes(b) if b.len() > limit => {
+            out.push_str(&bytes_text(&b[..limit]));
+            let _ = write!(out, "…(+{} bytes)", b.len() - limit);
+        }
         Node::Bytes(b) => out.push_str(&bytes_text(b)),
         Node::List(v) => {
             out.push('[');
@@ -177,13 +194,13 @@ fn write_text(out: &mut String, n: &Node) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_text(out, x);
+                write_text(out, x, limit);
             }
             out.push(']');
         }
         Node::Msg(fields) => {
             out.push('{');
-            write_fields(out, fields);
+            write_fields(out, fields, limit);
             out.push('}');
         }
         Node::Json(j) => out.push_str(&j.to_string()),

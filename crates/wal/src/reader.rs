@@ -90,7 +90,7 @@ impl RecordRef<'_> {
 }
 
 struct OpenSegment {
-    file: File,
+    file: Box<dyn Read + Send>,
     size: u64,
     buf: Vec<u8>,
     /// Start of unread data in `buf`.
@@ -141,6 +141,8 @@ impl OpenSegment {
 /// Reads a WAL directory record by record.
 pub struct WalReader {
     segments: Vec<Segment>,
+    /// In-memory segment contents (same order as `segments`), for tests and fuzzing.
+    memory: Option<Vec<bytes::Bytes>>,
     cur: usize,
     open: Option<OpenSegment>,
     crc: u32,
@@ -176,6 +178,7 @@ impl WalReader {
     pub fn from_segments(segments: Vec<Segment>) -> Self {
         WalReader {
             segments,
+            memory: None,
             cur: 0,
             open: None,
             crc: 0,
@@ -184,6 +187,25 @@ impl WalReader {
             pending: 0,
             ends: Vec::new(),
         }
+    }
+
+    /// Reads segments held in memory: `(file name, contents)` pairs in order.
+    /// Same checks as on disk; used by fuzzing and tests.
+    pub fn from_memory(files: Vec<(String, bytes::Bytes)>) -> Self {
+        let segments = files
+            .iter()
+            .map(|(name, _)| {
+                let (seq, index) = crate::segment::parse_segment_name(name).unwrap_or((0, 0));
+                Segment {
+                    path: PathBuf::from(name),
+                    seq,
+                    index,
+                }
+            })
+            .collect();
+        let mut r = Self::from_segments(segments);
+        r.memory = Some(files.into_iter().map(|(_, b)| b).collect());
+        r
     }
 
     /// The segments being read.
@@ -260,8 +282,15 @@ impl WalReader {
             let path = seg.path.clone();
             let is_last = self.cur + 1 == self.segments.len();
             if self.open.is_none() {
-                let file = File::open(&path).map_err(|e| WalError::io(&path, e))?;
-                let size = file.metadata().map_err(|e| WalError::io(&path, e))?.len();
+                let (file, size): (Box<dyn Read + Send>, u64) =
+                    match self.memory.as_ref().and_then(|m| m.get(self.cur)) {
+                        Some(b) => (Box::new(std::io::Cursor::new(b.clone())), b.len() as u64),
+                        None => {
+                            let f = File::open(&path).map_err(|e| WalError::io(&path, e))?;
+                            let size = f.metadata().map_err(|e| WalError::io(&path, e))?.len();
+                            (Box::new(f), size)
+                        }
+                    };
                 self.open = Some(OpenSegment {
                     file,
                     size,

@@ -1,0 +1,111 @@
+//! Project automation, run as `cargo xtask <command>`.
+//!
+//! Commands:
+//! * `install-etcd` — provision etcd 3.4.23 and 3.5.1 into `.tools/`;
+//! * `test [--soak] [-- ARGS]` — the whole suite against real etcd;
+//! * `demo [NAME] [--keep] [--release]` — end-to-end demonstrations;
+//! * `bench NAME` — benchmarks.
+
+mod bench;
+mod cmd;
+mod demo;
+mod etcd;
+mod test;
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  install-etcd                 provision etcd 3.4.23 and 3.5.1 into .tools/ (idempotent) and
+                               print `export ETCD_STANDBY_ETCD_3_x=...` lines
+  test [--soak] [-- ARGS...]   run the whole test suite against real etcd (nextest if
+                               available, else cargo test); ARGS go to the test runner;
+                               --soak sets ETCD_STANDBY_SOAK=1 for long tests
+  demo [NAME] [--keep] [--release]
+                               run a demo (default: inspect); --keep keeps the etcd dir
+  bench NAME                   run a benchmark (available: wal)
+  help                         show this text
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<u8> {
+    let Some((command, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return Ok(2);
+    };
+    match command.as_str() {
+        "install-etcd" => {
+            no_more_args(command, rest)?;
+            let provisioned = etcd::install(&cmd::workspace_root())?;
+            for (name, dir) in provisioned.env_vars() {
+                println!("export {name}={}", dir.display());
+            }
+            Ok(0)
+        }
+        "test" => {
+            let mut soak = false;
+            let mut extra = Vec::new();
+            let mut iter = rest.iter();
+            while let Some(arg) = iter.next() {
+                match arg.as_str() {
+                    "--soak" => soak = true,
+                    "--" => extra.extend(iter.by_ref().cloned()),
+                    _ => extra.push(arg.clone()),
+                }
+            }
+            let ok = test::run(&test::TestArgs { soak, extra })?;
+            Ok(if ok { 0 } else { 1 })
+        }
+        "demo" => {
+            let mut demo = demo::Demo::DEFAULT;
+            let (mut keep, mut release) = (false, false);
+            for arg in rest {
+                match arg.as_str() {
+                    "--keep" => keep = true,
+                    "--release" => release = true,
+                    flag if flag.starts_with('-') => bail!("unknown demo flag `{flag}`\n\n{USAGE}"),
+                    name => demo = demo::Demo::parse(name)?,
+                }
+            }
+            demo::run(&demo::DemoArgs {
+                demo,
+                keep,
+                release,
+            })?;
+            Ok(0)
+        }
+        "bench" => match rest {
+            [name] => bench::run(bench::Bench::parse(name)?),
+            _ => bail!(
+                "usage: cargo xtask bench NAME (available: {})",
+                bench::names()
+            ),
+        },
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(0)
+        }
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+fn no_more_args(command: &str, rest: &[String]) -> Result<()> {
+    if let Some(arg) = rest.first() {
+        bail!("`{command}` takes no arguments (got `{arg}`)");
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! `cargo xtask test`: the whole suite against real etcd.
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::Result;
+
+use crate::{cmd, etcd};
+
+/// Environment variable that enables long-running (soak) tests.
+pub const SOAK_ENV: &str = "ETCD_STANDBY_SOAK";
+
+pub struct TestArgs {
+    /// Set `ETCD_STANDBY_SOAK=1` for the tests.
+    pub soak: bool,
+    /// Passed through to the test runner (filters, runner flags).
+    pub extra: Vec<String>,
+}
+
+/// Provisions etcd, runs the suite; returns whether everything passed.
+pub fn run(args: &TestArgs) -> Result<bool> {
+    let started = Instant::now();
+    let workspace = cmd::workspace_root();
+    let provisioned = etcd::install(&workspace)?;
+
+    let with_env = |mut c: Command| {
+        provisioned.apply_env(&mut c);
+        if args.soak {
+            c.env(SOAK_ENV, "1");
+        }
+        c.current_dir(&workspace);
+        c
+    };
+
+    let mut ok = true;
+    if nextest_available() {
+        let mut nextest = with_env(cmd::cargo());
+        nextest
+            .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .args(&args.extra);
+        ok &= cmd::status(&mut nextest)?;
+        // nextest does not run doctests.
+        let mut doc = with_env(cmd::cargo());
+        doc.args(["test", "--workspace", "--doc"]);
+        ok &= cmd::status(&mut doc)?;
+    } else {
+        eprintln!("xtask: cargo-nextest not found, using cargo test");
+        let mut test = with_env(cmd::cargo());
+        test.args(["test", "--workspace", "--no-fail-fast"])
+            .args(&args.extra);
+        ok &= cmd::status(&mut test)?;
+    }
+
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!(
+        "xtask: test {} in {elapsed:.1}s (wall time, including etcd provisioning)",
+        if ok { "passed" } else { "FAILED" }
+    );
+    Ok(ok)
+}
+
+fn nextest_available() -> bool {
+    cmd::cargo()
+        .args(["nextest", "--version"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}

@@ -1,0 +1,28 @@
+//! Helpers for the end-to-end tests: locating the `etcd-standby` binary.
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Path to the `etcd-standby` binary built from this workspace, building it
+/// if needed. `ETCD_STANDBY_BIN` overrides the location.
+pub fn etcd_standby_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ETCD_STANDBY_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = etcd_standby_testkit::workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("debug").join("etcd-standby");
+    if !bin.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "etcd-standby"])
+            .current_dir(&root)
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "could not build etcd-standby"
+        );
+    }
+    bin
+}
