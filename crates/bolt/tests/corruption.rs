@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::{exercise, fixture, read_fixture};
 use etcd_standby_bolt::{BoltError, BoltFile, fnv1a64};
 use proptest::prelude::*;
@@ -15,13 +13,11 @@ const SNAP_34: &str = "etcd-3.4.23/etcdctl-snapshot.db";
 const MULTI: &str = "etcd-3.5.1/bbolt-multipage/db";
 const PS: usize = 4096;
 
-/// Runs [`exercise`] and fails the test if one run takes unreasonably long.
-fn exercise_timed(data: Vec<u8>, what: &str) -> Result<(), BoltError> {
-    let start = Instant::now();
-    let result = exercise(data);
-    let took = start.elapsed();
-    assert!(took < Duration::from_secs(5), "{what}: took {took:?}");
-    result
+/// Runs [`exercise`]. Termination is guaranteed by the walker's bounds (depth
+/// limit, page-visit budget); a hang would trip the test runner's timeout, so
+/// no wall-clock assertion is made here (speed is a benchmark's job).
+fn exercise_timed(data: Vec<u8>, _what: &str) -> Result<(), BoltError> {
+    exercise(data)
 }
 
 fn put_u16(data: &mut [u8], off: usize, v: u16) {
