@@ -72,6 +72,12 @@ impl Out {
         self.w.write_all(b"\n").map_err(map_io)
     }
 
+    /// Writes pre-rendered bytes followed by a newline.
+    pub fn raw_line(&mut self, b: &[u8]) -> anyhow::Result<()> {
+        self.w.write_all(b).map_err(map_io)?;
+        self.w.write_all(b"\n").map_err(map_io)
+    }
+
     /// Flushes.
     pub fn flush(&mut self) -> anyhow::Result<()> {
         self.w.flush().map_err(map_io)

@@ -2,7 +2,8 @@
 use crate::output::{Out, Verdict, table};
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use etcd_standby_decode::render::{Node, RenderOptions, render_entry};
+use etcd_standby_decode::render::{Node, RenderOptions, render_entry, write_json_str};
+use std::io::Write as _;
 use etcd_standby_decode::{Decoded, RequestKind, decode_entry, keys};
 use etcd_standby_proto::raftpb;
 use etcd_standby_wal::segment::parse_segment_name;
@@ -208,6 +209,7 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
     };
     let mut metadata_shown = false;
     let mut header_shown = false;
+    let mut line: Vec<u8> = Vec::with_capacity(4096);
     let mut last_state: Option<raftpb::HardState> = None;
     let (mut shown, mut read) = (0u64, 0u64);
     let (mut first, mut last) = (None::<u64>, None::<u64>);
@@ -280,11 +282,21 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
                 let data = e.data.as_deref().unwrap_or_default();
                 let node = render_entry(e.r#type, data, &decoded, ropts);
                 if opts.json {
-                    out.json(&json!({
-                        "record": "entry", "term": e.term, "index": e.index,
-                        "type": entry_type_name(e.r#type), "kind": kind.name(),
-                        "request": node.to_json(), "file": file, "offset": rec.offset,
-                    }))?;
+                    // Hot path of large dumps: render straight into a line buffer.
+                    line.clear();
+                    let _ = write!(
+                        line,
+                        "{{\"record\":\"entry\",\"term\":{},\"index\":{},\"type\":\"{}\",\"kind\":\"{}\",\"request\":",
+                        e.term,
+                        e.index,
+                        entry_type_name(e.r#type),
+                        kind.name()
+                    );
+                    node.write_json(&mut line);
+                    line.extend_from_slice(b",\"file\":");
+                    write_json_str(&mut line, &file);
+                    let _ = write!(line, ",\"offset\":{}}}", rec.offset);
+                    out.raw_line(&line)?;
                 } else {
                     if !header_shown {
                         header_shown = true;

@@ -71,8 +71,60 @@ pub enum Node {
 }
 
 fn printable(s: &str) -> bool {
-    s.chars().all(|c| !c.is_control())
+    // Fast path: printable ASCII (vectorizes); otherwise check every char.
+    s.bytes().all(|b| (0x20..0x7f).contains(&b)) || s.chars().all(|c| !c.is_control())
 }
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run..i]);
+        if esc.is_empty() {
+            let _ = std::io::Write::write_fmt(out, format_args!("\\u{b:04x}"));
+        } else {
+            out.extend_from_slice(esc);
+        }
+        run = i + 1;
+    }
+    out.extend_from_slice(&bytes[run..]);
+    out.push(b'"');
+}
+
+fn write_bytes_json(out: &mut Vec<u8>, b: &[u8]) {
+    match std::str::from_utf8(b) {
+        Ok(s) if printable(s) && !s.starts_with("0x") => write_json_str(out, s),
+        _ => {
+            out.extend_from_slice(b"\"0x");
+            for x in b {
+                out.extend_from_slice(&HEX[usize::from(*x)]);
+            }
+            out.push(b'"');
+        }
+    }
+}
+
+const HEX: [[u8; 2]; 256] = {
+    let digits = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [digits[i >> 4], digits[i & 15]];
+        i += 1;
+    }
+    t
+};
 
 /// JSON form of bytes: printable UTF-8 as text, otherwise (or if the text
 /// itself starts with `0x`) `0x` followed by hex.
@@ -119,6 +171,49 @@ impl Node {
             }
             Node::Json(j) => j.clone(),
             Node::Redacted => Json::String("<redacted>".into()),
+        }
+    }
+
+    /// Appends the JSON form (same as [`to_json`](Self::to_json)) to `out`
+    /// without building an intermediate value: the fast path for dumps.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        match self {
+            Node::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Node::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Node::UInt(u) | Node::HexId(u) => {
+                let _ = write!(out, "{u}");
+            }
+            Node::Str(s) | Node::Enum(s) => write_json_str(out, s),
+            Node::Bytes(b) => write_bytes_json(out, b),
+            Node::List(v) => {
+                out.push(b'[');
+                for (i, x) in v.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    x.write_json(out);
+                }
+                out.push(b']');
+            }
+            Node::Msg(fields) => {
+                out.push(b'{');
+                for (i, (k, v)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_json_str(out, k);
+                    out.push(b':');
+                    v.write_json(out);
+                }
+                out.push(b'}');
+            }
+            Node::Json(j) => {
+                let _ = serde_json::to_writer(&mut *out, j);
+            }
+            Node::Redacted => out.extend_from_slice(b"\"<redacted>\""),
         }
     }
 

@@ -78,6 +78,9 @@ fn check(version: &str) {
             &decoded,
             RenderOptions { show_secrets: true },
         );
+        let mut fast = Vec::new();
+        node.write_json(&mut fast);
+        assert_eq!(serde_json::from_slice::<Value>(&fast).unwrap(), node.to_json(), "entry {index}");
         match json {
             Some(j) => assert_eq!(&node.to_json(), j, "entry {index}"),
             None => assert_eq!(node.to_json(), Value::Object(Default::default())),
@@ -130,5 +133,23 @@ fn secrets_are_redacted_by_default_in_both_versions() {
             }
         }
         assert!(seen >= 5, "{version}: only {seen} redactions");
+    }
+}
+
+proptest::proptest! {
+    #[test]
+    fn fast_json_strings_round_trip(s in "\\PC*|[\\x00-\\x1f\"\\\\a-z]{0,40}") {
+        let mut out = Vec::new();
+        etcd_standby_decode::render::write_json_str(&mut out, &s);
+        let back: String = serde_json::from_slice(&out).unwrap();
+        proptest::prop_assert_eq!(back, s);
+    }
+
+    #[test]
+    fn fast_json_bytes_match_the_reference_rendering(b in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+        let node = etcd_standby_decode::render::Node::Bytes(bytes::Bytes::from(b.clone()));
+        let mut out = Vec::new();
+        node.write_json(&mut out);
+        proptest::prop_assert_eq!(serde_json::from_slice::<Value>(&out).unwrap(), node.to_json());
     }
 }

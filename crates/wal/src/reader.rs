@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-const READ_CHUNK: usize = 1 << 20;
+const READ_CHUNK: usize = 256 << 10;
 
 /// A decoded WAL record payload.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +95,8 @@ struct OpenSegment {
     buf: Vec<u8>,
     /// Start of unread data in `buf`.
     start: usize,
+    /// End of the bytes read into `buf`.
+    end: usize,
     /// File offset of `buf[start]`.
     off: u64,
 }
@@ -103,33 +105,32 @@ impl OpenSegment {
     /// Makes at least `want` bytes available from `start` (fewer only at EOF);
     /// returns how many are available.
     fn fill(&mut self, want: usize, path: &Path) -> Result<usize> {
-        let avail = self.buf.len() - self.start;
+        let avail = self.end - self.start;
         if avail >= want {
             return Ok(avail);
         }
-        self.buf.drain(..self.start);
-        self.start = 0;
-        let remaining_in_file = self.size.saturating_sub(self.off + self.buf.len() as u64);
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let remaining_in_file = self.size.saturating_sub(self.off + self.end as u64);
         let target = want
             .max(READ_CHUNK)
-            .min(self.buf.len() + remaining_in_file as usize);
-        while self.buf.len() < target {
-            let old = self.buf.len();
+            .min(self.end + usize::try_from(remaining_in_file).unwrap_or(usize::MAX));
+        if self.buf.len() < target {
+            // Grows only for records larger than the buffer; never shrinks.
             self.buf.resize(target, 0);
-            match self.file.read(&mut self.buf[old..]) {
-                Ok(0) => {
-                    self.buf.truncate(old);
-                    break;
-                }
-                Ok(n) => self.buf.truncate(old + n),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => self.buf.truncate(old),
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(WalError::io(path, e));
-                }
+        }
+        while self.end < target {
+            match self.file.read(&mut self.buf[self.end..target]) {
+                Ok(0) => break,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(WalError::io(path, e)),
             }
         }
-        Ok(self.buf.len())
+        Ok(self.end - self.start)
     }
 
     fn consume(&mut self, n: usize) {
@@ -294,8 +295,9 @@ impl WalReader {
                 self.open = Some(OpenSegment {
                     file,
                     size,
-                    buf: Vec::with_capacity(READ_CHUNK),
+                    buf: Vec::new(),
                     start: 0,
+                    end: 0,
                     off: 0,
                 });
             }

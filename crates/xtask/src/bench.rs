@@ -1,13 +1,19 @@
-//! `cargo xtask bench <name>`: benchmarks that need real etcd.
+//! `cargo xtask bench <name>`: benchmarks that print numbers (never asserted
+//! in tests).
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use etcd_standby_proto::{Message, etcdserverpb, raftpb};
+use etcd_standby_wal::WalWriter;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::{cmd, etcd};
 
 /// Benchmarks known to xtask.
 #[derive(Debug, Clone, Copy)]
 pub enum Bench {
-    /// WAL reading/decoding throughput.
+    /// WAL reading/decoding throughput against `cat`.
     Wal,
 }
 
@@ -34,11 +40,188 @@ pub fn names() -> String {
 
 /// Runs a bench; returns the process exit code.
 pub fn run(bench: Bench) -> Result<u8> {
-    let _provisioned = etcd::install(&cmd::workspace_root())?;
+    let root = cmd::workspace_root();
+    let _provisioned = etcd::install(&root)?;
     match bench {
-        Bench::Wal => {
-            println!("bench wal: not implemented yet");
-            Ok(2)
+        Bench::Wal => bench_wal(&root),
+    }
+}
+
+/// Writes an etcd-format WAL of about `mb` MB with `value_len`-byte puts
+/// shaped like real etcd entries (InternalRaftRequest with header and put),
+/// a hard state after every batch of 16, segments cut at 64,000,000 bytes.
+fn generate_wal(dir: &Path, mb: u64, value_len: usize) -> Result<()> {
+    let marker = dir.join(".complete");
+    if marker.exists() {
+        return Ok(());
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let md = etcdserverpb::Metadata {
+        node_id: 0x7dac200b997573ba,
+        cluster_id: 0xb684467d6d3950c5,
+    };
+    let mut w = WalWriter::create(dir, &md).context("create bench WAL")?;
+    let target = mb * 1_000_000;
+    let mut written = 0u64;
+    let mut index = 0u64;
+    let mut batch = Vec::with_capacity(16);
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    while written < target {
+        batch.clear();
+        for _ in 0..16 {
+            index += 1;
+            let value: Vec<u8> = (0..value_len)
+                .map(|i| alphabet[(i * 7 + index as usize) % alphabet.len()])
+                .collect();
+            let req = etcdserverpb::InternalRaftRequest {
+                header: Some(etcdserverpb::RequestHeader {
+                    id: 0x73ba_0000_0000_0000 | index,
+                    ..Default::default()
+                }),
+                put: Some(etcdserverpb::PutRequest {
+                    key: format!("/registry/bench/ns-{}/obj-{index:010}", index % 97).into(),
+                    value: value.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let data = req.encode_to_vec();
+            written += data.len() as u64 + 40;
+            batch.push(raftpb::Entry {
+                r#type: 0,
+                term: 2,
+                index,
+                data: Some(data.into()),
+            });
+        }
+        let hs = raftpb::HardState {
+            term: 2,
+            vote: md.node_id,
+            commit: index,
+        };
+        w.save(Some(&hs), &batch)?;
+        if index % 4096 == 0 {
+            w.sync()?;
         }
     }
+    w.sync()?;
+    std::fs::write(marker, b"")?;
+    Ok(())
+}
+
+fn wal_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Runs a command with stdout to /dev/null; returns (wall time, peak RSS in
+/// KiB sampled from /proc).
+fn timed(mut c: Command) -> Result<(Duration, u64)> {
+    c.stdout(Stdio::null());
+    let start = Instant::now();
+    let mut child = c.spawn().with_context(|| cmd::describe(&c))?;
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&status_path) {
+            for line in s.lines() {
+                if let Some(v) = line.strip_prefix("VmHWM:") {
+                    let kb: u64 = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                    peak = peak.max(kb);
+                }
+            }
+        }
+        if let Some(st) = child.try_wait()? {
+            let took = start.elapsed();
+            if !st.success() && st.code() != Some(1) {
+                bail!("{} failed: {st}", cmd::describe(&c));
+            }
+            return Ok((took, peak));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn best_of(n: usize, mut f: impl FnMut() -> Result<(Duration, u64)>) -> Result<(Duration, u64)> {
+    let mut best = (Duration::MAX, 0u64);
+    for _ in 0..n {
+        let (d, rss) = f()?;
+        best.0 = best.0.min(d);
+        best.1 = best.1.max(rss);
+    }
+    Ok(best)
+}
+
+fn bench_wal(root: &Path) -> Result<u8> {
+    let mb: u64 = std::env::var("ETCD_STANDBY_BENCH_WAL_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(576);
+    let value_len = 1024;
+    println!("bench wal: building etcd-standby (release)");
+    cmd::run(cmd::cargo().args(["build", "--release", "--quiet", "-p", "etcd-standby"]))?;
+    let bin = root.join("target/release/etcd-standby");
+    let base = root.join("target/bench");
+    let sizes = [mb / 4, mb];
+    for &size in &sizes {
+        let dir = base.join(format!("wal-{size}mb-v{value_len}"));
+        let t = Instant::now();
+        generate_wal(&dir, size, value_len)?;
+        println!("bench wal: WAL of {size} MB ready in {:?} ({})", t.elapsed(), dir.display());
+    }
+    println!();
+    println!(
+        "{:<8} {:<18} {:>10} {:>10} {:>9} {:>12}",
+        "WAL", "command", "seconds", "MB/s", "vs cat", "peak RSS"
+    );
+    for &size in &sizes {
+        let dir = base.join(format!("wal-{size}mb-v{value_len}"));
+        let files = wal_files(&dir)?;
+        let bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+        let mb_total = bytes as f64 / 1e6;
+        let cat = || {
+            let mut c = Command::new("cat");
+            c.args(&files);
+            timed(c)
+        };
+        cat()?; // warm the page cache
+        let (cat_t, cat_rss) = best_of(3, cat)?;
+        let verify = best_of(3, || {
+            let mut c = Command::new(&bin);
+            c.args(["wal", "verify"]).arg(&dir);
+            timed(c)
+        })?;
+        let dump = best_of(2, || {
+            let mut c = Command::new(&bin);
+            c.args(["wal", "dump", "--json"]).arg(&dir);
+            timed(c)
+        })?;
+        let row = |name: &str, (t, rss): (Duration, u64)| {
+            let secs = t.as_secs_f64();
+            println!(
+                "{:<8} {:<18} {:>10.3} {:>10.0} {:>8.0}% {:>9} MiB",
+                format!("{:.0}MB", mb_total),
+                name,
+                secs,
+                mb_total / secs,
+                100.0 * cat_t.as_secs_f64() / secs,
+                rss / 1024
+            );
+        };
+        row("cat", (cat_t, cat_rss));
+        row("wal verify", verify);
+        row("wal dump --json", dump);
+    }
+    println!();
+    println!("targets: verify >= 50% of cat, dump --json >= 25% of cat, peak RSS flat across WAL sizes");
+    Ok(0)
 }
