@@ -3,13 +3,13 @@ use crate::output::{Out, Verdict, table};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use etcd_standby_decode::render::{Node, RenderOptions, render_entry, write_json_str};
-use std::io::Write as _;
 use etcd_standby_decode::{Decoded, RequestKind, decode_entry, keys};
 use etcd_standby_proto::raftpb;
 use etcd_standby_wal::segment::parse_segment_name;
 use etcd_standby_wal::{RecordRef, Segment, WalError, WalReader, WalRecord};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Longest string/bytes value shown on a terminal line.
@@ -165,10 +165,11 @@ fn entry_selected(e: &raftpb::Entry, decoded: &Decoded, opts: &DumpOptions) -> b
 }
 
 /// Reads every record, handing each to `f`; returns the problem that ended
-/// reading early, if any (IO errors are returned as errors).
-fn walk(
+/// reading early, if any (IO errors are returned as errors). `f` returns a
+/// data problem it found in the record, if any, which also ends the walk.
+fn walk_raw(
     segments: Vec<Segment>,
-    mut f: impl FnMut(&RecordRef<'_>, WalRecord) -> Result<()>,
+    mut f: impl FnMut(&RecordRef<'_>) -> Result<Option<WalError>>,
 ) -> Result<(WalReader, Option<WalError>)> {
     let mut reader = WalReader::from_segments(segments);
     let problem = loop {
@@ -178,13 +179,22 @@ fn walk(
             Err(e @ (WalError::TornTail { .. } | WalError::Corrupt { .. })) => break Some(e),
             Err(e) => return Err(e.into()),
         };
-        let decoded = match rec.decode() {
-            Ok(d) => d,
-            Err(e) => break Some(e),
-        };
-        f(&rec, decoded)?;
+        if let Some(p) = f(&rec)? {
+            break Some(p);
+        }
     };
     Ok((reader, problem))
+}
+
+/// [`walk_raw`] with every record decoded.
+fn walk(
+    segments: Vec<Segment>,
+    mut f: impl FnMut(&RecordRef<'_>, WalRecord) -> Result<()>,
+) -> Result<(WalReader, Option<WalError>)> {
+    walk_raw(segments, |rec| match rec.decode() {
+        Ok(d) => f(rec, d).map(|()| None),
+        Err(e) => Ok(Some(e)),
+    })
 }
 
 /// `wal dump`.
@@ -361,12 +371,34 @@ pub fn verify(path: &Path, json_out: bool) -> Result<Verdict> {
     let mut state: Option<raftpb::HardState> = None;
     let mut snapshots = Vec::new();
     let mut logical: Option<WalError> = None;
-    let (reader, problem) = walk(segments, |rec, r| {
+    let (reader, problem) = walk_raw(segments, |rec| {
         records += 1;
         bytes += rec.frame_size();
         if logical.is_some() {
-            return Ok(());
+            return Ok(None);
         }
+        // Entries (nearly every record) are checked without copying their data.
+        let r = if rec.rtype == etcd_standby_wal::RecordType::Entry {
+            match etcd_standby_wal::frame::entry_term_index(rec.raw.data.unwrap_or_default()) {
+                Some((term, index)) => WalRecord::Entry(raftpb::Entry {
+                    r#type: 0,
+                    term,
+                    index,
+                    data: None,
+                }),
+                None => {
+                    return Ok(Some(WalError::Corrupt {
+                        location: rec.location(),
+                        detail: "entry payload does not decode".into(),
+                    }));
+                }
+            }
+        } else {
+            match rec.decode() {
+                Ok(r) => r,
+                Err(e) => return Ok(Some(e)),
+            }
+        };
         let corrupt = |detail: String| WalError::Corrupt {
             location: rec.location(),
             detail,
@@ -402,7 +434,7 @@ pub fn verify(path: &Path, json_out: bool) -> Result<Verdict> {
             WalRecord::Snapshot(s) => snapshots.push((s.index, s.term)),
             WalRecord::Crc(_) => {}
         }
-        Ok(())
+        Ok(None)
     })?;
     let problem = problem.or(logical);
     let ends = reader.segment_ends();

@@ -80,7 +80,11 @@ fn check(version: &str) {
         );
         let mut fast = Vec::new();
         node.write_json(&mut fast);
-        assert_eq!(serde_json::from_slice::<Value>(&fast).unwrap(), node.to_json(), "entry {index}");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&fast).unwrap(),
+            node.to_json(),
+            "entry {index}"
+        );
         match json {
             Some(j) => assert_eq!(&node.to_json(), j, "entry {index}"),
             None => assert_eq!(node.to_json(), Value::Object(Default::default())),

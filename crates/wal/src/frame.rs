@@ -164,6 +164,35 @@ pub fn parse_record(b: &[u8]) -> Result<RawRecord<'_>, &'static str> {
     Ok(rec)
 }
 
+/// Reads `(term, index)` of an encoded `raftpb.Entry` without copying its
+/// data (the verify hot path). `None` if the bytes are not a valid entry.
+pub fn entry_term_index(b: &[u8]) -> Option<(u64, u64)> {
+    let (mut i, mut term, mut index) = (0usize, 0u64, 0u64);
+    while i < b.len() {
+        let key = read_varint(b, &mut i).ok()?;
+        match (key >> 3, key & 7) {
+            (1, 0) => {
+                read_varint(b, &mut i).ok()?;
+            }
+            (2, 0) => term = read_varint(b, &mut i).ok()?,
+            (3, 0) => index = read_varint(b, &mut i).ok()?,
+            (1..=3, _) => return None,
+            (0, _) => return None,
+            (_, 0) => {
+                read_varint(b, &mut i).ok()?;
+            }
+            (_, 1) => i = i.checked_add(8).filter(|&e| e <= b.len())?,
+            (_, 5) => i = i.checked_add(4).filter(|&e| e <= b.len())?,
+            (_, 2) => {
+                let n = usize::try_from(read_varint(b, &mut i).ok()?).ok()?;
+                i = i.checked_add(n).filter(|&e| e <= b.len())?;
+            }
+            _ => return None,
+        }
+    }
+    Some((term, index))
+}
+
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);

@@ -176,7 +176,11 @@ fn bench_wal(root: &Path) -> Result<u8> {
         let dir = base.join(format!("wal-{size}mb-v{value_len}"));
         let t = Instant::now();
         generate_wal(&dir, size, value_len)?;
-        println!("bench wal: WAL of {size} MB ready in {:?} ({})", t.elapsed(), dir.display());
+        println!(
+            "bench wal: WAL of {size} MB ready in {:?} ({})",
+            t.elapsed(),
+            dir.display()
+        );
     }
     println!();
     println!(
@@ -186,7 +190,10 @@ fn bench_wal(root: &Path) -> Result<u8> {
     for &size in &sizes {
         let dir = base.join(format!("wal-{size}mb-v{value_len}"));
         let files = wal_files(&dir)?;
-        let bytes: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+        let bytes: u64 = files
+            .iter()
+            .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+            .sum();
         let mb_total = bytes as f64 / 1e6;
         let cat = || {
             let mut c = Command::new("cat");
@@ -222,6 +229,8 @@ fn bench_wal(root: &Path) -> Result<u8> {
         row("wal dump --json", dump);
     }
     println!();
-    println!("targets: verify >= 50% of cat, dump --json >= 25% of cat, peak RSS flat across WAL sizes");
+    println!(
+        "targets: verify >= 50% of cat, dump --json >= 25% of cat, peak RSS flat across WAL sizes"
+    );
     Ok(0)
 }
