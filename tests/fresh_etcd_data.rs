@@ -2,6 +2,7 @@
 //! tool must decode every entry of its WAL (no `unknown`), see exactly the
 //! puts and deletes that were issued, and list exactly the live keys etcd
 //! serves from its db.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use etcd_standby_integration::etcd_standby_bin;
 use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion, Etcdctl};
 use serde_json::Value;
@@ -17,7 +18,7 @@ enum Op {
 
 fn workload(ctl: &Etcdctl) -> Vec<Op> {
     let mut ops = Vec::new();
-    let mut put = |ops: &mut Vec<Op>, k: &str, v: &str| {
+    let put = |ops: &mut Vec<Op>, k: &str, v: &str| {
         ctl.put(k, v).unwrap();
         ops.push(Op::Put(k.into(), v.into()));
     };

@@ -28,8 +28,8 @@ fn walk_v2(node: &Value, s: &mut V2Summary) {
     if let Some(id) = path.strip_prefix("/0/removed_members/") {
         s.removed.push(id.to_owned());
     }
-    if let Some(rest) = path.strip_prefix("/0/members/") {
-        if !rest.contains('/') {
+    if let Some(rest) = path.strip_prefix("/0/members/")
+        && !rest.contains('/') {
             let mut m = json!({"id": rest});
             if let Some(children) = node.get("Children").and_then(Value::as_object) {
                 for child in children.values() {
@@ -45,7 +45,6 @@ fn walk_v2(node: &Value, s: &mut V2Summary) {
             }
             s.members.push(m);
         }
-    }
     if let Some(children) = node.get("Children").and_then(Value::as_object) {
         for c in children.values() {
             walk_v2(c, s);

@@ -151,16 +151,14 @@ fn entry_selected(e: &raftpb::Entry, decoded: &Decoded, opts: &DumpOptions) -> b
     {
         return false;
     }
-    if let Some(kinds) = &opts.kinds {
-        if !kinds.contains(&RequestKind::of(decoded)) {
+    if let Some(kinds) = &opts.kinds
+        && !kinds.contains(&RequestKind::of(decoded)) {
             return false;
         }
-    }
-    if let Some(p) = &opts.key_prefix {
-        if !keys(decoded).iter().any(|k| k.overlaps_prefix(p)) {
+    if let Some(p) = &opts.key_prefix
+        && !keys(decoded).iter().any(|k| k.overlaps_prefix(p)) {
             return false;
         }
-    }
     true
 }
 

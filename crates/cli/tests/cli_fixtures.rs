@@ -1,5 +1,6 @@
 //! The `etcd-standby` binary on the real etcd fixtures: exit codes, JSON
 //! lines, filters, redaction, and no panics on damaged input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,5 +1,6 @@
 //! Our decoding of every entry in the real etcd fixtures equals the expected
 //! decoding in `shared/fixtures/*/expected/wal.txt`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use etcd_standby_decode::render::{RenderOptions, render_entry};
 use etcd_standby_decode::{Decoded, RequestKind, decode_entry};
 use etcd_standby_wal::{WalReader, WalRecord};

@@ -102,6 +102,6 @@ pub fn list_snap_files(dir: &Path) -> Result<Vec<PathBuf>> {
             v.push((key, ent.path()));
         }
     }
-    v.sort_by(|a, b| b.0.cmp(&a.0));
+    v.sort_by_key(|e| std::cmp::Reverse(e.0));
     Ok(v.into_iter().map(|(_, p)| p).collect())
 }

@@ -1,5 +1,6 @@
 //! Damage every byte of a real etcd WAL and check that reading never panics
 //! and that problems are reported in the right file at the right place.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use etcd_standby_proto::{etcdserverpb, raftpb};
 use etcd_standby_wal::{WalError, WalReader, WalRecord, WalWriter};
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ fn fixture_wal() -> Vec<u8> {
     std::fs::read(p).unwrap()
 }
 
-/// (frame start, frame end incl. padding, protobuf length, type-field position).
+/// (frame start, frame end incl. padding) of every record.
 fn frames(bytes: &[u8]) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
     let mut off = 0usize;
@@ -28,7 +29,10 @@ fn frames(bytes: &[u8]) -> Vec<(u64, u64)> {
 }
 
 /// Reads the whole WAL; returns the entries read and the problem, if any.
-fn read(dir: &Path) -> (Vec<(u64, u64, Vec<u8>)>, Option<WalError>) {
+/// (index, term, data) of each entry read.
+type Entries = Vec<(u64, u64, Vec<u8>)>;
+
+fn read(dir: &Path) -> (Entries, Option<WalError>) {
     let mut reader = WalReader::open(dir).unwrap();
     let mut entries = Vec::new();
     loop {

@@ -1,4 +1,5 @@
 //! Golden tests against real etcd 3.4.23 / 3.5.1 WALs in shared/fixtures.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use etcd_standby_wal::{WalError, WalReader, WalRecord, WalWriter, read_log, snap};
 use std::path::{Path, PathBuf};
 
@@ -48,11 +49,10 @@ fn parse_expected(text: &str) -> (Vec<Expected>, u64) {
                 crc: u32::from_str_radix(crc, 16).unwrap(),
                 detail: String::new(),
             });
-        } else if !t.starts_with("==") && !t.is_empty() {
-            if let Some(last) = out.last_mut() {
+        } else if !t.starts_with("==") && !t.is_empty()
+            && let Some(last) = out.last_mut() {
                 last.detail = t.to_string();
             }
-        }
     }
     (out, end)
 }

@@ -105,7 +105,7 @@ fn generate_wal(dir: &Path, mb: u64, value_len: usize) -> Result<()> {
             commit: index,
         };
         w.save(Some(&hs), &batch)?;
-        if index % 4096 == 0 {
+        if index.is_multiple_of(4096) {
             w.sync()?;
         }
     }
