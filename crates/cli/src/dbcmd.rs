@@ -182,10 +182,11 @@ fn dump_db(db: &BoltFile, path: &Path, opts: &DbOptions) -> Result<Verdict> {
         return Ok(verdict);
     }
     if let Some(b) = &opts.bucket
-        && !SECTIONS.contains(&b.as_str()) {
-            return dump_raw_bucket(db, b, opts, &mut out)
-                .map(|v| if v == Verdict::Problem { v } else { verdict });
-        }
+        && !SECTIONS.contains(&b.as_str())
+    {
+        return dump_raw_bucket(db, b, opts, &mut out)
+            .map(|v| if v == Verdict::Problem { v } else { verdict });
+    }
     let mut rows: Vec<Vec<String>> = Vec::new();
     if show(opts, "meta") {
         let m = etcd::read_meta(db)?;

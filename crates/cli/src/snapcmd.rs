@@ -29,22 +29,23 @@ fn walk_v2(node: &Value, s: &mut V2Summary) {
         s.removed.push(id.to_owned());
     }
     if let Some(rest) = path.strip_prefix("/0/members/")
-        && !rest.contains('/') {
-            let mut m = json!({"id": rest});
-            if let Some(children) = node.get("Children").and_then(Value::as_object) {
-                for child in children.values() {
-                    let name = child.get("Path").and_then(Value::as_str).unwrap_or("");
-                    let val = child.get("Value").and_then(Value::as_str).unwrap_or("");
-                    let parsed: Value = serde_json::from_str(val).unwrap_or(Value::Null);
-                    if name.ends_with("/raftAttributes") {
-                        m["raftAttributes"] = parsed;
-                    } else if name.ends_with("/attributes") {
-                        m["attributes"] = parsed;
-                    }
+        && !rest.contains('/')
+    {
+        let mut m = json!({"id": rest});
+        if let Some(children) = node.get("Children").and_then(Value::as_object) {
+            for child in children.values() {
+                let name = child.get("Path").and_then(Value::as_str).unwrap_or("");
+                let val = child.get("Value").and_then(Value::as_str).unwrap_or("");
+                let parsed: Value = serde_json::from_str(val).unwrap_or(Value::Null);
+                if name.ends_with("/raftAttributes") {
+                    m["raftAttributes"] = parsed;
+                } else if name.ends_with("/attributes") {
+                    m["attributes"] = parsed;
                 }
             }
-            s.members.push(m);
         }
+        s.members.push(m);
+    }
     if let Some(children) = node.get("Children").and_then(Value::as_object) {
         for c in children.values() {
             walk_v2(c, s);

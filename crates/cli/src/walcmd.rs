@@ -75,6 +75,18 @@ fn consequence(e: &WalError) -> &'static str {
     }
 }
 
+/// Tells the operator about the problem that ended a walk (stderr) and maps
+/// it to the command's verdict.
+fn report(problem: Option<WalError>) -> Verdict {
+    match problem {
+        Some(p) => {
+            eprintln!("etcd-standby: {p}\n  {}", consequence(&p));
+            Verdict::Problem
+        }
+        None => Verdict::Clean,
+    }
+}
+
 /// Options of `wal dump`.
 pub struct DumpOptions {
     /// One JSON object per line.
@@ -152,13 +164,15 @@ fn entry_selected(e: &raftpb::Entry, decoded: &Decoded, opts: &DumpOptions) -> b
         return false;
     }
     if let Some(kinds) = &opts.kinds
-        && !kinds.contains(&RequestKind::of(decoded)) {
-            return false;
-        }
+        && !kinds.contains(&RequestKind::of(decoded))
+    {
+        return false;
+    }
     if let Some(p) = &opts.key_prefix
-        && !keys(decoded).iter().any(|k| k.overlaps_prefix(p)) {
-            return false;
-        }
+        && !keys(decoded).iter().any(|k| k.overlaps_prefix(p))
+    {
+        return false;
+    }
     true
 }
 
@@ -347,13 +361,7 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
         out.line(&format!("entries   {shown} shown of {read} read{range}"))?;
     }
     out.flush()?;
-    Ok(match problem {
-        Some(p) => {
-            eprintln!("etcd-standby: {p}\n  {}", consequence(&p));
-            Verdict::Problem
-        }
-        None => Verdict::Clean,
-    })
+    Ok(report(problem))
 }
 
 /// `wal verify`.
@@ -723,13 +731,7 @@ pub fn stats(path: &Path, json_out: bool, depth: usize, top: usize) -> Result<Ve
         }
     }
     out.flush()?;
-    Ok(match problem {
-        Some(p) => {
-            eprintln!("etcd-standby: {p}\n  {}", consequence(&p));
-            Verdict::Problem
-        }
-        None => Verdict::Clean,
-    })
+    Ok(report(problem))
 }
 
 #[cfg(test)]

@@ -385,13 +385,14 @@ pub fn render_entry(entry_type: i32, data: &[u8], decoded: &Decoded, opts: Rende
             let mut node = by_schema("raftpb.ConfChange");
             if let Node::Msg(fields) = &mut node {
                 if let Some(ctx) = cc.change.context.as_deref()
-                    && let Ok(j) = serde_json::from_slice::<Json>(ctx) {
-                        for (k, v) in fields.iter_mut() {
-                            if k == "Context" {
-                                *v = Node::Json(j.clone());
-                            }
+                    && let Ok(j) = serde_json::from_slice::<Json>(ctx)
+                {
+                    for (k, v) in fields.iter_mut() {
+                        if k == "Context" {
+                            *v = Node::Json(j.clone());
                         }
                     }
+                }
                 fields.push((
                     "NodeID_hex".into(),
                     Node::Str(format!("{:x}", cc.change.node_id)),

@@ -42,4 +42,5 @@ pub use error::{Result, TestkitError};
 pub use etcdctl::Etcdctl;
 pub use ports::free_port;
 pub use slots::{MAX_CLUSTERS_ENV, SlotGuard};
+pub use util::render_command;
 pub use version::{EtcdVersion, workspace_root};

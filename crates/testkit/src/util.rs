@@ -78,8 +78,8 @@ pub(crate) fn tail_file(path: &Path, lines: usize) -> String {
     }
 }
 
-/// Human-readable rendering of a command line (for error messages).
-pub(crate) fn render_command(cmd: &Command) -> String {
+/// Shell-like rendering of a command line (for error messages); shared with xtask.
+pub fn render_command(cmd: &Command) -> String {
     let mut parts = vec![quote(cmd.get_program())];
     parts.extend(cmd.get_args().map(quote));
     parts.join(" ")

@@ -49,10 +49,12 @@ fn parse_expected(text: &str) -> (Vec<Expected>, u64) {
                 crc: u32::from_str_radix(crc, 16).unwrap(),
                 detail: String::new(),
             });
-        } else if !t.starts_with("==") && !t.is_empty()
-            && let Some(last) = out.last_mut() {
-                last.detail = t.to_string();
-            }
+        } else if !t.starts_with("==")
+            && !t.is_empty()
+            && let Some(last) = out.last_mut()
+        {
+            last.detail = t.to_string();
+        }
     }
     (out, end)
 }

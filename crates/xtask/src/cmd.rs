@@ -1,6 +1,5 @@
 //! Running child processes with useful error messages.
 
-use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
@@ -8,24 +7,10 @@ use anyhow::{Context, Result, bail};
 
 /// A shell-like rendering of `cmd` for messages.
 pub fn describe(cmd: &Command) -> String {
-    let mut parts = vec![quote(cmd.get_program())];
-    parts.extend(cmd.get_args().map(quote));
-    let line = parts.join(" ");
+    let line = etcd_standby_testkit::render_command(cmd);
     match cmd.get_current_dir() {
         Some(dir) => format!("{line} (in {})", dir.display()),
         None => line,
-    }
-}
-
-fn quote(s: &OsStr) -> String {
-    let s = s.to_string_lossy();
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c))
-    {
-        s.into_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 
