@@ -337,22 +337,20 @@ fn value_node(v: &Value, kind: &Kind, hex: bool, opts: RenderOptions) -> Node {
 /// Renders a dynamic message: only fields present on the wire (proto2 /
 /// oneof presence) or non-default (proto3), in schema order.
 pub fn message_node(m: &DynamicMessage, opts: RenderOptions) -> Node {
-    let mut fields = Vec::new();
-    for (fd, v) in m.fields() {
-        let full = fd.full_name();
-        let node = if !opts.show_secrets && SECRET_FIELDS.contains(&full) {
-            Node::Redacted
-        } else {
-            value_node(v, &fd.kind(), HEX_FIELDS.contains(&full), opts)
-        };
-        fields.push((fd.name().to_owned(), node));
-    }
-    fields.sort_by_key(|(name, _)| {
-        m.descriptor()
-            .get_field_by_name(name)
-            .map(|f| f.number())
-            .unwrap_or(0)
-    });
+    let mut present: Vec<_> = m.fields().collect();
+    present.sort_by_key(|(fd, _)| fd.number());
+    let fields = present
+        .into_iter()
+        .map(|(fd, v)| {
+            let full = fd.full_name();
+            let node = if !opts.show_secrets && SECRET_FIELDS.contains(&full) {
+                Node::Redacted
+            } else {
+                value_node(v, &fd.kind(), HEX_FIELDS.contains(&full), opts)
+            };
+            (fd.name().to_owned(), node)
+        })
+        .collect();
     Node::Msg(fields)
 }
 
