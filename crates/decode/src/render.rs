@@ -5,7 +5,7 @@
 //! secrets (passwords, bcrypt hashes, tokens) are redacted unless asked.
 use crate::{Decoded, ENTRY_CONF_CHANGE, ENTRY_CONF_CHANGE_V2};
 use bytes::Bytes;
-use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
+use prost_reflect::{DynamicMessage, Kind, Value};
 use serde_json::{Map, Value as Json};
 use std::fmt::Write as _;
 
