@@ -422,7 +422,7 @@ pub fn verify(path: &Path, json_out: bool) -> Result<Verdict> {
             }
             WalRecord::Entry(e) => {
                 entries += 1;
-                if let Some(_f) = first {
+                if first.is_some() {
                     if e.index > last + 1 {
                         logical = Some(corrupt(format!(
                             "entry index {} leaves a gap after {}",

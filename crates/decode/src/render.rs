@@ -103,9 +103,9 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
 }
 
 fn write_bytes_json(out: &mut Vec<u8>, b: &[u8]) {
-    match std::str::from_utf8(b) {
-        Ok(s) if printable(s) && !s.starts_with("0x") => write_json_str(out, s),
-        _ => {
+    match json_text(b) {
+        Some(s) => write_json_str(out, s),
+        None => {
             out.extend_from_slice(b"\"0x");
             for x in b {
                 out.extend_from_slice(&HEX[usize::from(*x)]);
@@ -129,17 +129,25 @@ const HEX: [[u8; 2]; 256] = {
 /// JSON form of bytes: printable UTF-8 as text, otherwise (or if the text
 /// itself starts with `0x`) `0x` followed by hex.
 pub fn bytes_json(b: &[u8]) -> String {
-    match std::str::from_utf8(b) {
-        Ok(s) if printable(s) && !s.starts_with("0x") => s.to_owned(),
-        _ => format!("0x{}", hex(b)),
+    match json_text(b) {
+        Some(s) => s.to_owned(),
+        None => format!("0x{}", hex(b)),
     }
+}
+
+/// The text JSON shows for bytes, or `None` when they must be shown as
+/// `0x` + hex (not printable UTF-8, or text that itself starts with `0x`).
+fn json_text(b: &[u8]) -> Option<&str> {
+    std::str::from_utf8(b)
+        .ok()
+        .filter(|s| printable(s) && !s.starts_with("0x"))
 }
 
 /// Lower-case hex of `b`.
 pub fn hex(b: &[u8]) -> String {
     let mut out = String::with_capacity(b.len() * 2);
     for x in b {
-        let _ = write!(out, "{x:02x}");
+        out.extend(HEX[usize::from(*x)].map(char::from));
     }
     out
 }
