@@ -37,16 +37,17 @@ pub fn msg_type_from_etcd(t: i32) -> Option<eraftpb::MessageType> {
 
 /// etcd entry → raft-rs entry (the entry type numbers are the same).
 pub fn entry_to_raft(e: &raftpb::Entry) -> eraftpb::Entry {
-    let mut out = eraftpb::Entry::default();
-    out.entry_type = match e.r#type {
-        1 => eraftpb::EntryType::EntryConfChange,
-        2 => eraftpb::EntryType::EntryConfChangeV2,
-        _ => eraftpb::EntryType::EntryNormal,
-    };
-    out.term = e.term;
-    out.index = e.index;
-    out.data = e.data.clone().unwrap_or_default();
-    out
+    eraftpb::Entry {
+        entry_type: match e.r#type {
+            1 => eraftpb::EntryType::EntryConfChange,
+            2 => eraftpb::EntryType::EntryConfChangeV2,
+            _ => eraftpb::EntryType::EntryNormal,
+        },
+        term: e.term,
+        index: e.index,
+        data: e.data.clone().unwrap_or_default(),
+        ..Default::default()
+    }
 }
 
 /// raft-rs entry → etcd entry.
@@ -71,13 +72,14 @@ pub fn known_entry_type(t: i32) -> bool {
 
 /// etcd ConfState → raft-rs ConfState.
 pub fn conf_state_to_raft(cs: &raftpb::ConfState) -> eraftpb::ConfState {
-    let mut out = eraftpb::ConfState::default();
-    out.voters = cs.voters.clone();
-    out.learners = cs.learners.clone();
-    out.voters_outgoing = cs.voters_outgoing.clone();
-    out.learners_next = cs.learners_next.clone();
-    out.auto_leave = cs.auto_leave;
-    out
+    eraftpb::ConfState {
+        voters: cs.voters.clone(),
+        learners: cs.learners.clone(),
+        voters_outgoing: cs.voters_outgoing.clone(),
+        learners_next: cs.learners_next.clone(),
+        auto_leave: cs.auto_leave,
+        ..Default::default()
+    }
 }
 
 /// raft-rs ConfState → etcd ConfState.
@@ -93,8 +95,10 @@ pub fn conf_state_from_raft(cs: &eraftpb::ConfState) -> raftpb::ConfState {
 
 /// etcd snapshot → raft-rs snapshot.
 pub fn snapshot_to_raft(s: &raftpb::Snapshot) -> eraftpb::Snapshot {
-    let mut out = eraftpb::Snapshot::default();
-    out.data = s.data.clone().unwrap_or_default();
+    let mut out = eraftpb::Snapshot {
+        data: s.data.clone().unwrap_or_default(),
+        ..Default::default()
+    };
     let mut meta = eraftpb::SnapshotMetadata::default();
     if let Some(m) = &s.metadata {
         meta.index = m.index;

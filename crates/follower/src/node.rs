@@ -368,17 +368,17 @@ impl Follower {
                     m.from, e.index, e.r#type
                 )));
             }
-            if e.index <= committed {
-                if let Ok(t) = self.node.raft.raft_log.term(e.index) {
-                    if t != e.term && t != 0 {
-                        self.refused += 1;
-                        return Err(FollowerError::CommittedConflict {
-                            index: e.index,
-                            ours: t,
-                            theirs: e.term,
-                        });
-                    }
-                }
+            if e.index <= committed
+                && let Ok(t) = self.node.raft.raft_log.term(e.index)
+                && t != e.term
+                && t != 0
+            {
+                self.refused += 1;
+                return Err(FollowerError::CommittedConflict {
+                    index: e.index,
+                    ours: t,
+                    theirs: e.term,
+                });
             }
         }
         Ok(())
@@ -541,10 +541,11 @@ impl Follower {
         let store = self.node.store().clone();
         let first = store.first_index().unwrap_or(0);
         let last = store.last_index().unwrap_or(0);
-        if to > first && to <= last + 1 {
-            if let Err(e) = store.wl().compact(to) {
-                tracing::warn!(error = %e, "compacting the in-memory log");
-            }
+        if to > first
+            && to <= last + 1
+            && let Err(e) = store.wl().compact(to)
+        {
+            tracing::warn!(error = %e, "compacting the in-memory log");
         }
     }
 
