@@ -1,0 +1,1355 @@
+//! The model and etcd's apply loop (`server/etcdserver/apply.go`,
+//! `apply_auth.go`, `mvcc/kvstore_txn.go`, `lease/lessor.go`).
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use etcd_standby_decode::{ConfChange, Decoded};
+use etcd_standby_proto::authpb;
+use etcd_standby_proto::etcdserverpb::{
+    self as pb, InternalRaftRequest, PutRequest, Request, TxnRequest, request_op,
+};
+
+use crate::auth::{Access, AuthInfo, AuthState, PermType, Permission, ROOT, Role, User};
+use crate::b64;
+use crate::kv::{KeyState, LeaseState, range};
+use crate::types::{
+    AlarmKind, Applied, ClusterState, Effect, EtcdMinor, Member, ModelConfig, Outcome, Password,
+    Rejection, TxnRangeView,
+};
+
+/// etcd's `MaxLeaseTTL` (seconds).
+const MAX_LEASE_TTL: i64 = 9_000_000_000;
+
+/// Which appliers wrap the backend (changes with alarms; see
+/// [`Model::apply`] docs on the runtime-alarm quirk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Chain {
+    /// The auth applier (admin and per-op permission checks) is in the chain.
+    auth: bool,
+    /// The NOSPACE ("capped") applier is in the chain.
+    capped: bool,
+    /// The CORRUPT applier is in the chain.
+    corrupt: bool,
+}
+
+impl Chain {
+    const NORMAL: Chain = Chain {
+        auth: true,
+        capped: false,
+        corrupt: false,
+    };
+}
+
+/// The primary's state as etcd would have it after the applied index.
+#[derive(Debug, Clone)]
+pub struct Model {
+    config: ModelConfig,
+    kv: BTreeMap<Bytes, KeyState>,
+    revision: i64,
+    compacted: i64,
+    leases: BTreeMap<i64, LeaseState>,
+    auth: AuthState,
+    alarms: BTreeSet<(AlarmKind, u64)>,
+    chain: Chain,
+    cluster: ClusterState,
+    applied_index: u64,
+    applied_term: u64,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model::new()
+    }
+}
+
+/// Collects the writes of one mvcc write txn.
+#[derive(Default)]
+struct Writer {
+    /// Number of mvcc changes (sub-revisions).
+    changes: usize,
+    /// Key effects in execution order, with "existed before the entry".
+    keyed: Vec<(Bytes, Effect)>,
+    /// Keys touched and whether they existed before the entry.
+    existed: BTreeMap<Bytes, bool>,
+    /// Non-key effects, emitted after the key effects.
+    tail: Vec<Effect>,
+}
+
+impl Writer {
+    /// Coalesces to one effect per key (its final state), in the order of
+    /// each key's last write; drops deletes of keys created by this entry.
+    fn finish(self) -> Vec<Effect> {
+        let mut seen = BTreeSet::new();
+        let mut out: Vec<Effect> = Vec::with_capacity(self.keyed.len() + self.tail.len());
+        for (key, eff) in self.keyed.into_iter().rev() {
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            let created_here = !self.existed.get(&key).copied().unwrap_or(true);
+            if created_here && matches!(eff, Effect::Delete { .. }) {
+                continue;
+            }
+            out.push(eff);
+        }
+        out.reverse();
+        out.extend(self.tail);
+        out
+    }
+}
+
+/// Compare results of a txn and of the nested txns of its chosen branch.
+struct Plan {
+    ok: bool,
+    nested: Vec<Plan>,
+}
+
+type Step = Result<Outcome, Rejection>;
+
+impl Model {
+    /// A fresh cluster with the default configuration (etcd 3.5, minimum lease TTL 2 s).
+    pub fn new() -> Model {
+        Model::with_config(ModelConfig::default())
+    }
+
+    /// A fresh cluster: revision 1, auth revision 1, nothing else.
+    pub fn with_config(config: ModelConfig) -> Model {
+        Model {
+            config,
+            kv: BTreeMap::new(),
+            revision: 1,
+            compacted: -1,
+            leases: BTreeMap::new(),
+            auth: AuthState::default(),
+            alarms: BTreeSet::new(),
+            chain: Chain::NORMAL,
+            cluster: ClusterState::default(),
+            applied_index: 0,
+            applied_term: 0,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_parts(
+        config: ModelConfig,
+        kv: BTreeMap<Bytes, KeyState>,
+        revision: i64,
+        compacted: i64,
+        leases: BTreeMap<i64, LeaseState>,
+        auth: AuthState,
+        alarms: BTreeSet<(AlarmKind, u64)>,
+        applied: (u64, u64),
+    ) -> Model {
+        // A member that (re)starts with alarms wraps its *full* chain.
+        let chain = Chain {
+            auth: true,
+            capped: alarms.iter().any(|(a, _)| *a == AlarmKind::NoSpace),
+            corrupt: alarms.iter().any(|(a, _)| *a == AlarmKind::Corrupt),
+        };
+        Model {
+            config,
+            kv,
+            revision,
+            compacted,
+            leases,
+            auth,
+            alarms,
+            chain,
+            cluster: ClusterState::default(),
+            applied_index: applied.0,
+            applied_term: applied.1,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Index of the last applied entry (a snapshot's consistent index after seeding).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// Term of the last applied entry (0 if unknown).
+    pub fn applied_term(&self) -> u64 {
+        self.applied_term
+    }
+
+    /// The KV store revision (1 for an empty store).
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The compacted revision (-1: never compacted).
+    pub fn compacted(&self) -> i64 {
+        self.compacted
+    }
+
+    /// A live key.
+    pub fn get(&self, key: &[u8]) -> Option<&KeyState> {
+        self.kv.get(key)
+    }
+
+    /// Every live key, in key order.
+    pub fn keys(&self) -> impl Iterator<Item = (&Bytes, &KeyState)> + '_ {
+        self.kv.iter()
+    }
+
+    /// Live keys in `[key, range_end)` (empty end = the key, `"\0"` = to the end).
+    pub fn range<'a>(
+        &'a self,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> impl Iterator<Item = (&'a Bytes, &'a KeyState)> + 'a {
+        range(&self.kv, key, range_end)
+    }
+
+    /// Number of live keys.
+    pub fn len(&self) -> usize {
+        self.kv.len()
+    }
+
+    /// No live keys.
+    pub fn is_empty(&self) -> bool {
+        self.kv.is_empty()
+    }
+
+    /// Leases by ID.
+    pub fn leases(&self) -> &BTreeMap<i64, LeaseState> {
+        &self.leases
+    }
+
+    /// The auth store.
+    pub fn auth(&self) -> &AuthState {
+        &self.auth
+    }
+
+    /// Active alarms as (type, member ID).
+    pub fn alarms(&self) -> impl Iterator<Item = (AlarmKind, u64)> + '_ {
+        self.alarms.iter().copied()
+    }
+
+    /// Cluster bookkeeping.
+    pub fn cluster(&self) -> &ClusterState {
+        &self.cluster
+    }
+
+    /// Applies one committed entry (in index order) and says what it did.
+    ///
+    /// * Entries at or below the applied index return [`Outcome::AlreadyApplied`].
+    /// * [`Outcome::Undecodable`] / [`Outcome::Unsupported`] leave the model
+    ///   untouched (the applied index does not move): the caller must halt.
+    /// * Runtime-alarm quirk (etcd 3.4/3.5): when a NOSPACE or CORRUPT alarm
+    ///   is *activated by an entry*, etcd replaces its applier chain with the
+    ///   alarm applier around the bare backend, so auth checks are skipped
+    ///   until the alarm is disarmed; a member that restarts with the alarm
+    ///   wraps the full chain instead. The model follows the log (runtime
+    ///   behaviour) and uses the restart behaviour when seeded from a
+    ///   snapshot with alarms.
+    pub fn apply(&mut self, index: u64, term: u64, entry: &Decoded) -> Applied {
+        if index <= self.applied_index {
+            return self.result(Outcome::AlreadyApplied, Vec::new());
+        }
+        let (outcome, effects) = match entry {
+            Decoded::Empty => (Outcome::Empty, Vec::new()),
+            Decoded::Internal(r) => self.apply_internal(r),
+            Decoded::V2(r) => {
+                self.apply_v2(r);
+                (Outcome::ClusterOnly, Vec::new())
+            }
+            Decoded::ConfChange(cc) => {
+                self.apply_conf_change(cc);
+                (Outcome::ClusterOnly, Vec::new())
+            }
+            Decoded::ConfChangeV2(_) => (
+                Outcome::Unsupported("ConfChangeV2 entry (etcd 3.4/3.5 panic on these)".into()),
+                Vec::new(),
+            ),
+            Decoded::Unknown { reason, .. } => (Outcome::Undecodable(reason.clone()), Vec::new()),
+        };
+        if !outcome.is_halt() {
+            self.applied_index = index;
+            self.applied_term = term;
+        }
+        self.result(outcome, effects)
+    }
+
+    fn result(&self, outcome: Outcome, effects: Vec<Effect>) -> Applied {
+        Applied {
+            outcome,
+            effects,
+            revision: self.revision,
+        }
+    }
+
+    fn apply_internal(&mut self, r: &InternalRaftRequest) -> (Outcome, Vec<Effect>) {
+        if let Some(v2) = &r.v2 {
+            self.apply_v2(v2);
+            return (Outcome::ClusterOnly, Vec::new());
+        }
+        let (user, revision) = r
+            .header
+            .as_ref()
+            .map(|h| (h.username.clone(), h.auth_revision))
+            .unwrap_or_default();
+        let who = AuthInfo {
+            user: &user,
+            revision,
+        };
+        if self.chain.auth
+            && needs_admin(r)
+            && let Err(e) = self.auth.check_admin(who)
+        {
+            return (Outcome::Rejected(e), Vec::new());
+        }
+        let v35 = self.config.version == EtcdMinor::V3_5;
+        let mut w = Writer::default();
+        let step: Step = if let Some(rr) = &r.range {
+            self.range_request(rr, who)
+        } else if let Some(p) = &r.put {
+            self.put_request(p, who, &mut w)
+        } else if let Some(d) = &r.delete_range {
+            self.delete_request(d, who, &mut w)
+        } else if let Some(t) = &r.txn {
+            self.txn_request(t, who, &mut w)
+        } else if let Some(c) = &r.compaction {
+            self.compaction(c, &mut w)
+        } else if let Some(g) = &r.lease_grant {
+            self.lease_grant(g, &mut w)
+        } else if let Some(rv) = &r.lease_revoke {
+            self.lease_revoke(rv.id, who, &mut w)
+        } else if let Some(cp) = &r.lease_checkpoint {
+            self.lease_checkpoint(cp, &mut w)
+        } else if let Some(a) = &r.alarm {
+            self.alarm(a, &mut w)
+        } else if let Some(a) = &r.authenticate {
+            self.authenticate(a)
+        } else if r.auth_enable.is_some() {
+            self.auth_enable(&mut w)
+        } else if r.auth_disable.is_some() {
+            self.auth_disable(&mut w)
+        } else if r.auth_status.is_some() && v35 {
+            Ok(Outcome::NoChange)
+        } else if let Some(u) = &r.auth_user_add {
+            self.user_add(u, &mut w)
+        } else if let Some(u) = &r.auth_user_delete {
+            self.user_delete(&u.name, &mut w)
+        } else if let Some(u) = &r.auth_user_change_password {
+            self.user_change_password(u, &mut w)
+        } else if let Some(u) = &r.auth_user_grant_role {
+            self.user_grant_role(&u.user, &u.role, &mut w)
+        } else if r.auth_user_get.is_some() {
+            Ok(Outcome::NoChange)
+        } else if let Some(u) = &r.auth_user_revoke_role {
+            self.user_revoke_role(&u.name, &u.role, &mut w)
+        } else if let Some(x) = &r.auth_role_add {
+            self.role_add(&x.name, &mut w)
+        } else if let Some(x) = &r.auth_role_grant_permission {
+            match self.role_grant_permission(x, &mut w) {
+                Some(s) => s,
+                None => {
+                    return (
+                        Outcome::Unsupported(
+                            "role grant permission without a permission (etcd 3.4 panics)".into(),
+                        ),
+                        Vec::new(),
+                    );
+                }
+            }
+        } else if r.auth_role_get.is_some() {
+            Ok(Outcome::NoChange)
+        } else if let Some(x) = &r.auth_role_revoke_permission {
+            self.role_revoke_permission(x, &mut w)
+        } else if let Some(x) = &r.auth_role_delete {
+            self.role_delete(&x.role, &mut w)
+        } else if r.auth_user_list.is_some() || r.auth_role_list.is_some() {
+            Ok(Outcome::NoChange)
+        } else if let (Some(x), true) = (&r.cluster_version_set, v35) {
+            self.cluster.version = Some(x.ver.clone());
+            Ok(Outcome::ClusterOnly)
+        } else if let (Some(x), true) = (&r.cluster_member_attr_set, v35) {
+            let m = self.cluster.members.entry(x.member_id).or_default();
+            if let Some(a) = &x.member_attributes {
+                m.name = a.name.clone();
+                m.client_urls = a.client_urls.clone();
+            }
+            Ok(Outcome::ClusterOnly)
+        } else if let (Some(x), true) = (&r.downgrade_info_set, v35) {
+            self.cluster.downgrade = Some((x.ver.clone(), x.enabled));
+            Ok(Outcome::ClusterOnly)
+        } else {
+            return (
+                Outcome::Unsupported(format!(
+                    "request not implemented by etcd {:?} (it would panic)",
+                    self.config.version
+                )),
+                Vec::new(),
+            );
+        };
+        match step {
+            Ok(outcome) => (outcome, w.finish()),
+            Err(e) => (Outcome::Rejected(e), Vec::new()),
+        }
+    }
+
+    // ---------------------------------------------------------------- KV
+
+    fn range_request(&self, r: &pb::RangeRequest, who: AuthInfo<'_>) -> Step {
+        if self.chain.corrupt {
+            return Err(Rejection::Corrupt);
+        }
+        if self.chain.auth {
+            self.auth
+                .check_op(who, &r.key, &r.range_end, Access::Read)?;
+        }
+        Ok(Outcome::NoChange)
+    }
+
+    fn put_request(&mut self, p: &PutRequest, who: AuthInfo<'_>, w: &mut Writer) -> Step {
+        if self.chain.corrupt {
+            return Err(Rejection::Corrupt);
+        }
+        if self.chain.capped {
+            return Err(Rejection::NoSpace);
+        }
+        if self.chain.auth {
+            self.auth.check_op(who, &p.key, &[], Access::Write)?;
+            self.check_lease_puts(p.lease, who)?;
+            if p.prev_kv {
+                self.auth.check_op(who, &p.key, &[], Access::Read)?;
+            }
+        }
+        if p.lease != 0 && !self.leases.contains_key(&p.lease) {
+            return Err(Rejection::LeaseNotFound);
+        }
+        self.put(p, w)?;
+        self.commit(w);
+        Ok(Outcome::Applied)
+    }
+
+    /// WRITE permission on every key attached to the lease (`checkLeasePuts`).
+    fn check_lease_puts(&self, lease: i64, who: AuthInfo<'_>) -> Result<(), Rejection> {
+        if let Some(l) = self.leases.get(&lease) {
+            for key in &l.keys {
+                self.auth.check_op(who, key, &[], Access::Write)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `applierV3backend.Put` inside a write txn: resolves ignore_value /
+    /// ignore_lease against the current state and writes.
+    fn put(&mut self, p: &PutRequest, w: &mut Writer) -> Result<(), Rejection> {
+        let mut value = p.value.clone();
+        let mut lease = p.lease;
+        if p.ignore_value || p.ignore_lease {
+            let Some(cur) = self.kv.get(&p.key) else {
+                return Err(Rejection::KeyNotFound);
+            };
+            if p.ignore_value {
+                value = cur.value.clone();
+            }
+            if p.ignore_lease {
+                lease = cur.lease;
+            }
+        }
+        self.write_put(w, p.key.clone(), value, lease);
+        Ok(())
+    }
+
+    fn delete_request(
+        &mut self,
+        d: &pb::DeleteRangeRequest,
+        who: AuthInfo<'_>,
+        w: &mut Writer,
+    ) -> Step {
+        if self.chain.corrupt {
+            return Err(Rejection::Corrupt);
+        }
+        if self.chain.auth {
+            self.auth
+                .check_op(who, &d.key, &d.range_end, Access::Write)?;
+            if d.prev_kv {
+                self.auth
+                    .check_op(who, &d.key, &d.range_end, Access::Read)?;
+            }
+        }
+        self.delete_range(&d.key, &d.range_end, w);
+        Ok(self.commit(w))
+    }
+
+    fn delete_range(&mut self, key: &[u8], range_end: &[u8], w: &mut Writer) {
+        let keys: Vec<Bytes> = range(&self.kv, key, range_end)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            self.write_delete(w, k);
+        }
+    }
+
+    fn write_put(&mut self, w: &mut Writer, key: Bytes, value: Bytes, lease: i64) {
+        let rev = self.revision + 1;
+        let old_lease = match self.kv.get_mut(&key) {
+            Some(ks) => {
+                w.existed.entry(key.clone()).or_insert(true);
+                let old = ks.lease;
+                ks.value = value.clone();
+                ks.mod_revision = rev;
+                ks.version += 1;
+                ks.lease = lease;
+                old
+            }
+            None => {
+                w.existed.entry(key.clone()).or_insert(false);
+                self.kv.insert(
+                    key.clone(),
+                    KeyState {
+                        value: value.clone(),
+                        create_revision: rev,
+                        mod_revision: rev,
+                        version: 1,
+                        lease,
+                    },
+                );
+                0
+            }
+        };
+        if old_lease != 0
+            && let Some(l) = self.leases.get_mut(&old_lease)
+        {
+            l.keys.remove(&key);
+        }
+        if lease != 0
+            && let Some(l) = self.leases.get_mut(&lease)
+        {
+            l.keys.insert(key.clone());
+        }
+        w.changes += 1;
+        w.keyed
+            .push((key.clone(), Effect::Put { key, value, lease }));
+    }
+
+    fn write_delete(&mut self, w: &mut Writer, key: Bytes) {
+        let Some(old) = self.kv.remove(&key) else {
+            return;
+        };
+        w.existed.entry(key.clone()).or_insert(true);
+        if old.lease != 0
+            && let Some(l) = self.leases.get_mut(&old.lease)
+        {
+            l.keys.remove(&key);
+        }
+        w.changes += 1;
+        w.keyed.push((key.clone(), Effect::Delete { key }));
+    }
+
+    /// Ends an mvcc write txn: one revision for all its changes, none if nothing changed.
+    fn commit(&mut self, w: &Writer) -> Outcome {
+        if w.changes > 0 {
+            self.revision += 1;
+            Outcome::Applied
+        } else {
+            Outcome::NoChange
+        }
+    }
+
+    // --------------------------------------------------------------- Txn
+
+    fn txn_request(&mut self, t: &TxnRequest, who: AuthInfo<'_>, w: &mut Writer) -> Step {
+        let t: Cow<'_, TxnRequest> = match self.config.txn_range_view {
+            TxnRangeView::Follower => Cow::Owned(strip_ranges(t)),
+            TxnRangeView::Proposer => Cow::Borrowed(t),
+        };
+        let t = t.as_ref();
+        if self.chain.corrupt {
+            return Err(Rejection::Corrupt);
+        }
+        if self.chain.capped && txn_has_top_level_put(t) {
+            return Err(Rejection::NoSpace);
+        }
+        if self.chain.auth {
+            self.check_txn_auth(t, who)?;
+        }
+        let plan = self.plan(t);
+        let is_write = !txn_is_read_only(t);
+        if is_write {
+            self.check_puts(t, &plan)?;
+        }
+        self.check_ranges(t, &plan)?;
+        if is_write {
+            let mut deleted: Vec<(Bytes, Bytes)> = Vec::new();
+            if self.ignore_after_delete(t, &plan, &mut deleted) {
+                return Ok(Outcome::Unsupported(
+                    "txn puts with ignore_value/ignore_lease a key it deleted before (etcd panics)"
+                        .into(),
+                ));
+            }
+            self.apply_txn_ops(t, &plan, w);
+        }
+        let changed = self.commit(w);
+        Ok(if !plan.ok { Outcome::TxnElse } else { changed })
+    }
+
+    fn check_txn_auth(&self, t: &TxnRequest, who: AuthInfo<'_>) -> Result<(), Rejection> {
+        for c in &t.compare {
+            self.auth
+                .check_op(who, &c.key, &c.range_end, Access::Read)?;
+        }
+        for op in t.success.iter().chain(t.failure.iter()) {
+            match &op.request {
+                Some(request_op::Request::RequestRange(r)) => {
+                    self.auth
+                        .check_op(who, &r.key, &r.range_end, Access::Read)?;
+                }
+                Some(request_op::Request::RequestPut(p)) => {
+                    self.auth.check_op(who, &p.key, &[], Access::Write)?;
+                }
+                Some(request_op::Request::RequestDeleteRange(d)) => {
+                    if d.prev_kv {
+                        self.auth
+                            .check_op(who, &d.key, &d.range_end, Access::Read)?;
+                    }
+                    self.auth
+                        .check_op(who, &d.key, &d.range_end, Access::Write)?;
+                }
+                // Nested txns are not checked by 3.4.23 / 3.5.1.
+                Some(request_op::Request::RequestTxn(_)) | None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `compareToPath`: every compare of the txn and of the nested txns of
+    /// the chosen branches, against the state before the txn.
+    fn plan(&self, t: &TxnRequest) -> Plan {
+        let ok = t.compare.iter().all(|c| self.compare(c));
+        let ops = if ok { &t.success } else { &t.failure };
+        let nested = ops
+            .iter()
+            .filter_map(|op| match &op.request {
+                Some(request_op::Request::RequestTxn(n)) => Some(self.plan(n)),
+                _ => None,
+            })
+            .collect();
+        Plan { ok, nested }
+    }
+
+    /// `applyCompare`.
+    fn compare(&self, c: &pb::Compare) -> bool {
+        use pb::compare::CompareTarget;
+        let target = CompareTarget::try_from(c.target).ok();
+        let mut kvs = range(&self.kv, &c.key, &c.range_end).peekable();
+        if kvs.peek().is_none() {
+            if target == Some(CompareTarget::Value) {
+                return false;
+            }
+            let zero = KeyState {
+                value: Bytes::new(),
+                create_revision: 0,
+                mod_revision: 0,
+                version: 0,
+                lease: 0,
+            };
+            return compare_kv(c, target, &zero);
+        }
+        kvs.all(|(_, ks)| compare_kv(c, target, ks))
+    }
+
+    /// `checkPut` over the chosen path, against the state before the txn.
+    fn check_puts(&self, t: &TxnRequest, plan: &Plan) -> Result<(), Rejection> {
+        let ops = if plan.ok { &t.success } else { &t.failure };
+        let mut nested = plan.nested.iter();
+        for op in ops {
+            match &op.request {
+                Some(request_op::Request::RequestPut(p)) => {
+                    if (p.ignore_value || p.ignore_lease) && !self.kv.contains_key(&p.key) {
+                        return Err(Rejection::KeyNotFound);
+                    }
+                    if p.lease != 0 && !self.leases.contains_key(&p.lease) {
+                        return Err(Rejection::LeaseNotFound);
+                    }
+                }
+                Some(request_op::Request::RequestTxn(n)) => {
+                    if let Some(np) = nested.next() {
+                        self.check_puts(n, np)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `checkRange` over the chosen path: read revisions must exist.
+    fn check_ranges(&self, t: &TxnRequest, plan: &Plan) -> Result<(), Rejection> {
+        let ops = if plan.ok { &t.success } else { &t.failure };
+        let mut nested = plan.nested.iter();
+        for op in ops {
+            match &op.request {
+                Some(request_op::Request::RequestRange(r)) if r.revision != 0 => {
+                    if r.revision > self.revision {
+                        return Err(Rejection::FutureRev);
+                    }
+                    if r.revision < self.compacted {
+                        return Err(Rejection::Compacted);
+                    }
+                }
+                Some(request_op::Request::RequestTxn(n)) => {
+                    if let Some(np) = nested.next() {
+                        self.check_ranges(n, np)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// True if a put with ignore_value/ignore_lease in the chosen path
+    /// targets a key deleted earlier in the same txn (the proposer's
+    /// overlap check rules this out; etcd would panic).
+    fn ignore_after_delete(
+        &self,
+        t: &TxnRequest,
+        plan: &Plan,
+        deleted: &mut Vec<(Bytes, Bytes)>,
+    ) -> bool {
+        let ops = if plan.ok { &t.success } else { &t.failure };
+        let mut nested = plan.nested.iter();
+        for op in ops {
+            match &op.request {
+                Some(request_op::Request::RequestDeleteRange(d)) => {
+                    deleted.push((d.key.clone(), d.range_end.clone()));
+                }
+                Some(request_op::Request::RequestPut(p))
+                    if (p.ignore_value || p.ignore_lease)
+                        && deleted.iter().any(|(k, e)| in_range(&p.key, k, e)) =>
+                {
+                    return true;
+                }
+                Some(request_op::Request::RequestTxn(n)) => {
+                    if let Some(np) = nested.next()
+                        && self.ignore_after_delete(n, np, deleted)
+                    {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        false
+    }
+
+    fn apply_txn_ops(&mut self, t: &TxnRequest, plan: &Plan, w: &mut Writer) {
+        let ops = if plan.ok { &t.success } else { &t.failure };
+        let mut nested = plan.nested.iter();
+        for op in ops {
+            match &op.request {
+                Some(request_op::Request::RequestPut(p)) => {
+                    // Checked above: cannot fail.
+                    let _ = self.put(p, w);
+                }
+                Some(request_op::Request::RequestDeleteRange(d)) => {
+                    self.delete_range(&d.key, &d.range_end, w);
+                }
+                Some(request_op::Request::RequestTxn(n)) => {
+                    if let Some(np) = nested.next() {
+                        self.apply_txn_ops(n, np, w);
+                    }
+                }
+                Some(request_op::Request::RequestRange(_)) | None => {}
+            }
+        }
+    }
+
+    // ------------------------------------------------- compaction, leases
+
+    fn compaction(&mut self, c: &pb::CompactionRequest, w: &mut Writer) -> Step {
+        if self.chain.corrupt {
+            return Err(Rejection::Corrupt);
+        }
+        if c.revision <= self.compacted {
+            return Err(Rejection::Compacted);
+        }
+        if c.revision > self.revision {
+            return Err(Rejection::FutureRev);
+        }
+        self.compacted = c.revision;
+        w.tail.push(Effect::Compact {
+            revision: c.revision,
+        });
+        Ok(Outcome::Applied)
+    }
+
+    fn lease_grant(&mut self, g: &pb::LeaseGrantRequest, w: &mut Writer) -> Step {
+        if self.chain.corrupt {
+            return Err(Rejection::Corrupt);
+        }
+        if self.chain.capped {
+            return Err(Rejection::NoSpace);
+        }
+        if g.id == 0 {
+            return Err(Rejection::LeaseNotFound);
+        }
+        if g.ttl > MAX_LEASE_TTL {
+            return Err(Rejection::LeaseTtlTooLarge);
+        }
+        if self.leases.contains_key(&g.id) {
+            return Err(Rejection::LeaseExists);
+        }
+        let ttl = g.ttl.max(self.config.min_lease_ttl);
+        self.leases.insert(
+            g.id,
+            LeaseState {
+                ttl,
+                remaining_ttl: 0,
+                keys: BTreeSet::new(),
+            },
+        );
+        w.tail.push(Effect::LeaseGrant { id: g.id, ttl });
+        Ok(Outcome::Applied)
+    }
+
+    fn lease_revoke(&mut self, id: i64, who: AuthInfo<'_>, w: &mut Writer) -> Step {
+        if self.chain.corrupt {
+            return Err(Rejection::Corrupt);
+        }
+        if self.chain.auth {
+            self.check_lease_puts(id, who)?;
+        }
+        let Some(lease) = self.leases.remove(&id) else {
+            return Err(Rejection::LeaseNotFound);
+        };
+        // Sorted keys, one mvcc txn.
+        for key in lease.keys {
+            self.write_delete(w, key);
+        }
+        self.commit(w);
+        w.tail.push(Effect::LeaseRevoke { id });
+        Ok(Outcome::Applied)
+    }
+
+    fn lease_checkpoint(&mut self, cp: &pb::LeaseCheckpointRequest, w: &mut Writer) -> Step {
+        for c in &cp.checkpoints {
+            if let Some(l) = self.leases.get_mut(&c.id) {
+                l.remaining_ttl = c.remaining_ttl;
+                w.tail.push(Effect::LeaseCheckpoint {
+                    id: c.id,
+                    remaining_ttl: c.remaining_ttl,
+                });
+            }
+        }
+        Ok(if w.tail.is_empty() {
+            Outcome::NoChange
+        } else {
+            Outcome::Applied
+        })
+    }
+
+    // ------------------------------------------------------------ alarms
+
+    fn alarm_count(&self, kind: AlarmKind) -> usize {
+        self.alarms.range((kind, 0)..=(kind, u64::MAX)).count()
+    }
+
+    fn alarm(&mut self, a: &pb::AlarmRequest, w: &mut Writer) -> Step {
+        let kind = AlarmKind::from_i32(a.alarm);
+        let old = self.alarm_count(kind);
+        match a.action {
+            // ACTIVATE
+            1 => {
+                if kind == AlarmKind::None && self.config.version == EtcdMinor::V3_5 {
+                    return Ok(Outcome::NoChange);
+                }
+                if !self.alarms.insert((kind, a.member_id)) {
+                    return Ok(Outcome::NoChange);
+                }
+                w.tail.push(Effect::AlarmActivate {
+                    member_id: a.member_id,
+                    alarm: kind,
+                });
+                if old == 0 {
+                    // Runtime activation: the alarm applier around the bare backend.
+                    match kind {
+                        AlarmKind::NoSpace => {
+                            self.chain = Chain {
+                                auth: false,
+                                capped: true,
+                                corrupt: false,
+                            }
+                        }
+                        AlarmKind::Corrupt => {
+                            self.chain = Chain {
+                                auth: false,
+                                capped: false,
+                                corrupt: true,
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(Outcome::Applied)
+            }
+            // DEACTIVATE
+            2 => {
+                if !self.alarms.remove(&(kind, a.member_id)) {
+                    return Ok(Outcome::NoChange);
+                }
+                w.tail.push(Effect::AlarmDeactivate {
+                    member_id: a.member_id,
+                    alarm: kind,
+                });
+                if old > 0
+                    && self.alarm_count(kind) == 0
+                    && matches!(kind, AlarmKind::NoSpace | AlarmKind::Corrupt)
+                {
+                    self.chain = Chain::NORMAL;
+                }
+                Ok(Outcome::Applied)
+            }
+            // GET and unknown actions change nothing.
+            _ => Ok(Outcome::NoChange),
+        }
+    }
+
+    // -------------------------------------------------------------- auth
+
+    fn authenticate(&self, a: &pb::InternalAuthenticateRequest) -> Step {
+        if !self.auth.enabled {
+            return Err(Rejection::AuthNotEnabled);
+        }
+        match self.auth.users.get(&a.name) {
+            Some(u) if !u.no_password => Ok(Outcome::NoChange),
+            _ => Err(Rejection::AuthFailed),
+        }
+    }
+
+    fn auth_enable(&mut self, w: &mut Writer) -> Step {
+        if self.auth.enabled {
+            return Ok(Outcome::NoChange);
+        }
+        let Some(root) = self.auth.users.get(ROOT) else {
+            return Err(Rejection::RootUserNotExist);
+        };
+        if !root.has_root_role() {
+            return Err(Rejection::RootRoleNotExist);
+        }
+        self.auth.enabled = true;
+        w.tail.push(Effect::AuthEnable);
+        Ok(Outcome::Applied)
+    }
+
+    fn auth_disable(&mut self, w: &mut Writer) -> Step {
+        if !self.auth.enabled {
+            return Ok(Outcome::NoChange);
+        }
+        self.auth.enabled = false;
+        self.auth.revision += 1;
+        w.tail.push(Effect::AuthDisable);
+        Ok(Outcome::Applied)
+    }
+
+    /// The password a user add / change-password entry leaves on the primary.
+    fn select_password(&self, plain: &str, hashed: &str) -> Result<Password, Rejection> {
+        if self.config.version == EtcdMinor::V3_4 || (!plain.is_empty() && hashed.is_empty()) {
+            return Ok(Password::Plain(Bytes::copy_from_slice(plain.as_bytes())));
+        }
+        match b64::decode(hashed) {
+            Some(_) => Ok(Password::Hashed(hashed.to_owned())),
+            None => Err(Rejection::NoPasswordUser),
+        }
+    }
+
+    fn user_add(&mut self, u: &pb::AuthUserAddRequest, w: &mut Writer) -> Step {
+        if u.name.is_empty() {
+            return Err(Rejection::UserEmpty);
+        }
+        if self.auth.users.contains_key(&u.name) {
+            return Err(Rejection::UserAlreadyExist);
+        }
+        let no_password = u.options.as_ref().is_some_and(|o| o.no_password);
+        let password = if no_password {
+            Password::None
+        } else {
+            self.select_password(&u.password, &u.hashed_password)?
+        };
+        self.auth.users.insert(
+            u.name.clone(),
+            User {
+                password: password.clone(),
+                roles: Vec::new(),
+                no_password,
+            },
+        );
+        self.auth.revision += 1;
+        w.tail.push(Effect::UserAdd {
+            name: u.name.clone(),
+            password,
+            no_password,
+        });
+        Ok(Outcome::Applied)
+    }
+
+    fn user_delete(&mut self, name: &str, w: &mut Writer) -> Step {
+        if self.auth.enabled && name == ROOT {
+            return Err(Rejection::InvalidAuthMgmt);
+        }
+        if self.auth.users.remove(name).is_none() {
+            return Err(Rejection::UserNotFound);
+        }
+        self.auth.revision += 1;
+        w.tail.push(Effect::UserDelete {
+            name: name.to_owned(),
+        });
+        Ok(Outcome::Applied)
+    }
+
+    fn user_change_password(
+        &mut self,
+        u: &pb::AuthUserChangePasswordRequest,
+        w: &mut Writer,
+    ) -> Step {
+        let Some(user) = self.auth.users.get(&u.name) else {
+            return Err(Rejection::UserNotFound);
+        };
+        // 3.5.1 leaves no-password users without a password; 3.4 hashes anyway.
+        let password = if user.no_password && self.config.version == EtcdMinor::V3_5 {
+            Password::None
+        } else {
+            self.select_password(&u.password, &u.hashed_password)?
+        };
+        if let Some(user) = self.auth.users.get_mut(&u.name) {
+            user.password = password.clone();
+        }
+        self.auth.revision += 1;
+        w.tail.push(Effect::UserChangePassword {
+            name: u.name.clone(),
+            password,
+        });
+        Ok(Outcome::Applied)
+    }
+
+    fn user_grant_role(&mut self, name: &str, role: &str, w: &mut Writer) -> Step {
+        if !self.auth.users.contains_key(name) {
+            return Err(Rejection::UserNotFound);
+        }
+        if role != ROOT && !self.auth.roles.contains_key(role) {
+            return Err(Rejection::RoleNotFound);
+        }
+        let Some(user) = self.auth.users.get_mut(name) else {
+            return Err(Rejection::UserNotFound);
+        };
+        match user.roles.binary_search_by(|r| r.as_str().cmp(role)) {
+            Ok(_) => return Ok(Outcome::NoChange),
+            Err(pos) => user.roles.insert(pos, role.to_owned()),
+        }
+        self.auth.revision += 1;
+        w.tail.push(Effect::UserGrantRole {
+            user: name.to_owned(),
+            role: role.to_owned(),
+        });
+        Ok(Outcome::Applied)
+    }
+
+    fn user_revoke_role(&mut self, name: &str, role: &str, w: &mut Writer) -> Step {
+        if self.auth.enabled && name == ROOT && role == ROOT {
+            return Err(Rejection::InvalidAuthMgmt);
+        }
+        let Some(user) = self.auth.users.get_mut(name) else {
+            return Err(Rejection::UserNotFound);
+        };
+        let before = user.roles.len();
+        user.roles.retain(|r| r != role);
+        if user.roles.len() == before {
+            return Err(Rejection::RoleNotGranted);
+        }
+        self.auth.revision += 1;
+        w.tail.push(Effect::UserRevokeRole {
+            user: name.to_owned(),
+            role: role.to_owned(),
+        });
+        Ok(Outcome::Applied)
+    }
+
+    fn role_add(&mut self, name: &str, w: &mut Writer) -> Step {
+        if name.is_empty() {
+            return Err(Rejection::RoleEmpty);
+        }
+        if self.auth.roles.contains_key(name) {
+            return Err(Rejection::RoleAlreadyExist);
+        }
+        self.auth.roles.insert(name.to_owned(), Role::default());
+        self.auth.revision += 1;
+        w.tail.push(Effect::RoleAdd {
+            name: name.to_owned(),
+        });
+        Ok(Outcome::Applied)
+    }
+
+    /// `None`: a 3.4 primary would crash on this entry.
+    fn role_grant_permission(
+        &mut self,
+        x: &pb::AuthRoleGrantPermissionRequest,
+        w: &mut Writer,
+    ) -> Option<Step> {
+        let v35 = self.config.version == EtcdMinor::V3_5;
+        if x.perm.is_none() && v35 {
+            return Some(Err(Rejection::PermissionNotGiven));
+        }
+        let Some(role) = self.auth.roles.get_mut(&x.name) else {
+            return Some(Err(Rejection::RoleNotFound));
+        };
+        let p: &authpb::Permission = x.perm.as_ref()?;
+        let perm = Permission {
+            perm_type: PermType::from_i32(p.perm_type),
+            key: p.key.clone(),
+            range_end: p.range_end.clone(),
+        };
+        // Lower bound by key; only that element is checked for an update.
+        let idx = role.perms.partition_point(|q| q.key < perm.key);
+        match role.perms.get_mut(idx) {
+            Some(q) if q.key == perm.key && q.range_end == perm.range_end => {
+                q.perm_type = perm.perm_type;
+            }
+            _ => {
+                // Appended then sorted by key (stable for etcd's small slices).
+                let at = role.perms.partition_point(|q| q.key <= perm.key);
+                role.perms.insert(at, perm.clone());
+            }
+        }
+        self.auth.revision += 1;
+        w.tail.push(Effect::RoleGrantPermission {
+            role: x.name.clone(),
+            perm,
+        });
+        Some(Ok(Outcome::Applied))
+    }
+
+    fn role_revoke_permission(
+        &mut self,
+        x: &pb::AuthRoleRevokePermissionRequest,
+        w: &mut Writer,
+    ) -> Step {
+        let Some(role) = self.auth.roles.get_mut(&x.role) else {
+            return Err(Rejection::RoleNotFound);
+        };
+        let before = role.perms.len();
+        role.perms
+            .retain(|q| !(q.key == x.key && q.range_end == x.range_end));
+        if role.perms.len() == before {
+            return Err(Rejection::PermissionNotGranted);
+        }
+        self.auth.revision += 1;
+        w.tail.push(Effect::RoleRevokePermission {
+            role: x.role.clone(),
+            key: x.key.clone(),
+            range_end: x.range_end.clone(),
+        });
+        Ok(Outcome::Applied)
+    }
+
+    fn role_delete(&mut self, name: &str, w: &mut Writer) -> Step {
+        if self.auth.enabled && name == ROOT {
+            return Err(Rejection::InvalidAuthMgmt);
+        }
+        if self.auth.roles.remove(name).is_none() {
+            return Err(Rejection::RoleNotFound);
+        }
+        for user in self.auth.users.values_mut() {
+            user.roles.retain(|r| r != name);
+        }
+        self.auth.revision += 1;
+        w.tail.push(Effect::RoleDelete {
+            name: name.to_owned(),
+        });
+        Ok(Outcome::Applied)
+    }
+
+    // ----------------------------------------------------------- cluster
+
+    fn apply_v2(&mut self, r: &Request) {
+        self.cluster.v2_requests += 1;
+        if r.method != "PUT" {
+            return;
+        }
+        if r.path == "/0/version" {
+            self.cluster.version = Some(r.val.clone());
+            return;
+        }
+        let Some(rest) = r.path.strip_prefix("/0/members/") else {
+            return;
+        };
+        let Some(hex) = rest.strip_suffix("/attributes") else {
+            return;
+        };
+        let Ok(id) = u64::from_str_radix(hex, 16) else {
+            return;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.val) else {
+            return;
+        };
+        let m = self.cluster.members.entry(id).or_default();
+        if let Some(n) = v.get("name").and_then(|n| n.as_str()) {
+            m.name = n.to_owned();
+        }
+        if let Some(urls) = v.get("clientURLs").and_then(|u| u.as_array()) {
+            m.client_urls = urls
+                .iter()
+                .filter_map(|u| u.as_str().map(str::to_owned))
+                .collect();
+        }
+    }
+
+    fn apply_conf_change(&mut self, cc: &ConfChange) {
+        let id = cc.change.node_id;
+        let ctx = cc.context.clone().unwrap_or_default();
+        let members = &mut self.cluster.members;
+        match cc.change.r#type {
+            // AddNode / AddLearnerNode
+            t @ (0 | 3) => {
+                if ctx.is_promote {
+                    if let Some(m) = members.get_mut(&id) {
+                        m.is_learner = false;
+                    }
+                    return;
+                }
+                if self.cluster.removed.contains(&id) || members.contains_key(&id) {
+                    return;
+                }
+                members.insert(
+                    id,
+                    Member {
+                        peer_urls: ctx.peer_urls,
+                        name: ctx.name.unwrap_or_default(),
+                        client_urls: ctx.client_urls,
+                        is_learner: t == 3 || ctx.is_learner,
+                    },
+                );
+            }
+            // RemoveNode
+            1 if members.remove(&id).is_some() => {
+                self.cluster.removed.insert(id);
+            }
+            // UpdateNode
+            2 => {
+                if let Some(m) = members.get_mut(&id) {
+                    m.peer_urls = ctx.peer_urls;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Admin-only requests (`needAdminPermission`).
+fn needs_admin(r: &InternalRaftRequest) -> bool {
+    r.auth_enable.is_some()
+        || r.auth_disable.is_some()
+        || r.auth_status.is_some()
+        || r.auth_user_add.is_some()
+        || r.auth_user_delete.is_some()
+        || r.auth_user_change_password.is_some()
+        || r.auth_user_grant_role.is_some()
+        || r.auth_user_revoke_role.is_some()
+        || r.auth_role_add.is_some()
+        || r.auth_role_grant_permission.is_some()
+        || r.auth_role_revoke_permission.is_some()
+        || r.auth_role_delete.is_some()
+        || r.auth_user_list.is_some()
+        || r.auth_role_list.is_some()
+}
+
+/// `isTxnReadonly`: every top-level op is a range.
+fn txn_is_read_only(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(t.failure.iter())
+        .all(|op| matches!(op.request, Some(request_op::Request::RequestRange(_))))
+}
+
+/// The capped applier's cost test: any top-level put in either branch.
+fn txn_has_top_level_put(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(t.failure.iter())
+        .any(|op| matches!(op.request, Some(request_op::Request::RequestPut(_))))
+}
+
+/// `removeNeedlessRangeReqs`: top-level range ops removed.
+fn strip_ranges(t: &TxnRequest) -> TxnRequest {
+    let keep = |ops: &[pb::RequestOp]| -> Vec<pb::RequestOp> {
+        ops.iter()
+            .filter(|op| !matches!(op.request, Some(request_op::Request::RequestRange(_))))
+            .cloned()
+            .collect()
+    };
+    TxnRequest {
+        compare: t.compare.clone(),
+        success: keep(&t.success),
+        failure: keep(&t.failure),
+    }
+}
+
+fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    if end.is_empty() {
+        key == start
+    } else if end == [0] {
+        key >= start
+    } else {
+        key >= start && key < end
+    }
+}
+
+/// `compareKV`.
+fn compare_kv(c: &pb::Compare, target: Option<pb::compare::CompareTarget>, ks: &KeyState) -> bool {
+    use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+    use std::cmp::Ordering;
+    let ord = match target {
+        Some(CompareTarget::Value) => {
+            let v: &[u8] = match &c.target_union {
+                Some(TargetUnion::Value(v)) => v,
+                _ => &[],
+            };
+            ks.value.as_ref().cmp(v)
+        }
+        Some(CompareTarget::Create) => {
+            let v = match c.target_union {
+                Some(TargetUnion::CreateRevision(v)) => v,
+                _ => 0,
+            };
+            ks.create_revision.cmp(&v)
+        }
+        Some(CompareTarget::Mod) => {
+            let v = match c.target_union {
+                Some(TargetUnion::ModRevision(v)) => v,
+                _ => 0,
+            };
+            ks.mod_revision.cmp(&v)
+        }
+        Some(CompareTarget::Version) => {
+            let v = match c.target_union {
+                Some(TargetUnion::Version(v)) => v,
+                _ => 0,
+            };
+            ks.version.cmp(&v)
+        }
+        Some(CompareTarget::Lease) => {
+            let v = match c.target_union {
+                Some(TargetUnion::Lease(v)) => v,
+                _ => 0,
+            };
+            ks.lease.cmp(&v)
+        }
+        // An unknown target compares as equal (result 0).
+        None => Ordering::Equal,
+    };
+    match CompareResult::try_from(c.result) {
+        Ok(CompareResult::Equal) => ord == Ordering::Equal,
+        Ok(CompareResult::NotEqual) => ord != Ordering::Equal,
+        Ok(CompareResult::Greater) => ord == Ordering::Greater,
+        Ok(CompareResult::Less) => ord == Ordering::Less,
+        // An unknown result is true.
+        Err(_) => true,
+    }
+}
