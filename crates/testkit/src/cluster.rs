@@ -58,6 +58,13 @@ pub struct ClusterOptions {
     pub enable_lease_checkpoint: bool,
     /// Extra flags appended to every member's command line.
     pub extra_args: Vec<String>,
+    /// Also serve clients over TLS on a second port per member
+    /// (`--listen-client-urls=http://127.0.0.1:P,https://127.0.0.1:Q`). Pass
+    /// the certificate flags (`--cert-file`, `--key-file`, and for mTLS
+    /// `--trusted-ca-file` + `--client-cert-auth`) in `extra_args`. Health
+    /// checks and [`EtcdCluster::etcdctl`] keep using the plain port; see
+    /// [`EtcdCluster::client_https_urls`].
+    pub client_https: bool,
     /// How long start-up / restart may take to become healthy (default 60 s).
     pub start_timeout: Duration,
     /// Use binaries from this directory instead of [`EtcdVersion::bin_dir`].
@@ -74,6 +81,7 @@ impl Default for ClusterOptions {
             auto_compaction: None,
             enable_lease_checkpoint: false,
             extra_args: Vec::new(),
+            client_https: false,
             start_timeout: Duration::from_secs(60),
             bin_dir: None,
         }
@@ -84,6 +92,8 @@ impl Default for ClusterOptions {
 struct Member {
     name: String,
     client_port: u16,
+    /// Second client port served over TLS (`ClusterOptions::client_https`).
+    client_https_port: Option<u16>,
     peer_port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
@@ -94,6 +104,18 @@ struct Member {
 impl Member {
     fn client_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn client_https_url(&self) -> Option<String> {
+        self.client_https_port
+            .map(|p| format!("https://127.0.0.1:{p}"))
+    }
+
+    fn client_listen_urls(&self) -> String {
+        match self.client_https_url() {
+            Some(https) => format!("{},{https}", self.client_url()),
+            None => self.client_url(),
+        }
     }
 
     fn peer_url(&self) -> String {
@@ -234,6 +256,11 @@ impl EtcdCluster {
                 log_path: self.dir_path.join(format!("{name}.log")),
                 name,
                 client_port: free_port()?,
+                client_https_port: if self.opts.client_https {
+                    Some(free_port()?)
+                } else {
+                    None
+                },
                 peer_port: free_port()?,
                 args: Vec::new(),
                 child: None,
@@ -258,8 +285,8 @@ impl EtcdCluster {
         let mut flag = |name: &str, value: &str| args.push(format!("--{name}={value}").into());
         flag("name", &m.name);
         flag("data-dir", &m.data_dir.to_string_lossy());
-        flag("listen-client-urls", &m.client_url());
-        flag("advertise-client-urls", &m.client_url());
+        flag("listen-client-urls", &m.client_listen_urls());
+        flag("advertise-client-urls", &m.client_listen_urls());
         flag("listen-peer-urls", &m.peer_url());
         flag("initial-advertise-peer-urls", &m.peer_url());
         flag("initial-cluster", initial_cluster);
@@ -595,6 +622,15 @@ impl EtcdCluster {
     /// Client URL of each member.
     pub fn client_urls(&self) -> Vec<String> {
         self.members.iter().map(Member::client_url).collect()
+    }
+
+    /// TLS client URL of each member (`https://127.0.0.1:Q`); empty unless
+    /// [`ClusterOptions::client_https`] is set.
+    pub fn client_https_urls(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter_map(Member::client_https_url)
+            .collect()
     }
 
     /// Client URL of member `i`.
