@@ -1,4 +1,8 @@
-//! Helpers for the end-to-end tests: locating the `etcd-standby` binary.
+//! Helpers for the end-to-end tests: locating the `etcd-standby` binary,
+//! running it as a learner, generating load.
+pub mod load;
+pub mod standby;
+
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -3,12 +3,14 @@
 //! Exit codes: 0 fine, 1 data problem found (corruption, torn tail, bad
 //! checksum), 2 usage or IO error.
 mod dbcmd;
+mod learner;
 mod output;
 mod snapcmd;
 mod walcmd;
 
 use clap::{Parser, Subcommand};
 use output::{EXIT_OK, EXIT_USAGE_OR_IO, PipeClosed, Verdict};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Keeps a standby etcd cluster in step with a primary through raft, and
@@ -22,6 +24,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Join the source cluster as a learner and keep its raft log durable.
+    Run(Box<RunArgs>),
+    /// Print the state of a running `etcd-standby run`.
+    Status {
+        /// Admin listener of the daemon.
+        #[arg(long, default_value = "127.0.0.1:9479", env = "ETCD_STANDBY_ADMIN")]
+        admin: String,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove this learner from the source cluster (MemberRemove).
+    Leave {
+        /// The data dir of the learner.
+        #[arg(long, env = "ETCD_STANDBY_DATA_DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
     /// Inspect a WAL (an etcd data dir, its member/ dir, its wal/ dir, or ours).
     Wal {
         #[command(subcommand)]
@@ -37,6 +58,103 @@ enum Command {
         #[command(subcommand)]
         cmd: DbCmd,
     },
+}
+
+/// How to reach the primary's client port.
+#[derive(clap::Args, Clone)]
+struct SourceArgs {
+    /// Client URLs of the primary cluster, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required = true,
+        env = "ETCD_STANDBY_SOURCE_ENDPOINTS"
+    )]
+    source_endpoints: Vec<String>,
+    /// Client certificate for the primary.
+    #[arg(long, env = "ETCD_STANDBY_SOURCE_CERT")]
+    source_cert: Option<PathBuf>,
+    /// Client key for the primary.
+    #[arg(long, env = "ETCD_STANDBY_SOURCE_KEY")]
+    source_key: Option<PathBuf>,
+    /// CA that signed the primary's server certificates.
+    #[arg(long, env = "ETCD_STANDBY_SOURCE_CA")]
+    source_ca: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    fn tls(&self) -> Option<etcd_standby_client::ClientTls> {
+        if self.source_cert.is_none() && self.source_key.is_none() && self.source_ca.is_none() {
+            return None;
+        }
+        Some(etcd_standby_client::ClientTls {
+            ca: self.source_ca.clone(),
+            cert: self.source_cert.clone(),
+            key: self.source_key.clone(),
+        })
+    }
+}
+
+/// `etcd-standby run` flags (every flag also reads an `ETCD_STANDBY_*` variable).
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Address the peer listener binds (default: the host and port of --advertise-peer-url).
+    #[arg(long, env = "ETCD_STANDBY_PEER_LISTEN")]
+    peer_listen: Option<String>,
+    /// The peer URL registered with the cluster; etcd members dial it.
+    #[arg(long, env = "ETCD_STANDBY_ADVERTISE_PEER_URL")]
+    advertise_peer_url: String,
+    /// Data dir: the local raft log (etcd WAL format) and identity.
+    #[arg(long, env = "ETCD_STANDBY_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Our member name.
+    #[arg(long, default_value = "etcd-standby", env = "ETCD_STANDBY_NAME")]
+    name: String,
+    /// Admin listener (/status, /metrics, /healthz, /readyz).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9479",
+        env = "ETCD_STANDBY_ADMIN_LISTEN"
+    )]
+    admin_listen: SocketAddr,
+    /// Peer certificate (served to etcd, and presented when dialling it).
+    #[arg(long, env = "ETCD_STANDBY_PEER_CERT")]
+    peer_cert: Option<PathBuf>,
+    /// Peer key.
+    #[arg(long, env = "ETCD_STANDBY_PEER_KEY")]
+    peer_key: Option<PathBuf>,
+    /// The cluster's peer CA (verifies etcd; requires etcd's client certs).
+    #[arg(long, env = "ETCD_STANDBY_PEER_CA")]
+    peer_ca: Option<PathBuf>,
+    /// Client URLs of the standby cluster. Without it the learner only archives the log.
+    #[arg(long, value_delimiter = ',', env = "ETCD_STANDBY_STANDBY_ENDPOINTS")]
+    standby_endpoints: Vec<String>,
+    /// Keep at least this many entries of WAL history (log-only mode).
+    #[arg(
+        long,
+        default_value_t = 100_000,
+        env = "ETCD_STANDBY_RETENTION_ENTRIES"
+    )]
+    retention_entries: u64,
+    /// Write a restart marker every this many committed entries.
+    #[arg(long, default_value_t = 10_000, env = "ETCD_STANDBY_MARKER_EVERY")]
+    marker_every: u64,
+    /// Log format.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "ETCD_STANDBY_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -124,8 +242,136 @@ enum DbCmd {
     },
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ETCD_STANDBY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,raft=warn,slog=warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
+    init_logging(a.log_format);
+    if !a.standby_endpoints.is_empty() {
+        tracing::warn!(
+            "--standby-endpoints: replay to a standby is not built yet; running as a log-only learner"
+        );
+    }
+    let url = etcd_standby_peer::util::parse_peer_url(&a.advertise_peer_url).ok_or_else(|| {
+        UsageError(format!(
+            "--advertise-peer-url {:?} is not an http(s)://host:port URL",
+            a.advertise_peer_url
+        ))
+    })?;
+    let listen = match &a.peer_listen {
+        Some(l) => l
+            .parse()
+            .map_err(|e| UsageError(format!("--peer-listen {l:?}: {e}")))?,
+        None => url.authority.parse().map_err(|e| {
+            UsageError(format!(
+                "--advertise-peer-url host is not an IP; give --peer-listen ({e})"
+            ))
+        })?,
+    };
+    let opts = learner::RunOptions {
+        source_tls: a.source.tls(),
+        source_endpoints: a.source.source_endpoints,
+        peer_listen: listen,
+        advertise_peer_url: a.advertise_peer_url,
+        peer_tls: learner::tls::PeerTlsFiles {
+            cert: a.peer_cert,
+            key: a.peer_key,
+            ca: a.peer_ca,
+        },
+        data_dir: a.data_dir,
+        name: a.name,
+        admin_listen: a.admin_listen,
+        node: learner::node::NodeOptions {
+            retention_entries: a.retention_entries,
+            marker_every: a.marker_every.max(1),
+            ..Default::default()
+        },
+    };
+    runtime()?.block_on(learner::run(opts))
+}
+
+fn print_status(admin: &str, json: bool) -> anyhow::Result<()> {
+    let v = runtime()?.block_on(learner::admin::fetch_status(admin))?;
+    if json {
+        println!("{v}");
+        return Ok(());
+    }
+    let n = &v["node"];
+    let g = |k: &str| n[k].as_u64().unwrap_or(0);
+    println!(
+        "member      {}  (cluster {})",
+        n["member_id"].as_str().unwrap_or("?"),
+        n["cluster_id"].as_str().unwrap_or("?")
+    );
+    println!("state       {}", n["state"].as_str().unwrap_or("?"));
+    println!(
+        "leader      {}  term {}",
+        n["leader_id"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("unknown"),
+        g("term")
+    );
+    println!(
+        "indexes     received {}  durable {}  commit {}  leader commit {}  (lag {})",
+        g("last_received_index"),
+        g("last_durable_index"),
+        g("commit_index"),
+        g("leader_commit_index"),
+        g("leader_commit_index").saturating_sub(g("commit_index"))
+    );
+    println!(
+        "snapshot    {}  (received {})",
+        g("snapshot_index"),
+        g("snapshots_received")
+    );
+    if let Some(peers) = v["peers"]["peers"].as_array() {
+        for p in peers {
+            println!("peer        {}", p);
+        }
+    }
+    if let Some(alarms) = n["alarms"].as_array().filter(|a| !a.is_empty()) {
+        for a in alarms {
+            println!("ALARM       {a}");
+        }
+    }
+    if let Some(e) = n["error"].as_str() {
+        println!("error       {e}");
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<Verdict> {
     match cli.cmd {
+        Command::Run(a) => {
+            let code = run_daemon(*a)?;
+            std::process::exit(code);
+        }
+        Command::Status { admin, json } => {
+            print_status(&admin, json)?;
+            Ok(Verdict::Clean)
+        }
+        Command::Leave { data_dir, source } => {
+            let tls = source.tls();
+            runtime()?.block_on(learner::leave(data_dir, source.source_endpoints, tls))?;
+            Ok(Verdict::Clean)
+        }
         Command::Wal { cmd } => match cmd {
             WalCmd::Dump {
                 json,

@@ -1,0 +1,160 @@
+//! The admin listener: `/status` (JSON), `/metrics` (Prometheus text),
+//! `/healthz` and `/readyz`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use etcd_standby_peer::Transport;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use super::node::Shared;
+
+/// What the admin handlers read.
+pub struct AdminState {
+    /// Node state.
+    pub shared: Arc<Shared>,
+    /// Metrics registry (text-encoded on each scrape).
+    pub registry: Mutex<Registry>,
+    /// The peer transport (its status is part of `/status`).
+    pub transport: Transport,
+    /// Readiness: commit within this many entries of the leader's.
+    pub ready_lag: u64,
+}
+
+fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = code;
+    if let Ok(v) = ctype.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != hyper::Method::GET {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
+    }
+    let st = state.shared.snapshot();
+    match req.uri().path() {
+        "/status" => {
+            let body = serde_json::json!({
+                "node": st,
+                "peers": state.transport.status(),
+            });
+            reply(StatusCode::OK, "application/json", body.to_string())
+        }
+        "/metrics" => {
+            let mut out = String::new();
+            let enc = state
+                .registry
+                .lock()
+                .map_err(|_| std::fmt::Error)
+                .and_then(|r| prometheus_client::encoding::text::encode(&mut out, &r));
+            match enc {
+                Ok(()) => reply(
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    out,
+                ),
+                Err(_) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    "metrics encoding failed\n",
+                ),
+            }
+        }
+        "/healthz" => {
+            if st.state == "failed" || st.state == "removed" {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("{}\n", st.state),
+                )
+            } else {
+                reply(StatusCode::OK, "text/plain", "ok\n")
+            }
+        }
+        "/readyz" => {
+            let caught_up = !st.leader_id.is_empty()
+                && st.leader_commit_index > 0
+                && st.commit_index + state.ready_lag >= st.leader_commit_index;
+            if st.state == "following" && caught_up && st.alarms.is_empty() {
+                reply(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!(
+                        "not ready: state={} commit={} leader_commit={} alarms={}\n",
+                        st.state,
+                        st.commit_index,
+                        st.leader_commit_index,
+                        st.alarms.len()
+                    ),
+                )
+            }
+        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+/// Binds the admin listener and serves it in the background.
+pub async fn serve(addr: SocketAddr, state: Arc<AdminState>) -> Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the admin listener on {addr}"))?;
+    let local = listener.local_addr().context("admin listener address")?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let resp = handle(&state, &req);
+                    async move { Ok::<_, Infallible>(resp) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+/// `etcd-standby status`: fetches `/status` from a running daemon.
+pub async fn fetch_status(addr: &str) -> Result<serde_json::Value> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| {
+            format!("connecting to the admin listener at {addr} (is `etcd-standby run` up?)")
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("admin HTTP handshake")?;
+    tokio::spawn(conn);
+    let req = Request::get("/status")
+        .header(hyper::header::HOST, addr)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .context("building the request")?;
+    let resp = sender.send_request(req).await.context("GET /status")?;
+    let code = resp.status();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .context("reading /status")?
+        .to_bytes();
+    if !code.is_success() {
+        anyhow::bail!("GET /status: {code}: {}", String::from_utf8_lossy(&body));
+    }
+    serde_json::from_slice(&body).context("parsing /status")
+}

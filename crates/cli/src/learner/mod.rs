@@ -1,0 +1,413 @@
+//! `etcd-standby run | status | leave`: the learner daemon.
+//!
+//! `run` joins the primary as a learner (or re-uses the identity in its data
+//! dir), serves etcd's peer protocol, and keeps the received raft log durable
+//! in etcd's WAL format. See `ARCHITECTURE.md`.
+
+pub mod admin;
+pub mod metrics;
+pub mod node;
+pub mod store;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use etcd_standby_client::{Client, ClientConfig, ClientTls};
+use etcd_standby_follower::{Follower, MemberInfo, Restored};
+use etcd_standby_peer::{PeerConfig, PeerIdentity, Transport, VersionInfo};
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, watch};
+
+use node::{Exit, Node, NodeOptions, Shared};
+use store::{Identity, Layout, LocalLog};
+use tls::PeerTlsFiles;
+
+/// Exit code when the cluster removed this member.
+pub const EXIT_REMOVED: i32 = 3;
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Client URLs of the primary.
+    pub source_endpoints: Vec<String>,
+    /// TLS for the primary's client port.
+    pub source_tls: Option<ClientTls>,
+    /// Address to bind the peer listener.
+    pub peer_listen: SocketAddr,
+    /// The peer URL registered with the cluster (others dial it).
+    pub advertise_peer_url: String,
+    /// Peer TLS files.
+    pub peer_tls: PeerTlsFiles,
+    /// Data dir.
+    pub data_dir: PathBuf,
+    /// Our name.
+    pub name: String,
+    /// Admin listener address.
+    pub admin_listen: SocketAddr,
+    /// Node tunables.
+    pub node: NodeOptions,
+}
+
+fn client_config(endpoints: &[String], tls: &Option<ClientTls>) -> ClientConfig {
+    let mut cfg = ClientConfig::new(endpoints.iter().cloned());
+    cfg.tls = tls.clone();
+    cfg.request_timeout = Duration::from_secs(10);
+    cfg
+}
+
+fn member_info(m: &etcd_standby_client::Member) -> MemberInfo {
+    MemberInfo {
+        id: m.id,
+        peer_urls: m.peer_ur_ls.clone(),
+        name: m.name.clone(),
+        client_urls: m.client_ur_ls.clone(),
+        is_learner: m.is_learner,
+    }
+}
+
+/// Source cluster facts gathered before joining.
+struct Preflight {
+    members: Vec<MemberInfo>,
+    version: VersionInfo,
+}
+
+/// Checks the cluster can take us: versions 3.4/3.5, a free learner slot
+/// (etcd allows one), our peer URL not taken. An unstarted learner with
+/// exactly our peer URL is adopted (a join that crashed after MemberAdd).
+async fn preflight(
+    client: &Client,
+    opts: &RunOptions,
+    identity: Option<&Identity>,
+) -> Result<(Preflight, Option<u64>)> {
+    let list = client
+        .member_list()
+        .await
+        .context("listing the source cluster's members")?;
+    let members: Vec<MemberInfo> = list.members.iter().map(member_info).collect();
+    let mut version = None;
+    for ep in &opts.source_endpoints {
+        match client.status(ep).await {
+            Ok(st) => {
+                let v = st.version.clone();
+                let ok = v.starts_with("3.4.") || v.starts_with("3.5.");
+                if !ok {
+                    bail!("{ep} runs etcd {v}; etcd-standby supports 3.4 and 3.5");
+                }
+                version.get_or_insert(v);
+            }
+            Err(e) => tracing::warn!(endpoint = %ep, error = %e, "status failed"),
+        }
+    }
+    let Some(server) = version else {
+        bail!(
+            "no source endpoint answered Status: {:?}",
+            opts.source_endpoints
+        );
+    };
+    let cluster = match server.split('.').take(2).collect::<Vec<_>>().as_slice() {
+        [a, b] => format!("{a}.{b}.0"),
+        _ => server.clone(),
+    };
+    let pre = Preflight {
+        members,
+        version: VersionInfo { server, cluster },
+    };
+    if let Some(id) = identity {
+        if !pre.members.iter().any(|m| m.id == id.member_id) {
+            bail!(
+                "member {:x} (from {}) is no longer in the source cluster; it was removed. Wipe {} and run again to re-join with a new ID",
+                id.member_id,
+                opts.data_dir.join("standby.json").display(),
+                opts.data_dir.display()
+            );
+        }
+        return Ok((pre, None));
+    }
+    let url = &opts.advertise_peer_url;
+    if let Some(m) = pre
+        .members
+        .iter()
+        .find(|m| m.peer_urls.iter().any(|u| u == url))
+    {
+        if m.is_learner && m.name.is_empty() && m.peer_urls.len() == 1 {
+            let id = m.id;
+            tracing::warn!(member = %format_args!("{id:x}"), %url, "adopting an unstarted learner registered with our peer URL (an earlier join did not finish)");
+            return Ok((pre, Some(id)));
+        }
+        bail!(
+            "peer URL {url} is already used by member {:x} ({}); choose another --advertise-peer-url",
+            m.id,
+            if m.name.is_empty() {
+                "unstarted"
+            } else {
+                &m.name
+            }
+        );
+    }
+    if let Some(l) = pre.members.iter().find(|m| m.is_learner) {
+        bail!(
+            "the source cluster already has a learner ({:x} {} {:?}); etcd allows one. Remove it (`etcdctl member remove {:x}`) or promote it first",
+            l.id,
+            if l.name.is_empty() {
+                "unstarted"
+            } else {
+                &l.name
+            },
+            l.peer_urls,
+            l.id
+        );
+    }
+    Ok((pre, None))
+}
+
+/// `etcd-standby run`.
+pub async fn run(opts: RunOptions) -> Result<i32> {
+    let layout = Layout {
+        root: opts.data_dir.clone(),
+    };
+    let existing = layout.read_identity()?;
+    if let Some(id) = &existing
+        && id.removed
+    {
+        bail!(
+            "member {:x} was removed from cluster {:x}; this data dir cannot rejoin. Move {} away and run again",
+            id.member_id,
+            id.cluster_id,
+            opts.data_dir.display()
+        );
+    }
+    let client = Client::connect(client_config(&opts.source_endpoints, &opts.source_tls))
+        .await
+        .context("connecting to the source cluster")?;
+    let (pre, adopt) = preflight(&client, &opts, existing.as_ref()).await?;
+    let (identity, log, restored) = match existing {
+        Some(id) => {
+            let (log, restored) = LocalLog::open(&layout, &id)?;
+            tracing::info!(member = %format_args!("{:x}", id.member_id), base = log.base().0, last = log.last().0, "restarting from the local log");
+            (id, log, restored)
+        }
+        None => {
+            let (member_id, cluster_id) = match adopt {
+                Some(mid) => {
+                    let st = client.member_list().await.context("member list")?;
+                    (mid, st.header.map(|h| h.cluster_id).unwrap_or_default())
+                }
+                None => {
+                    let resp = member_add_with_retry(&client, &opts.advertise_peer_url).await?;
+                    let m = resp.member.context("MemberAdd returned no member")?;
+                    let h = resp.header.context("MemberAdd returned no header")?;
+                    (m.id, h.cluster_id)
+                }
+            };
+            if cluster_id == 0 {
+                bail!("the source cluster reported cluster ID 0");
+            }
+            let id = Identity {
+                member_id,
+                cluster_id,
+                peer_urls: vec![opts.advertise_peer_url.clone()],
+                name: opts.name.clone(),
+                removed: false,
+            };
+            layout.write_identity(&id)?;
+            let log = LocalLog::create(&layout, &id)?;
+            tracing::info!(member = %format_args!("{member_id:x}"), cluster = %format_args!("{cluster_id:x}"), "joined as a learner");
+            (id, log, Restored::default())
+        }
+    };
+    if identity.peer_urls.first() != Some(&opts.advertise_peer_url) {
+        bail!(
+            "this data dir registered peer URL {:?}, but --advertise-peer-url is {}; the cluster dials the registered one",
+            identity.peer_urls,
+            opts.advertise_peer_url
+        );
+    }
+    serve(
+        opts,
+        layout,
+        identity,
+        log,
+        restored,
+        pre.members,
+        pre.version,
+    )
+    .await
+}
+
+/// MemberAdd as a learner. etcd refuses membership changes until its
+/// leader has been connected to every voter for 5 s ("unhealthy cluster",
+/// e.g. right after a restart); that and unavailability are retried for a
+/// minute, anything else fails at once.
+async fn member_add_with_retry(
+    client: &Client,
+    url: &str,
+) -> Result<etcd_standby_client::MemberAddResponse> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match client.member_add_learner(vec![url.to_owned()]).await {
+            Ok(r) => return Ok(r),
+            Err(e)
+                if (e.etcd_error() == Some(etcd_standby_client::EtcdError::Unhealthy)
+                    || e.is_unavailable())
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(error = %e, "MemberAdd refused for now; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e).context("adding this process as a learner (MemberAdd)"),
+        }
+    }
+}
+
+async fn serve(
+    opts: RunOptions,
+    layout: Layout,
+    identity: Identity,
+    log: LocalLog,
+    restored: Restored,
+    members: Vec<MemberInfo>,
+    version: VersionInfo,
+) -> Result<i32> {
+    let follower = Follower::new(
+        identity.member_id,
+        restored,
+        &etcd_standby_follower::raft_logger(),
+    )
+    .context("starting the raft core")?;
+    let (server_tls, client_tls) = if opts.peer_tls.any() {
+        (Some(opts.peer_tls.server()?), Some(opts.peer_tls.client()?))
+    } else {
+        (None, None)
+    };
+    let (in_tx, in_rx) = mpsc::channel(4096);
+    let snapshot_dir = layout.snap();
+    std::fs::create_dir_all(&snapshot_dir)
+        .with_context(|| format!("creating {}", snapshot_dir.display()))?;
+    let transport = Transport::start(
+        PeerConfig {
+            identity: PeerIdentity {
+                member_id: identity.member_id,
+                cluster_id: identity.cluster_id,
+                peer_urls: identity.peer_urls.clone(),
+            },
+            listen: opts.peer_listen,
+            server_tls,
+            client_tls,
+            snapshot_dir,
+            initial_version: version,
+        },
+        in_tx,
+    )
+    .await
+    .context("starting the peer listener")?;
+    let mut registry = Registry::default();
+    let metrics = metrics::LearnerMetrics::new(&mut registry);
+    transport.metrics().register(&mut registry);
+    let shared = Arc::new(Shared::default());
+    shared
+        .keep_floor
+        .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+    let admin_state = Arc::new(admin::AdminState {
+        shared: shared.clone(),
+        registry: Mutex::new(registry),
+        transport: transport.clone(),
+        ready_lag: 1000,
+    });
+    let admin_addr = admin::serve(opts.admin_listen, admin_state).await?;
+    tracing::info!(peer = %transport.local_addr(), admin = %admin_addr, "serving");
+    let node = Node {
+        follower,
+        log,
+        layout,
+        identity,
+        transport: transport.clone(),
+        shared: shared.clone(),
+        metrics,
+        opts: opts.node.clone(),
+        initial_members: members,
+        committed_tx: None,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let result = node.run(in_rx, stop_rx).await;
+    transport.shutdown().await;
+    match result {
+        Ok(Exit::Stopped) => {
+            tracing::info!("stopped");
+            Ok(0)
+        }
+        Ok(Exit::Removed(why)) => {
+            eprintln!(
+                "etcd-standby: this member was removed from the source cluster ({why}). \
+                 The data dir cannot rejoin; move it away and run again to join with a new ID."
+            );
+            Ok(EXIT_REMOVED)
+        }
+        Err(e) => {
+            if let Ok(mut s) = shared.status.lock() {
+                s.state = "failed".into();
+                s.error = Some(format!("{e:#}"));
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `etcd-standby leave`: removes our member from the source cluster.
+pub async fn leave(
+    data_dir: PathBuf,
+    source_endpoints: Vec<String>,
+    source_tls: Option<ClientTls>,
+) -> Result<()> {
+    let layout = Layout {
+        root: data_dir.clone(),
+    };
+    let Some(mut id) = layout.read_identity()? else {
+        bail!(
+            "{} has no standby.json: this data dir never joined",
+            data_dir.display()
+        );
+    };
+    let client = Client::connect(client_config(&source_endpoints, &source_tls))
+        .await
+        .context("connecting to the source cluster")?;
+    match client.member_remove(id.member_id).await {
+        Ok(_) => println!(
+            "removed member {:x} from cluster {:x}",
+            id.member_id, id.cluster_id
+        ),
+        Err(e) if e.is_not_found() => {
+            println!(
+                "member {:x} was already gone from cluster {:x}",
+                id.member_id, id.cluster_id
+            )
+        }
+        Err(e) => return Err(e).context("MemberRemove"),
+    }
+    id.removed = true;
+    layout.write_identity(&id)?;
+    Ok(())
+}

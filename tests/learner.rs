@@ -1,0 +1,218 @@
+//! The learner against real etcd 3.4.23 and 3.5.1 clusters (3 members on
+//! loopback): join, durable identical log, restarts and kills, snapshots,
+//! removal.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use etcd_standby_integration::load::{block_on, cluster_raft_index, varied_writes};
+use etcd_standby_integration::standby::{Standby, assert_same_entries, wal_entries};
+use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion};
+
+const CATCH_UP: Duration = Duration::from_secs(120);
+
+fn cluster(version: EtcdVersion, opts: ClusterOptions) -> EtcdCluster {
+    EtcdCluster::start(version, 3, opts).expect("start a 3-member cluster")
+}
+
+fn catch_up(s: &mut Standby, c: &EtcdCluster) -> u64 {
+    let target = block_on(cluster_raft_index(c.client_urls()));
+    s.wait_commit(target, CATCH_UP);
+    target
+}
+
+/// Stops a non-leader member and compares its WAL with ours.
+fn compare_with_a_member(s: &Standby, c: &mut EtcdCluster, min_common: usize) -> usize {
+    let leader = c.leader().unwrap();
+    let other = (leader + 1) % c.len();
+    c.stop_member(other).unwrap();
+    let theirs = wal_entries(&c.data_dir(other).unwrap().join("member/wal"));
+    let ours = wal_entries(&s.data_dir.join("member/wal"));
+    let n = assert_same_entries(&ours, &theirs, min_common);
+    c.restart_member(other).unwrap();
+    n
+}
+
+fn join_and_replicate(version: EtcdVersion) {
+    let mut c = cluster(version, ClusterOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Standby::start(&c, &dir.path().join("learner"), &[]);
+    let ok = block_on(varied_writes(c.client_urls(), 20_000, 32, 7));
+    assert!(ok > 19_000, "only {ok} writes succeeded");
+    let target = catch_up(&mut s, &c);
+    let common = compare_with_a_member(&s, &mut c, 20_000);
+    assert!(
+        common as u64 >= target - 5,
+        "{common} common entries, cluster index {target}"
+    );
+    // Our own dump tool reads our data dir.
+    let out = std::process::Command::new(etcd_standby_integration::etcd_standby_bin())
+        .args(["wal", "verify", &s.data_dir.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "wal verify on our data dir: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The member list shows us as a learner.
+    let list = c.etcdctl().run(&["member", "list"]).unwrap();
+    assert!(
+        list.contains(&s.peer_url) && list.contains("true"),
+        "{list}"
+    );
+}
+
+#[test]
+fn learner_joins_3_4_and_its_log_equals_a_members_wal() {
+    join_and_replicate(EtcdVersion::V3_4);
+}
+
+#[test]
+fn learner_joins_3_5_and_its_log_equals_a_members_wal() {
+    join_and_replicate(EtcdVersion::V3_5);
+}
+
+/// Leader restarted, a follower killed, the learner SIGKILLed at moments
+/// during heavy writes: it resumes and its log stays identical.
+fn survive_failures(version: EtcdVersion) {
+    let mut c = cluster(version, ClusterOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Standby::start(&c, &dir.path().join("learner"), &[]);
+    block_on(varied_writes(c.client_urls(), 2_000, 16, 1));
+    catch_up(&mut s, &c);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for round in 0..4u64 {
+        let load = rt.spawn(varied_writes(c.client_urls(), 3_000, 16, 100 + round));
+        std::thread::sleep(Duration::from_millis(300 + 150 * round));
+        match round {
+            0 => {
+                let l = c.leader().unwrap();
+                c.stop_member(l).unwrap();
+                std::thread::sleep(Duration::from_millis(800));
+                c.restart_member(l).unwrap();
+            }
+            1 => {
+                let l = c.leader().unwrap();
+                let f = (l + 1) % c.len();
+                c.kill_member(f).unwrap();
+                std::thread::sleep(Duration::from_millis(500));
+                c.restart_member(f).unwrap();
+            }
+            _ => {
+                s.kill();
+                std::thread::sleep(Duration::from_millis(300));
+                s.restart();
+            }
+        }
+        rt.block_on(load).unwrap();
+    }
+    catch_up(&mut s, &c);
+    compare_with_a_member(&s, &mut c, 10_000);
+}
+
+#[test]
+fn learner_survives_leader_restart_follower_kill_and_sigkill_3_4() {
+    survive_failures(EtcdVersion::V3_4);
+}
+
+#[test]
+fn learner_survives_leader_restart_follower_kill_and_sigkill_3_5() {
+    survive_failures(EtcdVersion::V3_5);
+}
+
+/// The leader compacts past the stopped learner; on restart it sends a
+/// snapshot, which we save with its db and continue from.
+fn snapshot_path(version: EtcdVersion) {
+    let mut c = cluster(
+        version,
+        ClusterOptions {
+            snapshot_count: Some(1000),
+            ..ClusterOptions::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Standby::start(&c, &dir.path().join("learner"), &[]);
+    block_on(varied_writes(c.client_urls(), 500, 16, 3));
+    catch_up(&mut s, &c);
+    s.terminate();
+    // 5000 catch-up entries are kept behind each snapshot: go well past.
+    block_on(varied_writes(c.client_urls(), 8_000, 32, 4));
+    s.restart();
+    catch_up(&mut s, &c);
+    let st = s.status().unwrap();
+    assert!(
+        st["node"]["snapshots_received"].as_u64().unwrap() >= 1,
+        "no snapshot received: {st}\n{}",
+        s.log()
+    );
+    let snap_dir = s.data_dir.join("member/snap");
+    let dbs: Vec<_> = std::fs::read_dir(&snap_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".snap.db"))
+        .collect();
+    assert_eq!(dbs.len(), 1, "one snapshot db kept");
+    let db = etcd_standby_bolt::BoltFile::open(&dbs[0].path())
+        .expect("the received db is a valid bbolt file");
+    assert!(
+        etcd_standby_bolt::etcd::live_keys(&db)
+            .unwrap()
+            .stats()
+            .live_keys
+            > 0
+    );
+    // More writes after the snapshot still arrive, and match a member.
+    block_on(varied_writes(c.client_urls(), 1_000, 16, 5));
+    catch_up(&mut s, &c);
+    compare_with_a_member(&s, &mut c, 900);
+}
+
+#[test]
+fn learner_receives_a_leader_snapshot_after_compaction_3_4() {
+    snapshot_path(EtcdVersion::V3_4);
+}
+
+#[test]
+fn learner_receives_a_leader_snapshot_after_compaction_3_5() {
+    snapshot_path(EtcdVersion::V3_5);
+}
+
+#[test]
+fn member_remove_stops_the_learner_with_a_clear_message() {
+    for version in [EtcdVersion::V3_4, EtcdVersion::V3_5] {
+        let c = EtcdCluster::start(version, 1, ClusterOptions::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("learner");
+        let mut s = Standby::start(&c, &data, &[]);
+        block_on(varied_writes(c.client_urls(), 100, 4, 9));
+        catch_up(&mut s, &c);
+        let id = s.member_id().unwrap();
+        c.etcdctl().run(&["member", "remove", &id]).unwrap();
+        let st = s.wait_exit(Duration::from_secs(30));
+        assert_eq!(st.code(), Some(3), "exit code for removal\n{}", s.log());
+        assert!(s.log().contains("removed"), "{}", s.log());
+        // The data dir refuses to rejoin.
+        s.restart();
+        let st = s.wait_exit(Duration::from_secs(30));
+        assert_ne!(st.code(), Some(0));
+        assert!(s.log().contains("cannot rejoin"), "{}", s.log());
+    }
+}
+
+#[test]
+fn second_learner_is_refused_by_preflight() {
+    let c = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Standby::start(&c, &dir.path().join("a"), &[]);
+    block_on(varied_writes(c.client_urls(), 10, 2, 1));
+    catch_up(&mut a, &c);
+    let mut b = Standby::start(&c, &dir.path().join("b"), &[]);
+    let st = b.wait_exit(Duration::from_secs(30));
+    assert_ne!(st.code(), Some(0));
+    assert!(b.log().contains("already has a learner"), "{}", b.log());
+}
