@@ -596,9 +596,10 @@ fn txn_apply_time_checks() {
 
 #[test]
 fn follower_view_drops_top_level_ranges() {
-    let mut cfg = ModelConfig::default();
-    cfg.txn_range_view = TxnRangeView::Follower;
-    let mut h = H::with(cfg);
+    let mut h = H::with(ModelConfig {
+        txn_range_view: TxnRangeView::Follower,
+        ..Default::default()
+    });
     let a = h.ok(t(
         vec![],
         vec![op_put(put("a", "1")), op_get("k", 99)],
