@@ -179,6 +179,13 @@ enum WalCmd {
         /// Print passwords, password hashes and tokens (redacted by default).
         #[arg(long)]
         show_secrets: bool,
+        /// Explain each entry's outcome on the primary (applied, txn-else,
+        /// rejected:<why>, no-change, cluster-only) with the shadow model.
+        #[arg(long)]
+        outcome: bool,
+        /// etcd minor version that wrote the log (apply rules differ), for --outcome.
+        #[arg(long, value_parser = ["3.4", "3.5"], default_value = "3.5")]
+        source_version: String,
         /// Data dir, member dir, wal dir or .wal file.
         path: PathBuf,
     },
@@ -380,8 +387,18 @@ fn run(cli: Cli) -> anyhow::Result<Verdict> {
                 types,
                 key_prefix,
                 show_secrets,
+                outcome,
+                source_version,
                 path,
             } => {
+                let outcome = outcome.then(|| etcd_standby_model::ModelConfig {
+                    version: if source_version == "3.4" {
+                        etcd_standby_model::EtcdMinor::V3_4
+                    } else {
+                        etcd_standby_model::EtcdMinor::V3_5
+                    },
+                    ..Default::default()
+                });
                 let kinds = types
                     .map(|t| etcd_standby_decode::parse_kind_filter(&t))
                     .transpose()
@@ -395,6 +412,7 @@ fn run(cli: Cli) -> anyhow::Result<Verdict> {
                         kinds,
                         key_prefix: key_prefix.map(String::into_bytes),
                         show_secrets,
+                        outcome,
                     },
                 )
             }

@@ -101,6 +101,24 @@ pub struct DumpOptions {
     pub key_prefix: Option<Vec<u8>>,
     /// Print secrets.
     pub show_secrets: bool,
+    /// Explain each entry's outcome with the shadow model (etcd's apply rules).
+    pub outcome: Option<etcd_standby_model::ModelConfig>,
+}
+
+/// One word (plus detail) for an outcome, as dumps print it.
+pub fn outcome_text(o: &etcd_standby_model::Outcome) -> String {
+    use etcd_standby_model::Outcome as O;
+    match o {
+        O::Applied => "applied".into(),
+        O::TxnElse => "txn-else".into(),
+        O::NoChange => "no-change".into(),
+        O::Rejected(r) => format!("rejected:{r:?}"),
+        O::ClusterOnly => "cluster-only".into(),
+        O::Empty => "empty".into(),
+        O::AlreadyApplied => "already-applied".into(),
+        O::Undecodable(why) => format!("undecodable:{why}"),
+        O::Unsupported(why) => format!("unsupported:{why}"),
+    }
 }
 
 fn entry_type_short(t: i32) -> &'static str {
@@ -235,6 +253,10 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
     let mut last_state: Option<raftpb::HardState> = None;
     let (mut shown, mut read) = (0u64, 0u64);
     let (mut first, mut last) = (None::<u64>, None::<u64>);
+    let mut model = opts
+        .outcome
+        .clone()
+        .map(etcd_standby_model::Model::with_config);
     let (_reader, problem) = walk(segments, |rec, r| {
         let file = file_name(rec.location().file.as_path());
         match r {
@@ -294,6 +316,16 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
             WalRecord::Entry(e) => {
                 read += 1;
                 let decoded = decode_entry(&e);
+                // The model sees every entry (state matters), shown or not.
+                let outcome = model.as_mut().map(|m| {
+                    if e.index <= m.applied_index() {
+                        // A rewritten (uncommitted, then replaced) entry.
+                        ("rewritten-after-apply".to_owned(), 0)
+                    } else {
+                        let a = m.apply(e.index, e.term, &decoded);
+                        (outcome_text(&a.outcome), a.effects.len())
+                    }
+                });
                 if !entry_selected(&e, &decoded, opts) {
                     return Ok(());
                 }
@@ -315,6 +347,11 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
                         kind.name()
                     );
                     node.write_json(&mut line);
+                    if let Some((o, n)) = &outcome {
+                        line.extend_from_slice(b",\"outcome\":");
+                        write_json_str(&mut line, o);
+                        let _ = write!(line, ",\"effects\":{n}");
+                    }
                     line.extend_from_slice(b",\"file\":");
                     write_json_str(&mut line, &file);
                     let _ = write!(line, ",\"offset\":{}}}", rec.offset);
@@ -327,8 +364,12 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
                             "TERM", "INDEX", "TYPE", "KIND"
                         ))?;
                     }
+                    let outcome_col = outcome
+                        .as_ref()
+                        .map(|(o, n)| format!("[{o}, {n} effect(s)] "))
+                        .unwrap_or_default();
                     out.line(&format!(
-                        "{:>6} {:>10}  {:<5} {:<27} {}",
+                        "{:>6} {:>10}  {:<5} {:<27} {outcome_col}{}",
                         e.term,
                         e.index,
                         entry_type_short(e.r#type),

@@ -217,3 +217,41 @@ fn damaged_wals_never_make_the_tool_panic() {
         }
     }
 }
+
+#[test]
+fn wal_dump_outcome_explains_what_each_entry_did_on_the_primary() {
+    let data = fixtures().join("etcd-3.5.1/data");
+    let out = run(&["wal", "dump", "--json", "--outcome", data.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    let outcome = |i: u64| {
+        let l = lines
+            .iter()
+            .find(|l| l["record"] == "entry" && l["index"] == i)
+            .unwrap();
+        (
+            l["outcome"].as_str().unwrap().to_owned(),
+            l["effects"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(outcome(1), ("cluster-only".into(), 0));
+    assert_eq!(outcome(6), ("applied".into(), 1));
+    assert_eq!(outcome(15), ("txn-else".into(), 1));
+    assert_eq!(outcome(19), ("rejected:KeyNotFound".into(), 0));
+    assert_eq!(outcome(20), ("rejected:LeaseNotFound".into(), 0));
+    assert_eq!(outcome(23), ("no-change".into(), 0));
+    assert_eq!(outcome(26), ("rejected:Compacted".into(), 0));
+    assert_eq!(
+        outcome(33),
+        ("applied".into(), 3),
+        "revoke: the lease and its two keys"
+    );
+    // Without --outcome the field is absent.
+    let plain = json_lines(&run(&["wal", "dump", "--json", data.to_str().unwrap()]));
+    assert!(plain.iter().all(|l| l.get("outcome").is_none()));
+}
