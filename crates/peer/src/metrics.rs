@@ -10,7 +10,7 @@ pub type StreamLabels = Vec<(&'static str, &'static str)>;
 pub(crate) type CounterFamily = Family<StreamLabels, Counter>;
 
 /// Counters kept by the transport. Cheap to clone (counters are shared handles).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PeerMetrics {
     /// `etcd_standby_peer_bytes_received_total`: body bytes read from peers.
     pub bytes_received: Counter,
@@ -31,6 +31,28 @@ pub struct PeerMetrics {
 
 pub(crate) fn label(stream: &'static str) -> StreamLabels {
     vec![("stream", stream)]
+}
+
+impl Default for PeerMetrics {
+    /// All counters at zero, with every `stream` label value present from the
+    /// start (so dashboards see zeros instead of missing series).
+    fn default() -> Self {
+        let m = Self {
+            bytes_received: Counter::default(),
+            messages_received: Family::default(),
+            messages_sent: Family::default(),
+            stream_reconnects: Counter::default(),
+            snapshots_received: Counter::default(),
+            send_dropped: Counter::default(),
+        };
+        for s in ["msgapp", "message", "pipeline", "snapshot"] {
+            m.messages_received.get_or_create(&label(s));
+        }
+        for s in ["msgapp", "message", "pipeline"] {
+            m.messages_sent.get_or_create(&label(s));
+        }
+        m
+    }
 }
 
 impl PeerMetrics {

@@ -167,13 +167,22 @@ pub(crate) async fn run_dialer(inner: Arc<Inner>, peer: u64, kind: StreamKind, u
             DialEnd::Removed(d) => d.clone(),
             DialEnd::Failed(e) => e.to_string(),
         };
-        inner.with_peer(peer, |e| {
-            let d = e.dialed_mut(kind);
-            d.connected = false;
-            d.reconnects += 1;
-            d.last_error = Some(err.clone());
-            e.last_error = Some(format!("{} stream: {err}", kind.name()));
-        });
+        let (was_connected, new_error) = inner
+            .with_peer(peer, |e| {
+                let d = e.dialed_mut(kind);
+                let was = d.connected;
+                let new = d.last_error.as_deref() != Some(err.as_str());
+                d.connected = false;
+                d.reconnects += 1;
+                d.last_error = Some(err.clone());
+                e.last_error = Some(format!("{} stream: {err}", kind.name()));
+                (was, new)
+            })
+            .unwrap_or((false, false));
+        // Warn on changes only: a down peer is re-dialled every 100 ms.
+        if was_connected || new_error {
+            warn!(%url, error = %err, "stream to peer lost or dial failed; retrying");
+        }
         match end {
             DialEnd::Removed(detail) => {
                 inner
@@ -182,8 +191,7 @@ pub(crate) async fn run_dialer(inner: Arc<Inner>, peer: u64, kind: StreamKind, u
                 return;
             }
             DialEnd::Failed(PeerError::InboundClosed) => return,
-            DialEnd::Failed(e) => {
-                debug!(%url, error = %e, "stream dial failed or ended");
+            DialEnd::Failed(_) => {
                 url_idx = url_idx.wrapping_add(1);
             }
         }

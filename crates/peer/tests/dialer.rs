@@ -388,3 +388,45 @@ async fn two_transports_over_mtls_streams() {
     b.transport.shutdown().await;
     a.transport.shutdown().await;
 }
+
+#[tokio::test]
+async fn silent_stream_is_dropped_after_the_read_deadline() {
+    // First dial: 200 and then nothing at all (not even link heartbeats).
+    // The dialer must give up on it and re-dial; the second dial gets 410.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let addr = serve_fn(move |req| {
+        let calls = c2.clone();
+        async move {
+            if req.uri().path() != format!("/raft/stream/msgapp/{}", hex(ME)) {
+                return status(404, "404 page not found\n");
+            }
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                let silent = futures_util::stream::pending::<
+                    Result<http_body::Frame<Bytes>, std::convert::Infallible>,
+                >();
+                let mut r = http::Response::new(http_body_util::StreamBody::new(silent).boxed());
+                r.headers_mut()
+                    .insert("x-server-version", "3.5.1".parse().unwrap());
+                return r;
+            }
+            status(410, "removed member\n")
+        }
+    })
+    .await;
+    let mut h = start().await;
+    h.transport.set_members(vec![Member {
+        id: LEADER,
+        peer_urls: vec![format!("http://{addr}")],
+        is_learner: false,
+    }]);
+    match recv(&mut h.inbound).await {
+        Inbound::Removed { detail } => assert!(detail.contains("410"), "{detail}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    let s = h.transport.status();
+    let p = s.peers.iter().find(|p| p.id == LEADER).unwrap();
+    assert!(p.msgapp_dialed.reconnects >= 2);
+    h.transport.shutdown().await;
+}

@@ -548,3 +548,50 @@ async fn version_mirrors_the_leader_and_never_drops_below_the_cluster_version() 
     assert_eq!(headers["x-server-version"], "3.5.0");
     h.transport.shutdown().await;
 }
+
+#[tokio::test]
+async fn metrics_register_under_their_names() {
+    let mut h = start().await;
+    let mut c = client(h.transport.local_addr()).await;
+    let m = Message {
+        r#type: MessageType::MsgHeartbeat as i32,
+        to: ME,
+        from: LEADER,
+        term: 1,
+        ..Message::default()
+    };
+    let (st, _, _) = send(
+        &mut c,
+        raft_req("POST", "/raft")
+            .body(full(m.encode_to_vec()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, 204);
+    let _ = recv(&mut h.inbound).await;
+    let mut reg = prometheus_client::registry::Registry::default();
+    h.transport.metrics().register(&mut reg);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+    for name in [
+        "etcd_standby_peer_bytes_received_total",
+        "etcd_standby_peer_messages_sent_total",
+        "etcd_standby_peer_stream_reconnects_total",
+        "etcd_standby_peer_snapshots_received_total",
+        "etcd_standby_peer_send_dropped_total",
+    ] {
+        assert!(text.contains(name), "{name} missing in\n{text}");
+    }
+    assert!(
+        text.contains("etcd_standby_peer_messages_received_total{stream=\"pipeline\"} 1"),
+        "{text}"
+    );
+    let bytes = m.encoded_len() as u64;
+    assert!(
+        text.contains(&format!("etcd_standby_peer_bytes_received_total {bytes}")),
+        "{text}"
+    );
+    let status = serde_json::to_value(h.transport.status()).unwrap();
+    assert_eq!(status["totals"]["messages_received"], 1);
+    h.transport.shutdown().await;
+}
