@@ -46,10 +46,10 @@ impl Default for PeerMetrics {
             send_dropped: Counter::default(),
         };
         for s in ["msgapp", "message", "pipeline", "snapshot"] {
-            m.messages_received.get_or_create(&label(s));
+            let _ = m.messages_received.get_or_create(&label(s));
         }
         for s in ["msgapp", "message", "pipeline"] {
-            m.messages_sent.get_or_create(&label(s));
+            let _ = m.messages_sent.get_or_create(&label(s));
         }
         m
     }
