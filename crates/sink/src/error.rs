@@ -1,0 +1,198 @@
+//! Errors of the sink, with the raft index, the key (escaped, truncated)
+//! and the standby's own message.
+
+use etcd_standby_client::ClientError;
+
+/// Result of a sink operation.
+pub type Result<T, E = SinkError> = std::result::Result<T, E>;
+
+/// Anything that stops the sink. Messages never carry passwords, hashes or
+/// tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The fencing epoch on the standby is not ours any more: someone
+    /// promoted the standby (or another replicator took over). Stop.
+    #[error(
+        "fenced at raft index {index}: the standby's epoch key {key} holds {found:?}, ours is {ours} \
+         (the standby was promoted or another replicator took over); stopping"
+    )]
+    Fenced {
+        /// Raft index of the first entry that could not be written.
+        index: u64,
+        /// The epoch key (escaped).
+        key: String,
+        /// Our epoch.
+        ours: u64,
+        /// What the standby holds (escaped; empty when the key is gone).
+        found: String,
+    },
+    /// The standby refused a write (NOSPACE, permission denied, too many
+    /// operations, request too large, ...). Nothing of that txn was applied;
+    /// the replicator must not skip it.
+    #[error("standby refused the write of raft entries {first}..={last}: {source}")]
+    Refused {
+        /// First raft index in the refused txn.
+        first: u64,
+        /// Last raft index in the refused txn.
+        last: u64,
+        /// The client error with the standby's message.
+        #[source]
+        source: ClientError,
+    },
+    /// The standby could not be reached (unavailable, timeout). The write may
+    /// or may not have happened: call [`Sink::resync`](crate::Sink::resync)
+    /// and apply again from the checkpoint (replay is idempotent).
+    #[error("standby unavailable at raft index {index}: {source}")]
+    Unavailable {
+        /// Raft index being written.
+        index: u64,
+        /// The client error.
+        #[source]
+        source: ClientError,
+    },
+    /// A lease RPC failed.
+    #[error("raft index {index}: lease {id:#x} ({op}) on the standby: {source}")]
+    Lease {
+        /// Raft index of the entry.
+        index: u64,
+        /// Lease ID.
+        id: i64,
+        /// `grant` or `revoke`.
+        op: &'static str,
+        /// The client error.
+        #[source]
+        source: ClientError,
+    },
+    /// An auth RPC failed in a way that cannot be tolerated.
+    #[error("raft index {index}: {what} on the standby: {source}")]
+    Auth {
+        /// Raft index of the entry.
+        index: u64,
+        /// The operation, with user / role names (never passwords).
+        what: String,
+        /// The client error.
+        #[source]
+        source: ClientError,
+    },
+    /// Mirroring this entry would lock the replicator out of the standby.
+    #[error("raft index {index}: {message}")]
+    SelfLockout {
+        /// Raft index of the entry.
+        index: u64,
+        /// What would happen and how to fix it.
+        message: String,
+    },
+    /// A 3.5 entry carries a bcrypt hash, but the standby runs etcd 3.4,
+    /// which cannot store a given hash.
+    #[error(
+        "raft index {index}: user {user:?} has a hashed password (etcd 3.5 primary) but the standby \
+         runs etcd {standby_version}, which cannot store a hash; run a 3.5 standby"
+    )]
+    HashUnsupported {
+        /// Raft index of the entry.
+        index: u64,
+        /// User name.
+        user: String,
+        /// Standby's server version.
+        standby_version: String,
+    },
+    /// Entries were given out of order.
+    #[error("raft index {index} given after {previous}: entries must be in increasing index order")]
+    OutOfOrder {
+        /// The offending index.
+        index: u64,
+        /// The index before it.
+        previous: u64,
+    },
+    /// A snapshot reconcile would delete more than the allowed share of the
+    /// standby's keys; nothing was written. Re-run with `--accept-mass-delete`.
+    #[error(
+        "snapshot reconcile would delete {would_delete} of {total} standby keys (more than the \
+         allowed share); nothing written; re-run with --accept-mass-delete if this is intended"
+    )]
+    MassDelete {
+        /// Keys the reconcile would delete.
+        would_delete: u64,
+        /// Replicated keys on the standby.
+        total: u64,
+    },
+    /// The checkpoint or epoch key holds something we cannot read.
+    #[error("reserved key {key}: {message}")]
+    BadReservedKey {
+        /// The key (escaped).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Invalid configuration.
+    #[error("sink configuration: {0}")]
+    Config(String),
+    /// A client call outside of applying entries (connect, verify, reads).
+    #[error("{what}: {source}")]
+    Client {
+        /// What was being done.
+        what: String,
+        /// The client error.
+        #[source]
+        source: ClientError,
+    },
+}
+
+impl SinkError {
+    /// Whether retrying later can help (the standby was unreachable).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SinkError::Unavailable { .. } => true,
+            SinkError::Client { source, .. }
+            | SinkError::Lease { source, .. }
+            | SinkError::Auth { source, .. } => source.is_unavailable() || source.is_timeout(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn client(what: impl Into<String>, source: ClientError) -> SinkError {
+        SinkError::Client {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// A failed write txn: unreachable (retryable) or refused.
+    pub(crate) fn write(first: u64, last: u64, source: ClientError) -> SinkError {
+        if source.is_unavailable() || source.is_timeout() {
+            SinkError::Unavailable {
+                index: first,
+                source,
+            }
+        } else {
+            SinkError::Refused {
+                first,
+                last,
+                source,
+            }
+        }
+    }
+}
+
+/// A key for messages: printable ASCII kept, everything else `\xNN`,
+/// truncated after 96 bytes.
+pub fn show_key(key: &[u8]) -> String {
+    show_bytes(key, 96)
+}
+
+/// Bytes for messages: printable ASCII kept, everything else `\xNN`,
+/// truncated after `max` bytes (with the full length noted).
+pub fn show_bytes(b: &[u8], max: usize) -> String {
+    let mut s = String::with_capacity(b.len().min(max) + 2);
+    for &c in b.iter().take(max) {
+        match c {
+            b'\\' => s.push_str("\\\\"),
+            0x20..=0x7e => s.push(char::from(c)),
+            _ => s.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    if b.len() > max {
+        s.push_str(&format!("…({} bytes)", b.len()));
+    }
+    s
+}

@@ -1,0 +1,770 @@
+//! The standby writer: batched checkpointed txns with fencing.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use etcd_standby_client::{Client, ClientConfig, EtcdError, pb};
+use etcd_standby_model::Effect;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::error::{Result, SinkError, show_bytes, show_key};
+use crate::keymap::KeyMap;
+use crate::lease::LeaseKeeper;
+use crate::stats::{Counters, SinkStats};
+
+/// Default `max_txn_ops` (etcd's `--max-txn-ops` default).
+pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+/// Default `max_request_bytes`: etcd's 1.5 MiB `--max-request-bytes`
+/// default minus 64 KiB of headroom for the compare, checkpoint and framing.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024 - 64 * 1024;
+
+/// How the sink reaches the standby and what it writes.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    /// The standby cluster. When the standby has auth enabled, set `user`
+    /// to a dedicated user with the `root` role, or use a client
+    /// certificate whose CN is such a user (then set
+    /// [`SinkConfig::standby_user`]).
+    pub client: ClientConfig,
+    /// The primary's cluster ID (names the checkpoint key).
+    pub source_cluster_id: u64,
+    /// Key filtering and mapping.
+    pub keys: KeyMap,
+    /// The standby's `--max-txn-ops` (the checkpoint put counts as one).
+    pub max_txn_ops: usize,
+    /// Budget for one txn request (keep below the standby's
+    /// `--max-request-bytes`).
+    pub max_request_bytes: usize,
+    /// At most this many raft entries per standby txn.
+    pub max_batch_entries: usize,
+    /// Lease keep-alive requests per second at most.
+    pub keepalive_per_sec: u32,
+    /// The user the replicator acts as on the standby when it
+    /// authenticates with a client certificate (its CN). Defaults to the
+    /// name in `client.user`. The sink refuses to mirror changes to this
+    /// user and creates / checks it before mirroring `AuthEnable`.
+    pub standby_user: Option<String>,
+}
+
+impl SinkConfig {
+    /// Defaults for everything but the standby and the source cluster ID.
+    pub fn new(client: ClientConfig, source_cluster_id: u64) -> SinkConfig {
+        SinkConfig {
+            client,
+            source_cluster_id,
+            keys: KeyMap::default(),
+            max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_batch_entries: 10_000,
+            keepalive_per_sec: 200,
+            standby_user: None,
+        }
+    }
+}
+
+/// Where replication stands: written to the standby in every write txn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The primary's cluster ID.
+    pub cluster_id: u64,
+    /// Last raft index applied to the standby.
+    pub index: u64,
+    /// Its term.
+    pub term: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointValue {
+    cluster_id: String,
+    index: u64,
+    term: u64,
+}
+
+impl Checkpoint {
+    fn encode(&self) -> Bytes {
+        let v = CheckpointValue {
+            cluster_id: format!("{:016x}", self.cluster_id),
+            index: self.index,
+            term: self.term,
+        };
+        Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+    }
+
+    fn decode(key: &[u8], cluster_id: u64, value: &[u8]) -> Result<Checkpoint> {
+        let bad = |message: String| SinkError::BadReservedKey {
+            key: show_key(key),
+            message,
+        };
+        let v: CheckpointValue = serde_json::from_slice(value)
+            .map_err(|e| bad(format!("not a checkpoint ({e}): {}", show_bytes(value, 64))))?;
+        let id = u64::from_str_radix(&v.cluster_id, 16)
+            .map_err(|e| bad(format!("cluster_id {:?}: {e}", v.cluster_id)))?;
+        if id != cluster_id {
+            return Err(bad(format!(
+                "cluster_id {id:016x} does not match {cluster_id:016x}"
+            )));
+        }
+        Ok(Checkpoint {
+            cluster_id,
+            index: v.index,
+            term: v.term,
+        })
+    }
+}
+
+/// What one [`Sink::apply`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Standby write txns.
+    pub txns: u64,
+    /// Entries checkpointed.
+    pub entries: u64,
+    /// Entries skipped because they were at or below the checkpoint.
+    pub already_applied: u64,
+    /// Put / delete ops written.
+    pub ops: u64,
+    /// Encoded bytes of the txns.
+    pub bytes: u64,
+    /// Leases granted.
+    pub lease_grants: u64,
+    /// Leases revoked.
+    pub lease_revokes: u64,
+    /// Auth RPCs.
+    pub auth_rpcs: u64,
+}
+
+/// One key's final state within a pending txn.
+#[derive(Debug, Clone)]
+pub(crate) enum KvOp {
+    Put { value: Bytes, lease: i64 },
+    Delete,
+}
+
+/// The txn being assembled: whole entries only.
+#[derive(Debug, Default)]
+struct Pending {
+    ops: BTreeMap<Bytes, KvOp>,
+    bytes: usize,
+    entries: u64,
+    first: u64,
+    last: Option<(u64, u64)>,
+    revokes: Vec<i64>,
+}
+
+/// Writes effects to the standby. See the crate docs.
+pub struct Sink {
+    pub(crate) client: Client,
+    pub(crate) cfg: SinkConfig,
+    pub(crate) epoch: u64,
+    pub(crate) checkpoint: Option<Checkpoint>,
+    pub(crate) standby_version: String,
+    pub(crate) keeper: LeaseKeeper,
+    keeper_task: tokio::task::JoinHandle<()>,
+    pub(crate) counters: Arc<Mutex<Counters>>,
+    pub(crate) epoch_key: Bytes,
+    pub(crate) checkpoint_key: Bytes,
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sink")
+            .field(
+                "source_cluster_id",
+                &format_args!("{:016x}", self.cfg.source_cluster_id),
+            )
+            .field("epoch", &self.epoch)
+            .field("checkpoint", &self.checkpoint)
+            .field("standby_version", &self.standby_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.keeper_task.abort();
+    }
+}
+
+fn op_put(key: Bytes, value: Bytes, lease: i64) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
+            key,
+            value,
+            lease,
+            ..Default::default()
+        })),
+    }
+}
+
+fn op_delete(key: Bytes) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestDeleteRange(
+            pb::DeleteRangeRequest {
+                key,
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+pub(crate) fn kv_op(key: &Bytes, op: &KvOp) -> pb::RequestOp {
+    match op {
+        KvOp::Put { value, lease } => op_put(key.clone(), value.clone(), *lease),
+        KvOp::Delete => op_delete(key.clone()),
+    }
+}
+
+/// Encoded size of a key's op (for the request-size budget).
+fn op_len(key: &Bytes, op: &KvOp) -> usize {
+    kv_op(key, op).encoded_len() + 4
+}
+
+pub(crate) fn lock(c: &Mutex<Counters>) -> MutexGuard<'_, Counters> {
+    match c.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// A range of the single key.
+fn get_op(key: &Bytes) -> pb::RequestOp {
+    pb::RequestOp {
+        request: Some(pb::request_op::Request::RequestRange(pb::RangeRequest {
+            key: key.clone(),
+            ..Default::default()
+        })),
+    }
+}
+
+impl Sink {
+    /// Connects to the standby, reads (or creates, as epoch 1) the fencing
+    /// epoch key and the checkpoint for `source_cluster_id`, and starts the
+    /// lease keeper with every lease the standby has.
+    pub async fn connect(cfg: SinkConfig) -> Result<Sink> {
+        if cfg.max_txn_ops < 2 {
+            return Err(SinkError::Config("max_txn_ops must be at least 2".into()));
+        }
+        let client = Client::connect(cfg.client.clone())
+            .await
+            .map_err(|e| SinkError::client("connect to the standby", e))?;
+        let mut standby_version = String::new();
+        let mut last_err = None;
+        for ep in client.endpoints() {
+            match client.status(&ep).await {
+                Ok(s) => {
+                    standby_version = s.version;
+                    break;
+                }
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if standby_version.is_empty()
+            && let Some(e) = last_err
+        {
+            return Err(SinkError::client("standby status", e));
+        }
+        let reserved = cfg.keys.reserved().clone();
+        let mut epoch_key = reserved.to_vec();
+        epoch_key.extend_from_slice(b"epoch");
+        let epoch_key = Bytes::from(epoch_key);
+        let checkpoint_key = Bytes::from(format!(
+            "{}checkpoint/{:016x}",
+            String::from_utf8_lossy(&reserved),
+            cfg.source_cluster_id
+        ));
+        // Epoch: create 1 if absent (create_revision == 0 compare), else read.
+        let txn = pb::TxnRequest {
+            compare: vec![pb::Compare {
+                result: pb::compare::CompareResult::Equal as i32,
+                target: pb::compare::CompareTarget::Create as i32,
+                key: epoch_key.clone(),
+                target_union: Some(pb::compare::TargetUnion::CreateRevision(0)),
+                ..Default::default()
+            }],
+            success: vec![op_put(epoch_key.clone(), Bytes::from_static(b"1"), 0)],
+            failure: vec![get_op(&epoch_key)],
+        };
+        let resp = client
+            .txn(txn)
+            .await
+            .map_err(|e| SinkError::client("read or create the epoch key", e))?;
+        let epoch = if resp.succeeded {
+            tracing::info!(key = %show_key(&epoch_key), "created fencing epoch 1 on the standby");
+            1
+        } else {
+            let found = range_value(&resp).unwrap_or_default();
+            parse_epoch(&epoch_key, &found)?
+        };
+        let got = client
+            .range(pb::RangeRequest {
+                key: checkpoint_key.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| SinkError::client("read the checkpoint", e))?;
+        let checkpoint = match got.kvs.first() {
+            Some(kv) => Some(Checkpoint::decode(
+                &checkpoint_key,
+                cfg.source_cluster_id,
+                &kv.value,
+            )?),
+            None => None,
+        };
+        let (keeper, keeper_task) = LeaseKeeper::spawn(client.clone(), cfg.keepalive_per_sec);
+        let sink = Sink {
+            client,
+            cfg,
+            epoch,
+            checkpoint,
+            standby_version,
+            keeper,
+            keeper_task,
+            counters: Arc::new(Mutex::new(Counters::default())),
+            epoch_key,
+            checkpoint_key,
+        };
+        sink.load_standby_leases().await?;
+        tracing::info!(
+            source_cluster = format_args!("{:016x}", sink.cfg.source_cluster_id),
+            epoch = sink.epoch,
+            checkpoint = ?sink.checkpoint.map(|c| c.index),
+            standby_version = %sink.standby_version,
+            leases = sink.keeper.leases().len(),
+            "sink connected"
+        );
+        Ok(sink)
+    }
+
+    /// Tracks every lease the standby has (they were mirrored earlier).
+    async fn load_standby_leases(&self) -> Result<()> {
+        let leases = self
+            .client
+            .lease_leases()
+            .await
+            .map_err(|e| SinkError::client("list the standby's leases", e))?;
+        for l in leases.leases {
+            match self.client.lease_time_to_live(l.id, false).await {
+                Ok(t) if t.ttl > 0 => self.keeper.track(l.id, t.granted_ttl),
+                Ok(_) => {}
+                Err(e) => return Err(SinkError::client("standby lease TTL", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-reads the checkpoint and the epoch from the standby (after an
+    /// [`SinkError::Unavailable`], when a write may or may not have landed).
+    pub async fn resync(&mut self) -> Result<()> {
+        let got = self
+            .client
+            .range(pb::RangeRequest {
+                key: self.checkpoint_key.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| SinkError::client("read the checkpoint", e))?;
+        self.checkpoint = match got.kvs.first() {
+            Some(kv) => Some(Checkpoint::decode(
+                &self.checkpoint_key,
+                self.cfg.source_cluster_id,
+                &kv.value,
+            )?),
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// Where to resume: the last applied entry (`None` = never replicated).
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        self.checkpoint
+    }
+
+    /// Our fencing epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The standby's etcd server version (e.g. `3.5.1`).
+    pub fn standby_version(&self) -> &str {
+        &self.standby_version
+    }
+
+    /// The standby client (shared).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The key map.
+    pub fn keys(&self) -> &KeyMap {
+        &self.cfg.keys
+    }
+
+    /// The epoch key on the standby.
+    pub fn epoch_key(&self) -> &Bytes {
+        &self.epoch_key
+    }
+
+    /// The checkpoint key on the standby.
+    pub fn checkpoint_key(&self) -> &Bytes {
+        &self.checkpoint_key
+    }
+
+    /// The lease keeper (runs as a task of the sink; stops when the sink is
+    /// dropped or fenced).
+    pub fn lease_keeper(&self) -> LeaseKeeper {
+        self.keeper.clone()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SinkStats {
+        let c = lock(&self.counters);
+        let mut s = c.stats.clone();
+        s.txn_latency = c.latency.iter().copied().collect();
+        let k = self.keeper.stats();
+        s.leases_mirrored = k.leases;
+        s.keepalive_sent = k.sent;
+        s.keepalive_ok = k.ok;
+        s.keepalive_failures = k.failures;
+        s.leases_lost = k.lost;
+        s
+    }
+
+    pub(crate) fn is_v3_4(&self) -> bool {
+        self.standby_version.starts_with("3.4") || self.standby_version.starts_with("3.3")
+    }
+
+    /// The compare on our epoch.
+    pub(crate) fn epoch_compare(&self) -> pb::Compare {
+        pb::Compare {
+            result: pb::compare::CompareResult::Equal as i32,
+            target: pb::compare::CompareTarget::Value as i32,
+            key: self.epoch_key.clone(),
+            target_union: Some(pb::compare::TargetUnion::Value(Bytes::from(
+                self.epoch.to_string(),
+            ))),
+            ..Default::default()
+        }
+    }
+
+    /// Applies committed entries' effects, in index order. See the crate
+    /// docs for the batching, lease and auth rules.
+    pub async fn apply(&mut self, batch: &[(u64, u64, Vec<Effect>)]) -> Result<ApplyStats> {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(ApplyStats::default());
+        };
+        let span = tracing::info_span!(
+            "sink_apply",
+            source_cluster = %format_args!("{:016x}", self.cfg.source_cluster_id),
+            first = first.0,
+            last = last.0,
+        );
+        self.apply_inner(batch).instrument(span).await
+    }
+
+    async fn apply_inner(&mut self, batch: &[(u64, u64, Vec<Effect>)]) -> Result<ApplyStats> {
+        let mut st = ApplyStats::default();
+        let mut pending = Pending::default();
+        let mut prev = self.checkpoint.map_or(0, |c| c.index);
+        let floor = prev;
+        for (index, term, effects) in batch {
+            let (index, term) = (*index, *term);
+            if index <= floor {
+                st.already_applied += 1;
+                tracing::debug!(index, checkpoint = floor, "entry already applied; skipped");
+                continue;
+            }
+            if index <= prev && prev > floor {
+                return Err(SinkError::OutOfOrder {
+                    index,
+                    previous: prev,
+                });
+            }
+            prev = index;
+            let mut kv: Vec<(Bytes, KvOp)> = Vec::new();
+            let mut grants = Vec::new();
+            let mut revokes = Vec::new();
+            let mut auth = Vec::new();
+            for e in effects {
+                match e {
+                    Effect::Put { key, value, lease } => {
+                        if let Some(k) = self.cfg.keys.map(key) {
+                            kv.push((
+                                k,
+                                KvOp::Put {
+                                    value: value.clone(),
+                                    lease: *lease,
+                                },
+                            ));
+                        }
+                    }
+                    Effect::Delete { key } => {
+                        if let Some(k) = self.cfg.keys.map(key) {
+                            kv.push((k, KvOp::Delete));
+                        }
+                    }
+                    Effect::LeaseGrant { id, ttl } => grants.push((*id, *ttl)),
+                    Effect::LeaseRevoke { id } => revokes.push(*id),
+                    Effect::AuthEnable
+                    | Effect::AuthDisable
+                    | Effect::UserAdd { .. }
+                    | Effect::UserDelete { .. }
+                    | Effect::UserChangePassword { .. }
+                    | Effect::UserGrantRole { .. }
+                    | Effect::UserRevokeRole { .. }
+                    | Effect::RoleAdd { .. }
+                    | Effect::RoleDelete { .. }
+                    | Effect::RoleGrantPermission { .. }
+                    | Effect::RoleRevokePermission { .. } => auth.push(e),
+                    // Tracked by the model, not replayed: the standby keeps
+                    // its own compaction, alarms and lease clocks.
+                    Effect::LeaseCheckpoint { .. }
+                    | Effect::Compact { .. }
+                    | Effect::AlarmActivate { .. }
+                    | Effect::AlarmDeactivate { .. } => {}
+                }
+            }
+            let span = tracing::debug_span!("entry", index, term);
+            let _g = span.enter();
+            if !auth.is_empty() {
+                // Auth RPCs cannot join a txn: flush what came before, make
+                // the calls, then checkpoint this entry right away.
+                self.flush(&mut pending, &mut st).await?;
+                drop(_g);
+                for e in auth {
+                    self.apply_auth(index, e)
+                        .instrument(tracing::debug_span!("auth", index))
+                        .await?;
+                    st.auth_rpcs += 1;
+                }
+            }
+            // A re-grant of an ID revoked earlier in this txn: the revoke
+            // must happen first.
+            if grants.iter().any(|(id, _)| pending.revokes.contains(id)) {
+                self.flush(&mut pending, &mut st).await?;
+            }
+            for (id, ttl) in grants {
+                self.grant(index, id, ttl).await?;
+                st.lease_grants += 1;
+            }
+            // Fit the entry whole, or start a new txn.
+            let new_keys = kv
+                .iter()
+                .filter(|(k, _)| !pending.ops.contains_key(k))
+                .count();
+            let bytes: usize = kv.iter().map(|(k, op)| op_len(k, op)).sum();
+            if pending.entries > 0
+                && (pending.ops.len() + new_keys + 1 > self.cfg.max_txn_ops
+                    || pending.bytes + bytes > self.cfg.max_request_bytes
+                    || pending.entries >= self.cfg.max_batch_entries as u64)
+            {
+                self.flush(&mut pending, &mut st).await?;
+            }
+            if pending.entries == 0 {
+                pending.first = index;
+            }
+            for (k, op) in kv {
+                pending.ops.insert(k, op);
+            }
+            pending.bytes += bytes;
+            pending.entries += 1;
+            pending.last = Some((index, term));
+            pending.revokes.extend(revokes);
+            if has_auth(effects) {
+                self.flush(&mut pending, &mut st).await?;
+            }
+        }
+        self.flush(&mut pending, &mut st).await?;
+        lock(&self.counters).stats.entries_already_applied += st.already_applied;
+        Ok(st)
+    }
+
+    /// Grants a mirrored lease (already existing is fine) and tracks it.
+    async fn grant(&self, index: u64, id: i64, ttl: i64) -> Result<()> {
+        match self.client.lease_grant(id, ttl).await {
+            Ok(_) => {}
+            Err(e) if e.etcd_error() == Some(EtcdError::LeaseExists) => {
+                tracing::debug!(
+                    lease = format_args!("{id:#x}"),
+                    "lease already on the standby"
+                );
+            }
+            Err(source) => {
+                return Err(SinkError::Lease {
+                    index,
+                    id,
+                    op: "grant",
+                    source,
+                });
+            }
+        }
+        lock(&self.counters).stats.lease_grants += 1;
+        self.keeper.track(id, ttl);
+        Ok(())
+    }
+
+    /// Revokes a mirrored lease (already gone is fine).
+    pub(crate) async fn revoke(&self, index: u64, id: i64) -> Result<()> {
+        self.keeper.untrack(id);
+        match self.client.lease_revoke(id).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {
+                tracing::debug!(
+                    lease = format_args!("{id:#x}"),
+                    "lease already gone on the standby"
+                );
+            }
+            Err(source) => {
+                return Err(SinkError::Lease {
+                    index,
+                    id,
+                    op: "revoke",
+                    source,
+                });
+            }
+        }
+        lock(&self.counters).stats.lease_revokes += 1;
+        Ok(())
+    }
+
+    /// Writes the pending entries as one txn (compare epoch, ops, checkpoint),
+    /// then revokes their leases.
+    async fn flush(&mut self, pending: &mut Pending, st: &mut ApplyStats) -> Result<()> {
+        let Some((index, term)) = pending.last else {
+            return Ok(());
+        };
+        let p = std::mem::take(pending);
+        let cp = Checkpoint {
+            cluster_id: self.cfg.source_cluster_id,
+            index,
+            term,
+        };
+        let ops: Vec<(Bytes, KvOp)> = p.ops.into_iter().collect();
+        let n_ops = ops.len();
+        let bytes = self.write_txn(p.first, index, ops, Some(cp)).await?;
+        self.checkpoint = Some(cp);
+        st.txns += 1;
+        st.entries += p.entries;
+        st.ops += n_ops as u64;
+        st.bytes += bytes as u64;
+        lock(&self.counters).stats.entries_applied += p.entries;
+        for id in p.revokes {
+            self.revoke(index, id).await?;
+            st.lease_revokes += 1;
+        }
+        Ok(())
+    }
+
+    /// One fenced write txn: `ops` (unique keys) plus the checkpoint put.
+    /// Ops beyond `max_txn_ops - 1` go into nested txns (one entry bigger
+    /// than the limit: it must stay atomic). Returns the encoded size.
+    pub(crate) async fn write_txn(
+        &mut self,
+        first: u64,
+        last: u64,
+        ops: Vec<(Bytes, KvOp)>,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<usize> {
+        let n_ops = ops.len();
+        let mut success: Vec<pb::RequestOp> = ops.iter().map(|(k, op)| kv_op(k, op)).collect();
+        let room = self.cfg.max_txn_ops - usize::from(checkpoint.is_some());
+        if success.len() > room {
+            // Nested txns, each within the limit.
+            let chunk = self.cfg.max_txn_ops;
+            success = success
+                .chunks(chunk)
+                .map(|c| pb::RequestOp {
+                    request: Some(pb::request_op::Request::RequestTxn(pb::TxnRequest {
+                        success: c.to_vec(),
+                        ..Default::default()
+                    })),
+                })
+                .collect();
+            tracing::debug!(
+                ops = n_ops,
+                nested = success.len(),
+                "entry larger than max_txn_ops: nested txns"
+            );
+        }
+        if let Some(cp) = checkpoint {
+            success.push(op_put(self.checkpoint_key.clone(), cp.encode(), 0));
+        }
+        let txn = pb::TxnRequest {
+            compare: vec![self.epoch_compare()],
+            success,
+            failure: vec![get_op(&self.epoch_key)],
+        };
+        let bytes = txn.encoded_len();
+        let started = Instant::now();
+        let resp = self
+            .client
+            .txn(txn)
+            .await
+            .map_err(|e| SinkError::write(first, last, e))?;
+        let took = started.elapsed();
+        if !resp.succeeded {
+            self.keeper.stop();
+            let found = range_value(&resp).unwrap_or_default();
+            return Err(SinkError::Fenced {
+                index: first,
+                key: show_key(&self.epoch_key),
+                ours: self.epoch,
+                found: show_bytes(&found, 32),
+            });
+        }
+        lock(&self.counters).txn(n_ops, bytes, 0, took);
+        tracing::debug!(
+            first,
+            last,
+            ops = n_ops,
+            bytes,
+            took_us = took.as_micros() as u64,
+            "standby txn"
+        );
+        Ok(bytes)
+    }
+}
+
+/// Whether an entry has auth effects (it is checkpointed on its own, right
+/// after its RPCs).
+fn has_auth(effects: &[Effect]) -> bool {
+    effects.iter().any(|e| {
+        matches!(
+            e,
+            Effect::AuthEnable
+                | Effect::AuthDisable
+                | Effect::UserAdd { .. }
+                | Effect::UserDelete { .. }
+                | Effect::UserChangePassword { .. }
+                | Effect::UserGrantRole { .. }
+                | Effect::UserRevokeRole { .. }
+                | Effect::RoleAdd { .. }
+                | Effect::RoleDelete { .. }
+                | Effect::RoleGrantPermission { .. }
+                | Effect::RoleRevokePermission { .. }
+        )
+    })
+}
+
+/// The value of the first range response in a txn's responses.
+fn range_value(resp: &pb::TxnResponse) -> Option<Bytes> {
+    resp.responses.iter().find_map(|r| match &r.response {
+        Some(pb::response_op::Response::ResponseRange(rr)) => {
+            rr.kvs.first().map(|kv| kv.value.clone())
+        }
+        _ => None,
+    })
+}
+
+fn parse_epoch(key: &[u8], v: &[u8]) -> Result<u64> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .ok_or_else(|| SinkError::BadReservedKey {
+            key: show_key(key),
+            message: format!("epoch is not a number: {}", show_bytes(v, 32)),
+        })
+}

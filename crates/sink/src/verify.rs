@@ -1,0 +1,428 @@
+//! `etcd-standby verify`: compare the primary and the standby.
+//!
+//! Reads both clusters (keys paged) and reports every difference in keys and
+//! values, lease IDs / TTLs / attachments, users and their roles, roles and
+//! their permissions (with the destination prefix), and the auth-enabled
+//! flag. Keys under the reserved prefix and keys outside the
+//! [`KeyMap`](crate::KeyMap) are ignored. Both sides are read live, one
+//! after the other: on a moving primary, rerun to tell lag from divergence.
+//! Password hashes cannot be read through the API and are not compared.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use etcd_standby_client::{Client, EtcdError};
+use serde::Serialize;
+
+use crate::error::{Result, SinkError, show_bytes, show_key};
+use crate::keymap::KeyMap;
+
+/// Values are shown up to this many bytes.
+const VALUE_SHOWN: usize = 64;
+/// Keys per page when reading.
+const PAGE: i64 = 1000;
+
+/// What differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DifferenceKind {
+    /// A key on the primary is missing on the standby.
+    KeyMissing,
+    /// A key on the standby is not on the primary.
+    KeyExtra,
+    /// A key's value differs.
+    ValueDiffers,
+    /// A key is attached to a different lease.
+    KeyLeaseDiffers,
+    /// A lease on the primary is missing on the standby.
+    LeaseMissing,
+    /// A lease on the standby is not on the primary.
+    LeaseExtra,
+    /// A lease's granted TTL differs, or the standby's remaining TTL is
+    /// outside `(0, granted TTL]`.
+    LeaseTtlDiffers,
+    /// A user on the primary is missing on the standby.
+    UserMissing,
+    /// A user on the standby is not on the primary.
+    UserExtra,
+    /// A user's roles differ.
+    UserRolesDiffer,
+    /// A role on the primary is missing on the standby.
+    RoleMissing,
+    /// A role on the standby is not on the primary.
+    RoleExtra,
+    /// A role's permissions differ (after mapping keys).
+    RolePermissionsDiffer,
+    /// Auth is enabled on one side only.
+    AuthEnabledDiffers,
+}
+
+/// One difference. Keys and values are escaped and truncated; passwords are
+/// never part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Difference {
+    /// What differs.
+    pub kind: DifferenceKind,
+    /// The source key (escaped), for key differences.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Lease ID (hex), user or role name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The primary's value (escaped, truncated), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The standby's value (escaped, truncated), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standby: Option<String>,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = serde_json::to_value(self.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        write!(f, "{kind}")?;
+        if let Some(k) = &self.key {
+            write!(f, " key={k}")?;
+        }
+        if let Some(i) = &self.id {
+            write!(f, " id={i}")?;
+        }
+        if let Some(s) = &self.source {
+            write!(f, " source={s}")?;
+        }
+        if let Some(s) = &self.standby {
+            write!(f, " standby={s}")?;
+        }
+        Ok(())
+    }
+}
+
+fn diff(kind: DifferenceKind) -> Difference {
+    Difference {
+        kind,
+        key: None,
+        id: None,
+        source: None,
+        standby: None,
+    }
+}
+
+/// Options of [`verify_with`].
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Users present on the standby only by design (the replicator's own
+    /// user); not reported as extra.
+    pub ignore_users: Vec<String>,
+}
+
+/// A key's value and lease.
+pub(crate) type KvMap = BTreeMap<Bytes, (Bytes, i64)>;
+
+/// Every replicated key of the source, by source key.
+pub(crate) async fn read_source_keys(c: &Client, keys: &KeyMap) -> Result<KvMap> {
+    let mut out = BTreeMap::new();
+    for (start, end) in keys.source_ranges() {
+        let mut pages = c.range_pages(start, end, PAGE, false);
+        while let Some(page) = pages
+            .next_page()
+            .await
+            .map_err(|e| SinkError::client("read source keys", e))?
+        {
+            for kv in page {
+                if keys.map(&kv.key).is_some() {
+                    out.insert(kv.key, (kv.value, kv.lease));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every replicated key of the standby, by source key (unmapped).
+pub(crate) async fn read_standby_keys(c: &Client, keys: &KeyMap) -> Result<KvMap> {
+    let mut out = BTreeMap::new();
+    for (start, end) in keys.standby_ranges() {
+        let mut pages = c.range_pages(start, end, PAGE, false);
+        while let Some(page) = pages
+            .next_page()
+            .await
+            .map_err(|e| SinkError::client("read standby keys", e))?
+        {
+            for kv in page {
+                if let Some(src) = keys.unmap(&kv.key) {
+                    out.insert(src, (kv.value, kv.lease));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether auth is enabled: `AuthStatus` (3.5), else a probe
+/// authentication with an unknown user (refused as "not enabled" or
+/// "failed", with no write on either version).
+pub async fn auth_enabled(c: &Client) -> Result<bool> {
+    if let Ok(s) = c.auth_status().await {
+        return Ok(s.enabled);
+    }
+    match c.authenticate("etcd-standby-auth-probe", "").await {
+        Ok(_) => Ok(true),
+        Err(e) if e.etcd_error() == Some(EtcdError::AuthNotEnabled) => Ok(false),
+        Err(e) if e.etcd_error() == Some(EtcdError::AuthFailed) => Ok(true),
+        Err(e) => Err(SinkError::client("auth status", e)),
+    }
+}
+
+/// Permissions as comparable tuples `(key, range_end, type)`, sorted.
+type Perms = Vec<(Bytes, Bytes, i32)>;
+
+async fn roles(c: &Client, what: &str) -> Result<BTreeMap<String, Perms>> {
+    let mut out = BTreeMap::new();
+    let names = c
+        .role_list()
+        .await
+        .map_err(|e| SinkError::client(format!("list roles of the {what}"), e))?
+        .roles;
+    for name in names {
+        let perms = c
+            .role_get(&name)
+            .await
+            .map_err(|e| SinkError::client(format!("get role {name:?} of the {what}"), e))?
+            .perm;
+        let mut p: Perms = perms
+            .into_iter()
+            .map(|p| (p.key, p.range_end, p.perm_type))
+            .collect();
+        p.sort();
+        out.insert(name, p);
+    }
+    Ok(out)
+}
+
+async fn users(c: &Client, what: &str) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut out = BTreeMap::new();
+    let names = c
+        .user_list()
+        .await
+        .map_err(|e| SinkError::client(format!("list users of the {what}"), e))?
+        .users;
+    for name in names {
+        let mut roles = c
+            .user_get(&name)
+            .await
+            .map_err(|e| SinkError::client(format!("get user {name:?} of the {what}"), e))?
+            .roles;
+        roles.sort();
+        out.insert(name, roles);
+    }
+    Ok(out)
+}
+
+fn show_perms(p: &Perms) -> String {
+    let items: Vec<String> = p
+        .iter()
+        .map(|(k, e, t)| {
+            let t = match t {
+                0 => "read".to_owned(),
+                1 => "write".to_owned(),
+                2 => "readwrite".to_owned(),
+                o => format!("type{o}"),
+            };
+            format!("{t}:[{},{})", show_bytes(k, 48), show_bytes(e, 48))
+        })
+        .collect();
+    items.join(" ")
+}
+
+/// Compares the primary and the standby; every difference, sorted by kind.
+pub async fn verify(source: &Client, standby: &Client, keys: &KeyMap) -> Result<Vec<Difference>> {
+    verify_with(source, standby, keys, &VerifyOptions::default()).await
+}
+
+/// [`verify`] with options.
+pub async fn verify_with(
+    source: &Client,
+    standby: &Client,
+    keys: &KeyMap,
+    opts: &VerifyOptions,
+) -> Result<Vec<Difference>> {
+    let mut out = Vec::new();
+    // ---- keys
+    let src = read_source_keys(source, keys).await?;
+    let dst = read_standby_keys(standby, keys).await?;
+    for (k, (v, lease)) in &src {
+        match dst.get(k) {
+            None => out.push(Difference {
+                key: Some(show_key(k)),
+                source: Some(show_bytes(v, VALUE_SHOWN)),
+                ..diff(DifferenceKind::KeyMissing)
+            }),
+            Some((sv, sl)) => {
+                if sv != v {
+                    out.push(Difference {
+                        key: Some(show_key(k)),
+                        source: Some(show_bytes(v, VALUE_SHOWN)),
+                        standby: Some(show_bytes(sv, VALUE_SHOWN)),
+                        ..diff(DifferenceKind::ValueDiffers)
+                    });
+                }
+                if sl != lease {
+                    out.push(Difference {
+                        key: Some(show_key(k)),
+                        source: Some(format!("{lease:#x}")),
+                        standby: Some(format!("{sl:#x}")),
+                        ..diff(DifferenceKind::KeyLeaseDiffers)
+                    });
+                }
+            }
+        }
+    }
+    for (k, (v, _)) in &dst {
+        if !src.contains_key(k) {
+            out.push(Difference {
+                key: Some(show_key(k)),
+                standby: Some(show_bytes(v, VALUE_SHOWN)),
+                ..diff(DifferenceKind::KeyExtra)
+            });
+        }
+    }
+    // ---- leases
+    let src_leases: BTreeSet<i64> = source
+        .lease_leases()
+        .await
+        .map_err(|e| SinkError::client("list source leases", e))?
+        .leases
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    let dst_leases: BTreeSet<i64> = standby
+        .lease_leases()
+        .await
+        .map_err(|e| SinkError::client("list standby leases", e))?
+        .leases
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    for id in src_leases.union(&dst_leases) {
+        let id = *id;
+        let sl = if src_leases.contains(&id) {
+            source
+                .lease_time_to_live(id, false)
+                .await
+                .map_err(|e| SinkError::client("source lease TTL", e))
+                .map(|t| (t.ttl >= 0).then_some((t.granted_ttl, t.ttl)))?
+        } else {
+            None
+        };
+        let dl = if dst_leases.contains(&id) {
+            standby
+                .lease_time_to_live(id, false)
+                .await
+                .map_err(|e| SinkError::client("standby lease TTL", e))
+                .map(|t| (t.ttl >= 0).then_some((t.granted_ttl, t.ttl)))?
+        } else {
+            None
+        };
+        let show = |t: Option<(i64, i64)>| t.map(|(g, r)| format!("granted={g} remaining={r}"));
+        match (sl, dl) {
+            (Some(_), None) => out.push(Difference {
+                id: Some(format!("{id:#x}")),
+                source: show(sl),
+                ..diff(DifferenceKind::LeaseMissing)
+            }),
+            (None, Some(_)) => out.push(Difference {
+                id: Some(format!("{id:#x}")),
+                standby: show(dl),
+                ..diff(DifferenceKind::LeaseExtra)
+            }),
+            (Some((sg, _)), Some((dg, dr))) => {
+                if sg != dg || dr <= 0 || dr > sg {
+                    out.push(Difference {
+                        id: Some(format!("{id:#x}")),
+                        source: show(sl),
+                        standby: show(dl),
+                        ..diff(DifferenceKind::LeaseTtlDiffers)
+                    });
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    // ---- auth
+    let se = auth_enabled(source).await?;
+    let de = auth_enabled(standby).await?;
+    if se != de {
+        out.push(Difference {
+            source: Some(se.to_string()),
+            standby: Some(de.to_string()),
+            ..diff(DifferenceKind::AuthEnabledDiffers)
+        });
+    }
+    let su = users(source, "source").await?;
+    let du = users(standby, "standby").await?;
+    for (name, roles) in &su {
+        match du.get(name) {
+            None => out.push(Difference {
+                id: Some(name.clone()),
+                source: Some(roles.join(",")),
+                ..diff(DifferenceKind::UserMissing)
+            }),
+            Some(r) if r != roles => out.push(Difference {
+                id: Some(name.clone()),
+                source: Some(roles.join(",")),
+                standby: Some(r.join(",")),
+                ..diff(DifferenceKind::UserRolesDiffer)
+            }),
+            Some(_) => {}
+        }
+    }
+    for (name, roles) in &du {
+        if !su.contains_key(name) && !opts.ignore_users.contains(name) {
+            out.push(Difference {
+                id: Some(name.clone()),
+                standby: Some(roles.join(",")),
+                ..diff(DifferenceKind::UserExtra)
+            });
+        }
+    }
+    let sr = roles(source, "source").await?;
+    let dr = roles(standby, "standby").await?;
+    for (name, perms) in &sr {
+        let mut mapped: Perms = perms
+            .iter()
+            .map(|(k, e, t)| {
+                let (k, e) = keys.map_range(k, e);
+                (k, e, *t)
+            })
+            .collect();
+        mapped.sort();
+        match dr.get(name) {
+            None => out.push(Difference {
+                id: Some(name.clone()),
+                source: Some(show_perms(&mapped)),
+                ..diff(DifferenceKind::RoleMissing)
+            }),
+            Some(p) if *p != mapped => out.push(Difference {
+                id: Some(name.clone()),
+                source: Some(show_perms(&mapped)),
+                standby: Some(show_perms(p)),
+                ..diff(DifferenceKind::RolePermissionsDiffer)
+            }),
+            Some(_) => {}
+        }
+    }
+    for (name, perms) in &dr {
+        if !sr.contains_key(name) {
+            out.push(Difference {
+                id: Some(name.clone()),
+                standby: Some(show_perms(perms)),
+                ..diff(DifferenceKind::RoleExtra)
+            });
+        }
+    }
+    out.sort_by(|a, b| (a.kind, &a.key, &a.id).cmp(&(b.kind, &b.key, &b.id)));
+    Ok(out)
+}
