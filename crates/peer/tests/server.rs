@@ -595,3 +595,80 @@ async fn metrics_register_under_their_names() {
     assert_eq!(status["totals"]["messages_received"], 1);
     h.transport.shutdown().await;
 }
+
+#[tokio::test]
+async fn attached_stream_outlives_the_connection_read_timeout() {
+    // Four periodic link heartbeats span more than the 5 s per-connection
+    // read timeout: the stream must still be the same open body afterwards.
+    let h = start().await;
+    let mut c = client(h.transport.local_addr()).await;
+    let resp = c
+        .send_request(stream_req("message", LEADER).body(empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut r = StreamReader::message(resp.into_body());
+    for _ in 0..5 {
+        let m = r.next_any().await.expect("stream still open");
+        assert!(codec::is_link_heartbeat(&m));
+    }
+    let m = Message {
+        r#type: MessageType::MsgHeartbeatResp as i32,
+        to: LEADER,
+        from: ME,
+        term: 9,
+        ..Message::default()
+    };
+    h.transport.send(m.clone());
+    assert_eq!(r.next_real().await.unwrap(), m);
+    h.transport.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_its_stream_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let h = start().await;
+    // Attach a message stream over a raw socket that is never read.
+    let mut tcp = tokio::net::TcpStream::connect(h.transport.local_addr())
+        .await
+        .unwrap();
+    let req = format!(
+        "GET /raft/stream/message/{} HTTP/1.1\r\nHost: x\r\nX-Server-From: {}\r\nX-Server-Version: 3.5.1\r\nX-Min-Cluster-Version: 3.0.0\r\nX-Etcd-Cluster-ID: {}\r\nX-Raft-To: {}\r\n\r\n",
+        hex(LEADER),
+        hex(LEADER),
+        hex(CLUSTER),
+        hex(ME)
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    eventually(|| {
+        let s = h.transport.status();
+        s.peers
+            .iter()
+            .any(|p| p.id == LEADER && p.message_attached)
+            .then_some(())
+    })
+    .await;
+    // ~25 MiB: more than loopback socket buffers can absorb.
+    let big = Message {
+        r#type: MessageType::MsgHeartbeatResp as i32,
+        to: LEADER,
+        from: ME,
+        term: 1,
+        context: Some(Bytes::from(vec![0u8; 64 * 1024])),
+        ..Message::default()
+    };
+    for _ in 0..400 {
+        h.transport.send(big.clone());
+    }
+    // The write deadline fires and the attachment goes away.
+    eventually(|| {
+        let s = h.transport.status();
+        s.peers
+            .iter()
+            .any(|p| p.id == LEADER && !p.message_attached)
+            .then_some(())
+    })
+    .await;
+    drop(tcp);
+    h.transport.shutdown().await;
+}
