@@ -560,3 +560,77 @@ proptest! {
         });
     }
 }
+
+/// The common shape of the two stream decoders.
+trait Decode {
+    fn feed_bytes(&mut self, data: &[u8]);
+    fn next_msg(&mut self) -> Result<Option<Message>, CodecError>;
+}
+
+impl Decode for MessageStreamDecoder {
+    fn feed_bytes(&mut self, data: &[u8]) {
+        self.feed(data);
+    }
+    fn next_msg(&mut self) -> Result<Option<Message>, CodecError> {
+        self.next()
+    }
+}
+
+impl Decode for MsgAppV2Decoder {
+    fn feed_bytes(&mut self, data: &[u8]) {
+        self.feed(data);
+    }
+    fn next_msg(&mut self) -> Result<Option<Message>, CodecError> {
+        self.next()
+    }
+}
+
+/// Everything a decoder yields, plus whether it ended in an error.
+fn outcome(data: &[u8], bytewise: bool, dec: &mut dyn Decode) -> (Vec<Message>, bool) {
+    let mut out = Vec::new();
+    let chunks: Vec<&[u8]> = if bytewise {
+        data.chunks(1).collect()
+    } else {
+        vec![data]
+    };
+    for c in chunks {
+        dec.feed_bytes(c);
+        loop {
+            match dec.next_msg() {
+                Ok(Some(m)) => out.push(m),
+                Ok(None) => break,
+                Err(_) => return (out, true),
+            }
+        }
+    }
+    (out, false)
+}
+
+proptest! {
+    /// Arbitrary bytes (biased towards valid frames) decode identically at
+    /// once and one byte at a time: the same property the fuzz targets check.
+    #[test]
+    fn chunking_never_changes_the_outcome(
+        msgs in proptest::collection::vec(arb_message(), 0..3),
+        noise in proptest::collection::vec(any::<u8>(), 0..64),
+        at in any::<usize>(),
+    ) {
+        let mut wire = BytesMut::new();
+        for m in &msgs {
+            codec::encode_message_frame(m, &mut wire).unwrap();
+        }
+        let mut data = wire.to_vec();
+        let at = at % (data.len() + 1);
+        data.splice(at..at, noise);
+
+        let whole = outcome(&data, false, &mut MessageStreamDecoder::with_limit(1 << 16));
+        let bytewise = outcome(&data, true, &mut MessageStreamDecoder::with_limit(1 << 16));
+        prop_assert_eq!(whole, bytewise);
+
+        let mut data2 = vec![0x00u8];
+        data2.extend_from_slice(&data);
+        let whole = outcome(&data2, false, &mut MsgAppV2Decoder::with_limit(LOCAL, REMOTE, 1 << 16));
+        let bytewise = outcome(&data2, true, &mut MsgAppV2Decoder::with_limit(LOCAL, REMOTE, 1 << 16));
+        prop_assert_eq!(whole, bytewise);
+    }
+}
