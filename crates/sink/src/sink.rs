@@ -673,7 +673,18 @@ impl Sink {
         let room = self.cfg.max_txn_ops - usize::from(checkpoint.is_some());
         if success.len() > room {
             // Nested txns, each within the limit.
-            let chunk = self.cfg.max_txn_ops;
+            // etcd counts a nested txn's ops together with its parent's
+            // (observed on 3.4.23 and 3.5.1): keep top-level + chunk within
+            // the limit.
+            let max = self.cfg.max_txn_ops;
+            let mut top = 2;
+            let chunk = loop {
+                let chunk = max.saturating_sub(top).max(1);
+                if n_ops.div_ceil(chunk) + 1 <= top || top >= max {
+                    break chunk;
+                }
+                top += 1;
+            };
             success = success
                 .chunks(chunk)
                 .map(|c| pb::RequestOp {
