@@ -157,7 +157,7 @@ fn snapshot_path(version: EtcdVersion) {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".snap.db"))
         .collect();
     assert_eq!(dbs.len(), 1, "one snapshot db kept");
-    let db = etcd_standby_bolt::BoltFile::open(&dbs[0].path())
+    let db = etcd_standby_bolt::BoltFile::open(dbs[0].path())
         .expect("the received db is a valid bbolt file");
     assert!(
         etcd_standby_bolt::etcd::live_keys(&db)

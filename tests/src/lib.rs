@@ -1,5 +1,7 @@
 //! Helpers for the end-to-end tests: locating the `etcd-standby` binary,
 //! running it as a learner, generating load.
+// Test harness code: a failed setup step is a failed test, so panicking is right.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 pub mod load;
 pub mod standby;
 

@@ -15,7 +15,7 @@ pub struct Rng(pub u64);
 
 impl Rng {
     /// Next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -24,7 +24,7 @@ impl Rng {
     }
     /// Uniform in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -44,7 +44,7 @@ fn value(r: &mut Rng) -> Bytes {
         1..=3 => 1024,
         _ => 16 + r.below(240) as usize,
     };
-    let b = (r.next() & 0xff) as u8;
+    let b = (r.next_u64() & 0xff) as u8;
     Bytes::from(vec![b'a' + b % 26; len])
 }
 

@@ -15,14 +15,17 @@ use crate::{cmd, etcd};
 pub enum Bench {
     /// WAL reading/decoding throughput against `cat`.
     Wal,
+    /// Learner catch-up and receive rate next to a real etcd learner.
+    Learner,
 }
 
 impl Bench {
-    pub const ALL: [Bench; 1] = [Bench::Wal];
+    pub const ALL: [Bench; 2] = [Bench::Wal, Bench::Learner];
 
     pub fn name(self) -> &'static str {
         match self {
             Bench::Wal => "wal",
+            Bench::Learner => "learner",
         }
     }
 
@@ -44,6 +47,7 @@ pub fn run(bench: Bench) -> Result<u8> {
     let _provisioned = etcd::install(&root)?;
     match bench {
         Bench::Wal => bench_wal(&root),
+        Bench::Learner => crate::bench_learner::bench_learner(&root),
     }
 }
 

@@ -7,6 +7,7 @@
 //! * `bench NAME` — benchmarks.
 
 mod bench;
+mod bench_learner;
 mod cmd;
 mod demo;
 mod etcd;
