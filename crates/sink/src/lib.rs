@@ -48,7 +48,8 @@
 //! delete, password, revoking root). Before mirroring `AuthEnable`, the sink
 //! makes sure the user exists on the standby with the root role (creating it
 //! with the configured password when missing), so enabling auth never locks
-//! the replicator out. [`verify`] ignores the replicator's user.
+//! the replicator out. Pass the replicator's user to
+//! [`verify::verify_with`] (`ignore_users`) so verify does not report it.
 //!
 //! # Prefixes
 //! [`KeyMap`]: `--include-prefix` / `--exclude-prefix` (repeatable) select

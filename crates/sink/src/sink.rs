@@ -680,7 +680,7 @@ impl Sink {
             let mut top = 2;
             let chunk = loop {
                 let chunk = max.saturating_sub(top).max(1);
-                if n_ops.div_ceil(chunk) + 1 <= top || top >= max {
+                if n_ops.div_ceil(chunk) < top || top >= max {
                     break chunk;
                 }
                 top += 1;

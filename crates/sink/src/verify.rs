@@ -4,7 +4,7 @@
 //! values, lease IDs / TTLs / attachments, users and their roles, roles and
 //! their permissions (with the destination prefix), and the auth-enabled
 //! flag. Keys under the reserved prefix and keys outside the
-//! [`KeyMap`](crate::KeyMap) are ignored. Both sides are read live, one
+//! [`KeyMap`] are ignored. Both sides are read live, one
 //! after the other: on a moving primary, rerun to tell lag from divergence.
 //! Password hashes cannot be read through the API and are not compared.
 
