@@ -527,13 +527,10 @@ impl Sink {
                     | Effect::AlarmDeactivate { .. } => {}
                 }
             }
-            let span = tracing::debug_span!("entry", index, term);
-            let _g = span.enter();
             if !auth.is_empty() {
                 // Auth RPCs cannot join a txn: flush what came before, make
                 // the calls, then checkpoint this entry right away.
                 self.flush(&mut pending, &mut st).await?;
-                drop(_g);
                 for e in auth {
                     self.apply_auth(index, e)
                         .instrument(tracing::debug_span!("auth", index))
