@@ -8,6 +8,7 @@
 //! * [`snap`]: `.snap` files.
 //! * [`read_log`]: etcd's `ReadAll` view (entries after a snapshot, later
 //!   records overwriting conflicting suffixes).
+mod committed;
 pub mod error;
 pub mod frame;
 mod log;
@@ -16,6 +17,7 @@ pub mod segment;
 pub mod snap;
 mod writer;
 
+pub use committed::{CommittedEnd, for_each_committed};
 pub use error::{Location, Result, WalError};
 pub use frame::RecordType;
 pub use log::{WalLog, read_log};
