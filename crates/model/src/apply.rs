@@ -14,47 +14,27 @@ use crate::auth::{Access, AuthInfo, AuthState, PermType, Permission, ROOT, Role,
 use crate::b64;
 use crate::kv::{KeyState, LeaseState, range};
 use crate::types::{
-    AlarmKind, Applied, ClusterState, Effect, EtcdMinor, Member, ModelConfig, Outcome, Password,
-    Rejection, TxnRangeView,
+    AlarmKind, Applied, ApplierChain, ClusterState, Effect, EtcdMinor, Member, ModelConfig,
+    Outcome, Password, Rejection, TxnRangeView,
 };
 
 /// etcd's `MaxLeaseTTL` (seconds).
 const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
-/// Which appliers wrap the backend (changes with alarms; see
-/// [`Model::apply`] docs on the runtime-alarm quirk).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Chain {
-    /// The auth applier (admin and per-op permission checks) is in the chain.
-    auth: bool,
-    /// The NOSPACE ("capped") applier is in the chain.
-    capped: bool,
-    /// The CORRUPT applier is in the chain.
-    corrupt: bool,
-}
-
-impl Chain {
-    const NORMAL: Chain = Chain {
-        auth: true,
-        capped: false,
-        corrupt: false,
-    };
-}
-
 /// The primary's state as etcd would have it after the applied index.
 #[derive(Debug, Clone)]
 pub struct Model {
-    config: ModelConfig,
-    kv: BTreeMap<Bytes, KeyState>,
-    revision: i64,
-    compacted: i64,
-    leases: BTreeMap<i64, LeaseState>,
-    auth: AuthState,
-    alarms: BTreeSet<(AlarmKind, u64)>,
-    chain: Chain,
-    cluster: ClusterState,
-    applied_index: u64,
-    applied_term: u64,
+    pub(crate) config: ModelConfig,
+    pub(crate) kv: BTreeMap<Bytes, KeyState>,
+    pub(crate) revision: i64,
+    pub(crate) compacted: i64,
+    pub(crate) leases: BTreeMap<i64, LeaseState>,
+    pub(crate) auth: AuthState,
+    pub(crate) alarms: BTreeSet<(AlarmKind, u64)>,
+    pub(crate) chain: ApplierChain,
+    pub(crate) cluster: ClusterState,
+    pub(crate) applied_index: u64,
+    pub(crate) applied_term: u64,
 }
 
 impl Default for Model {
@@ -122,42 +102,10 @@ impl Model {
             leases: BTreeMap::new(),
             auth: AuthState::default(),
             alarms: BTreeSet::new(),
-            chain: Chain::NORMAL,
+            chain: ApplierChain::NORMAL,
             cluster: ClusterState::default(),
             applied_index: 0,
             applied_term: 0,
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn from_parts(
-        config: ModelConfig,
-        kv: BTreeMap<Bytes, KeyState>,
-        revision: i64,
-        compacted: i64,
-        leases: BTreeMap<i64, LeaseState>,
-        auth: AuthState,
-        alarms: BTreeSet<(AlarmKind, u64)>,
-        applied: (u64, u64),
-    ) -> Model {
-        // A member that (re)starts with alarms wraps its *full* chain.
-        let chain = Chain {
-            auth: true,
-            capped: alarms.iter().any(|(a, _)| *a == AlarmKind::NoSpace),
-            corrupt: alarms.iter().any(|(a, _)| *a == AlarmKind::Corrupt),
-        };
-        Model {
-            config,
-            kv,
-            revision,
-            compacted,
-            leases,
-            auth,
-            alarms,
-            chain,
-            cluster: ClusterState::default(),
-            applied_index: applied.0,
-            applied_term: applied.1,
         }
     }
 
@@ -233,6 +181,11 @@ impl Model {
     /// Cluster bookkeeping.
     pub fn cluster(&self) -> &ClusterState {
         &self.cluster
+    }
+
+    /// Which appliers currently wrap the backend (see [`ApplierChain`]).
+    pub fn applier_chain(&self) -> ApplierChain {
+        self.chain
     }
 
     /// Applies one committed entry (in index order) and says what it did.
@@ -873,14 +826,14 @@ impl Model {
                     // Runtime activation: the alarm applier around the bare backend.
                     match kind {
                         AlarmKind::NoSpace => {
-                            self.chain = Chain {
+                            self.chain = ApplierChain {
                                 auth: false,
                                 capped: true,
                                 corrupt: false,
                             }
                         }
                         AlarmKind::Corrupt => {
-                            self.chain = Chain {
+                            self.chain = ApplierChain {
                                 auth: false,
                                 capped: false,
                                 corrupt: true,
@@ -904,7 +857,7 @@ impl Model {
                     && self.alarm_count(kind) == 0
                     && matches!(kind, AlarmKind::NoSpace | AlarmKind::Corrupt)
                 {
-                    self.chain = Chain::NORMAL;
+                    self.chain = ApplierChain::NORMAL;
                 }
                 Ok(Outcome::Applied)
             }

@@ -40,16 +40,18 @@ mod apply;
 mod auth;
 mod b64;
 mod kv;
+pub mod persist;
 mod snapshot;
 mod types;
 
 pub use apply::Model;
 pub use auth::{AuthState, PermType, Permission, Role, User};
 pub use kv::KeyState;
-pub use snapshot::{SnapshotError, SnapshotKey, SnapshotLease, SnapshotState};
+pub use persist::ModelIoError;
+pub use snapshot::{ModelExtras, SnapshotError, SnapshotKey, SnapshotLease, SnapshotState};
 pub use types::{
-    AlarmKind, Applied, ClusterState, Effect, EtcdMinor, Member, ModelConfig, Outcome, Password,
-    Rejection, TxnRangeView,
+    AlarmKind, Applied, ApplierChain, ClusterState, Effect, EtcdMinor, Member, ModelConfig,
+    Outcome, Password, Rejection, TxnRangeView,
 };
 
 /// The lease state the model keeps per lease.

@@ -8,7 +8,7 @@ use crate::apply::Model;
 use crate::auth::{AuthState, PermType, Permission, Role, User};
 use crate::b64;
 use crate::kv::{KeyState, LeaseState};
-use crate::types::{AlarmKind, EtcdMinor, ModelConfig, Password};
+use crate::types::{AlarmKind, ApplierChain, ClusterState, EtcdMinor, ModelConfig, Password};
 
 /// Reading a snapshot db failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,29 @@ pub struct SnapshotLease {
     pub remaining_ttl: i64,
 }
 
+/// State the model keeps beyond what an etcd db holds: present in a
+/// [`Model::to_snapshot_state`] export, absent (`None`) in a db read by
+/// [`SnapshotState::from_bolt`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModelExtras {
+    /// The applier chain (the runtime-alarm auth bypass lives here).
+    pub chain: ApplierChain,
+    /// Keys attached to each lease (leases without keys may be absent).
+    /// Usually the keys naming the lease, but not always: a key put with a
+    /// lease ID that did not exist (kept through `ignore_lease`) is not
+    /// attached when that ID is granted later.
+    pub lease_keys: BTreeMap<i64, BTreeSet<Bytes>>,
+    /// Cluster bookkeeping.
+    pub cluster: ClusterState,
+}
+
 /// Everything the model needs from a snapshot.
+///
+/// Two sources: an etcd db ([`SnapshotState::from_bolt`], `extras: None`),
+/// seeded the way a restarting etcd member loads its backend; or a model's
+/// complete export ([`Model::to_snapshot_state`], `extras: Some`), restored
+/// exactly. Persist it with [`SnapshotState::write_to`] /
+/// [`SnapshotState::read_from`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotState {
     /// Live keys.
@@ -55,8 +77,27 @@ pub struct SnapshotState {
     pub alarms: Vec<(AlarmKind, u64)>,
     /// `meta/consistent_index`: entries up to here are already in the db.
     pub consistent_index: u64,
-    /// `meta/term` (3.5; 0 if absent).
+    /// `meta/term` (3.5; 0 if absent); the applied term in a model export.
     pub term: u64,
+    /// Model-only state; `None` for an etcd db (restart semantics).
+    pub extras: Option<ModelExtras>,
+}
+
+impl Default for SnapshotState {
+    /// The state of a fresh cluster (what [`Model::new`] exports, without extras).
+    fn default() -> Self {
+        SnapshotState {
+            keys: Vec::new(),
+            revision: 1,
+            compacted: -1,
+            leases: Vec::new(),
+            auth: AuthState::default(),
+            alarms: Vec::new(),
+            consistent_index: 0,
+            term: 0,
+            extras: None,
+        }
+    }
 }
 
 impl SnapshotState {
@@ -146,6 +187,7 @@ impl SnapshotState {
             alarms,
             consistent_index: meta.consistent_index.unwrap_or(0),
             term: meta.term.unwrap_or(0),
+            extras: None,
         })
     }
 }
@@ -156,43 +198,130 @@ impl Model {
         Model::from_snapshot_with_config(ModelConfig::default(), s)
     }
 
-    /// A model seeded from a snapshot the way a restarting etcd member loads
-    /// its backend: lease attachments rebuilt from the keys (keys naming a
-    /// missing lease stay unattached), 3.5 ignoring negative lease IDs, and
-    /// active alarms wrapping the full applier chain.
+    /// A model seeded from a snapshot.
+    ///
+    /// * Without extras (an etcd db), the way a restarting etcd member loads
+    ///   its backend: lease attachments rebuilt from the keys (keys naming a
+    ///   missing lease stay unattached), 3.5 ignoring negative lease IDs, and
+    ///   active alarms wrapping the full applier chain.
+    /// * With extras (a [`Model::to_snapshot_state`] export), exactly: every
+    ///   lease, the exported attachments, applier chain and cluster
+    ///   bookkeeping. `from_snapshot_with_config(m.config().clone(),
+    ///   m.to_snapshot_state())` behaves like `m` on every further entry.
     pub fn from_snapshot_with_config(config: ModelConfig, s: SnapshotState) -> Model {
+        let SnapshotState {
+            keys,
+            revision,
+            compacted,
+            leases: snapshot_leases,
+            auth,
+            alarms,
+            consistent_index,
+            term,
+            extras,
+        } = s;
+        let alarms: BTreeSet<(AlarmKind, u64)> = alarms.into_iter().collect();
         let mut leases: BTreeMap<i64, LeaseState> = BTreeMap::new();
-        for l in &s.leases {
-            if config.version == EtcdMinor::V3_5 && l.id < 0 {
-                continue;
-            }
-            leases.insert(
-                l.id,
-                LeaseState {
-                    ttl: l.ttl,
-                    remaining_ttl: l.remaining_ttl,
-                    keys: BTreeSet::new(),
-                },
-            );
-        }
         let mut kv = BTreeMap::new();
-        for k in s.keys {
-            if k.state.lease != 0
-                && let Some(l) = leases.get_mut(&k.state.lease)
-            {
-                l.keys.insert(k.key.clone());
+        let (chain, cluster) = match extras {
+            Some(mut x) => {
+                for l in &snapshot_leases {
+                    leases.insert(
+                        l.id,
+                        LeaseState {
+                            ttl: l.ttl,
+                            remaining_ttl: l.remaining_ttl,
+                            keys: x.lease_keys.remove(&l.id).unwrap_or_default(),
+                        },
+                    );
+                }
+                kv.extend(keys.into_iter().map(|k| (k.key, k.state)));
+                (x.chain, x.cluster)
             }
-            kv.insert(k.key, k.state);
-        }
-        Model::from_parts(
+            None => {
+                for l in &snapshot_leases {
+                    if config.version == EtcdMinor::V3_5 && l.id < 0 {
+                        continue;
+                    }
+                    leases.insert(
+                        l.id,
+                        LeaseState {
+                            ttl: l.ttl,
+                            remaining_ttl: l.remaining_ttl,
+                            keys: BTreeSet::new(),
+                        },
+                    );
+                }
+                for k in keys {
+                    if k.state.lease != 0
+                        && let Some(l) = leases.get_mut(&k.state.lease)
+                    {
+                        l.keys.insert(k.key.clone());
+                    }
+                    kv.insert(k.key, k.state);
+                }
+                // A member that (re)starts with alarms wraps its *full* chain.
+                (
+                    ApplierChain::after_restart(&alarms),
+                    ClusterState::default(),
+                )
+            }
+        };
+        Model {
             config,
             kv,
-            s.revision,
-            s.compacted,
+            revision,
+            compacted,
             leases,
-            s.auth,
-            s.alarms.into_iter().collect(),
-            (s.consistent_index, s.term),
-        )
+            auth,
+            alarms,
+            chain,
+            cluster,
+            applied_index: consistent_index,
+            applied_term: term,
+        }
+    }
+
+    /// A complete export of the model's state (everything [`Model::apply`]
+    /// depends on except the [`ModelConfig`]), with `extras` set; see
+    /// [`Model::from_snapshot_with_config`] for the round trip. Keys and
+    /// values are shared (`Bytes`), not copied.
+    pub fn to_snapshot_state(&self) -> SnapshotState {
+        let lease_keys = self
+            .leases
+            .iter()
+            .filter(|(_, l)| !l.keys.is_empty())
+            .map(|(id, l)| (*id, l.keys.clone()))
+            .collect();
+        SnapshotState {
+            keys: self
+                .kv
+                .iter()
+                .map(|(k, v)| SnapshotKey {
+                    key: k.clone(),
+                    state: v.clone(),
+                })
+                .collect(),
+            revision: self.revision,
+            compacted: self.compacted,
+            leases: self
+                .leases
+                .iter()
+                .map(|(id, l)| SnapshotLease {
+                    id: *id,
+                    ttl: l.ttl,
+                    remaining_ttl: l.remaining_ttl,
+                })
+                .collect(),
+            auth: self.auth.clone(),
+            alarms: self.alarms.iter().copied().collect(),
+            consistent_index: self.applied_index,
+            term: self.applied_term,
+            extras: Some(ModelExtras {
+                chain: self.chain,
+                lease_keys,
+                cluster: self.cluster.clone(),
+            }),
+        }
     }
 }

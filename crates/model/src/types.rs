@@ -68,7 +68,9 @@ impl ModelConfig {
 }
 
 /// A user's password as the primary stored it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// `Debug` never shows the secret (only the variant and its length).
+#[derive(Clone, PartialEq, Eq, Default)]
 pub enum Password {
     /// No password (`no_password` users).
     #[default]
@@ -80,6 +82,63 @@ pub enum Password {
     /// A bcrypt hash, base64 (standard alphabet, padded) as carried by 3.5
     /// entries' `hashedPassword`. A secret: never log it.
     Hashed(String),
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Password::None => f.write_str("None"),
+            Password::Plain(p) => write!(f, "Plain(<redacted, {} bytes>)", p.len()),
+            Password::Hashed(h) => write!(f, "Hashed(<redacted, {} chars>)", h.len()),
+        }
+    }
+}
+
+/// Which of etcd's appliers wrap the backend.
+///
+/// Normally the auth applier is in the chain ([`ApplierChain::NORMAL`]).
+/// When an entry *activates* a NOSPACE or CORRUPT alarm, etcd 3.4/3.5 put
+/// the alarm applier around the bare backend, so auth checks are skipped
+/// until the alarm is disarmed; a member that restarts with the alarm wraps
+/// the full chain instead ([`ApplierChain::after_restart`]). This is state
+/// the primary keeps only in memory, so a persisted model must carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ApplierChain {
+    /// The auth applier (admin and per-op permission checks) is in the chain.
+    pub auth: bool,
+    /// The NOSPACE ("capped") applier is in the chain.
+    pub capped: bool,
+    /// The CORRUPT applier is in the chain.
+    pub corrupt: bool,
+}
+
+impl Default for ApplierChain {
+    fn default() -> Self {
+        ApplierChain::NORMAL
+    }
+}
+
+impl ApplierChain {
+    /// No alarm: auth applier around the backend.
+    pub const NORMAL: ApplierChain = ApplierChain {
+        auth: true,
+        capped: false,
+        corrupt: false,
+    };
+
+    /// The chain of a member that (re)starts with these active alarms: the
+    /// alarm appliers wrap the full chain.
+    pub fn after_restart<'a>(alarms: impl IntoIterator<Item = &'a (AlarmKind, u64)>) -> Self {
+        let mut chain = ApplierChain::NORMAL;
+        for (a, _) in alarms {
+            match a {
+                AlarmKind::NoSpace => chain.capped = true,
+                AlarmKind::Corrupt => chain.corrupt = true,
+                _ => {}
+            }
+        }
+        chain
+    }
 }
 
 /// Alarm types (etcd's `AlarmType`).

@@ -1218,6 +1218,7 @@ fn runtime_alarm_bypasses_auth_but_a_restarted_member_does_not() {
         alarms: vec![(AlarmKind::NoSpace, 11)],
         consistent_index: h.idx,
         term: 2,
+        extras: None,
     };
     let mut r = H {
         m: Model::from_snapshot(s),
