@@ -35,6 +35,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare the standby with the source: keys and values, leases, users, roles and permissions.
+    Verify {
+        #[command(flatten)]
+        source: SourceArgs,
+        #[command(flatten)]
+        standby: StandbyArgs,
+        #[command(flatten)]
+        prefixes: PrefixArgs,
+        /// One JSON object per difference (and a summary line).
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove this learner from the source cluster (MemberRemove).
     Leave {
         /// The data dir of the learner.
@@ -95,6 +107,87 @@ impl SourceArgs {
     }
 }
 
+/// How to reach the standby's client port.
+#[derive(clap::Args, Clone)]
+struct StandbyArgs {
+    /// Client URLs of the standby cluster, comma separated.
+    #[arg(long, value_delimiter = ',', env = "ETCD_STANDBY_STANDBY_ENDPOINTS")]
+    standby_endpoints: Vec<String>,
+    /// Client certificate for the standby (its CN can be the replicator's user).
+    #[arg(long, env = "ETCD_STANDBY_STANDBY_CERT")]
+    standby_cert: Option<PathBuf>,
+    /// Client key for the standby.
+    #[arg(long, env = "ETCD_STANDBY_STANDBY_KEY")]
+    standby_key: Option<PathBuf>,
+    /// CA of the standby's server certificates.
+    #[arg(long, env = "ETCD_STANDBY_STANDBY_CA")]
+    standby_ca: Option<PathBuf>,
+    /// User the replicator authenticates as on the standby (needs the root role).
+    #[arg(long, env = "ETCD_STANDBY_STANDBY_USER")]
+    standby_user: Option<String>,
+    /// Its password (prefer the environment variable; never logged).
+    #[arg(long, env = "ETCD_STANDBY_STANDBY_PASSWORD", hide_env_values = true)]
+    standby_password: Option<String>,
+}
+
+impl StandbyArgs {
+    fn client(&self) -> etcd_standby_client::ClientConfig {
+        let mut c = etcd_standby_client::ClientConfig::new(self.standby_endpoints.iter().cloned());
+        if self.standby_cert.is_some() || self.standby_key.is_some() || self.standby_ca.is_some() {
+            c.tls = Some(etcd_standby_client::ClientTls {
+                ca: self.standby_ca.clone(),
+                cert: self.standby_cert.clone(),
+                key: self.standby_key.clone(),
+            });
+        }
+        if let (Some(u), Some(p)) = (&self.standby_user, &self.standby_password) {
+            c.user = Some((u.clone(), p.clone()));
+        }
+        c
+    }
+}
+
+/// Which keys replicate, and where they land.
+#[derive(clap::Args, Clone)]
+struct PrefixArgs {
+    /// Replicate only keys under this prefix (repeatable; default: all keys).
+    #[arg(
+        long = "include-prefix",
+        env = "ETCD_STANDBY_INCLUDE_PREFIX",
+        value_delimiter = ','
+    )]
+    include: Vec<String>,
+    /// Never replicate keys under this prefix (repeatable).
+    #[arg(
+        long = "exclude-prefix",
+        env = "ETCD_STANDBY_EXCLUDE_PREFIX",
+        value_delimiter = ','
+    )]
+    exclude: Vec<String>,
+    /// Prepend this to every key on the standby.
+    #[arg(long, default_value = "", env = "ETCD_STANDBY_DEST_PREFIX")]
+    dest_prefix: String,
+    /// Prefix of the replicator's own keys on the standby (checkpoint, fencing epoch).
+    #[arg(long, default_value = etcd_standby_sink::DEFAULT_RESERVED_PREFIX, env = "ETCD_STANDBY_RESERVED_PREFIX")]
+    reserved_prefix: String,
+}
+
+impl PrefixArgs {
+    fn key_map(&self) -> etcd_standby_sink::KeyMap {
+        let b = |v: &[String]| {
+            v.iter()
+                .map(|s| bytes::Bytes::from(s.clone().into_bytes()))
+                .collect()
+        };
+        etcd_standby_sink::KeyMap::with(
+            b(&self.include),
+            b(&self.exclude),
+            bytes::Bytes::from(self.dest_prefix.clone().into_bytes()),
+            bytes::Bytes::from(self.reserved_prefix.clone().into_bytes()),
+        )
+    }
+}
+
 /// `etcd-standby run` flags (every flag also reads an `ETCD_STANDBY_*` variable).
 #[derive(clap::Args)]
 struct RunArgs {
@@ -128,9 +221,20 @@ struct RunArgs {
     /// The cluster's peer CA (verifies etcd; requires etcd's client certs).
     #[arg(long, env = "ETCD_STANDBY_PEER_CA")]
     peer_ca: Option<PathBuf>,
-    /// Client URLs of the standby cluster. Without it the learner only archives the log.
-    #[arg(long, value_delimiter = ',', env = "ETCD_STANDBY_STANDBY_ENDPOINTS")]
-    standby_endpoints: Vec<String>,
+    /// The standby. Without --standby-endpoints the learner only archives the log.
+    #[command(flatten)]
+    standby: StandbyArgs,
+    #[command(flatten)]
+    prefixes: PrefixArgs,
+    /// Let a snapshot reconcile delete more than --mass-delete-ratio of the standby's keys.
+    #[arg(long, env = "ETCD_STANDBY_ACCEPT_MASS_DELETE")]
+    accept_mass_delete: bool,
+    /// Share of the standby's keys a reconcile may delete without --accept-mass-delete.
+    #[arg(long, default_value_t = 0.5, env = "ETCD_STANDBY_MASS_DELETE_RATIO")]
+    mass_delete_ratio: f64,
+    /// Skip committed entries that cannot be decoded instead of halting replay.
+    #[arg(long, env = "ETCD_STANDBY_SKIP_UNDECODABLE")]
+    skip_undecodable: bool,
     /// Keep at least this many entries of WAL history (log-only mode).
     #[arg(
         long,
@@ -270,11 +374,21 @@ fn init_logging(format: LogFormat) {
 
 fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
     init_logging(a.log_format);
-    if !a.standby_endpoints.is_empty() {
-        tracing::warn!(
-            "--standby-endpoints: replay to a standby is not built yet; running as a log-only learner"
-        );
-    }
+    let replay = (!a.standby.standby_endpoints.is_empty()).then(|| {
+        let mut sink = etcd_standby_sink::SinkConfig::new(a.standby.client(), 0);
+        sink.keys = a.prefixes.key_map();
+        sink.standby_user = a.standby.standby_user.clone();
+        learner::replay::ReplayOptions {
+            sink,
+            reconcile: etcd_standby_sink::ReconcileOptions {
+                accept_mass_delete: a.accept_mass_delete,
+                mass_delete_ratio: a.mass_delete_ratio,
+            },
+            model: etcd_standby_model::ModelConfig::default(),
+            skip_undecodable: a.skip_undecodable,
+            max_batch: 4096,
+        }
+    });
     let url = etcd_standby_peer::util::parse_peer_url(&a.advertise_peer_url).ok_or_else(|| {
         UsageError(format!(
             "--advertise-peer-url {:?} is not an http(s)://host:port URL",
@@ -309,6 +423,7 @@ fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
             marker_every: a.marker_every.max(1),
             ..Default::default()
         },
+        replay,
     };
     runtime()?.block_on(learner::run(opts))
 }
@@ -364,6 +479,51 @@ fn print_status(admin: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn verify_cmd(
+    source: SourceArgs,
+    standby: StandbyArgs,
+    prefixes: PrefixArgs,
+    json: bool,
+) -> anyhow::Result<Verdict> {
+    use anyhow::Context;
+    if standby.standby_endpoints.is_empty() {
+        return Err(UsageError("verify needs --standby-endpoints".into()).into());
+    }
+    let mut scfg = etcd_standby_client::ClientConfig::new(source.source_endpoints.iter().cloned());
+    scfg.tls = source.tls();
+    let src = etcd_standby_client::Client::connect(scfg)
+        .await
+        .context("connecting to the source")?;
+    let dst = etcd_standby_client::Client::connect(standby.client())
+        .await
+        .context("connecting to the standby")?;
+    let opts = etcd_standby_sink::verify::VerifyOptions {
+        ignore_users: standby.standby_user.iter().cloned().collect(),
+    };
+    let diffs = etcd_standby_sink::verify::verify_with(&src, &dst, &prefixes.key_map(), &opts)
+        .await
+        .context("comparing the clusters")?;
+    let mut out = output::Out::new();
+    for d in &diffs {
+        if json {
+            out.json(&serde_json::to_value(d)?)?;
+        } else {
+            out.line(&d.to_string())?;
+        }
+    }
+    if json {
+        out.json(&serde_json::json!({"summary": {"differences": diffs.len()}}))?;
+    } else {
+        out.line(&format!("{} difference(s)", diffs.len()))?;
+    }
+    out.flush()?;
+    Ok(if diffs.is_empty() {
+        Verdict::Clean
+    } else {
+        Verdict::Problem
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<Verdict> {
     match cli.cmd {
         Command::Run(a) => {
@@ -374,6 +534,12 @@ fn run(cli: Cli) -> anyhow::Result<Verdict> {
             print_status(&admin, json)?;
             Ok(Verdict::Clean)
         }
+        Command::Verify {
+            source,
+            standby,
+            prefixes,
+            json,
+        } => runtime()?.block_on(verify_cmd(source, standby, prefixes, json)),
         Command::Leave { data_dir, source } => {
             let tls = source.tls();
             runtime()?.block_on(learner::leave(data_dir, source.source_endpoints, tls))?;

@@ -27,6 +27,8 @@ pub struct AdminState {
     pub transport: Transport,
     /// Readiness: commit within this many entries of the leader's.
     pub ready_lag: u64,
+    /// Whether replay to a standby runs (it is then part of readiness).
+    pub replay: bool,
 }
 
 fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -45,8 +47,13 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
     let st = state.shared.snapshot();
     match req.uri().path() {
         "/status" => {
+            let replay = state
+                .replay
+                .then(|| state.shared.replay.lock().map(|r| r.clone()).ok())
+                .flatten();
             let body = serde_json::json!({
                 "node": st,
+                "replay": replay,
                 "peers": state.transport.status(),
             });
             reply(StatusCode::OK, "application/json", body.to_string())
@@ -86,14 +93,21 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             let caught_up = !st.leader_id.is_empty()
                 && st.leader_commit_index > 0
                 && st.commit_index + state.ready_lag >= st.leader_commit_index;
-            if st.state == "following" && caught_up && st.alarms.is_empty() {
+            let replay_ok = !state.replay
+                || state
+                    .shared
+                    .replay
+                    .lock()
+                    .map(|r| r.state == "replaying" && r.lag_entries <= state.ready_lag)
+                    .unwrap_or(false);
+            if st.state == "following" && caught_up && st.alarms.is_empty() && replay_ok {
                 reply(StatusCode::OK, "text/plain", "ready\n")
             } else {
                 reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
                     format!(
-                        "not ready: state={} commit={} leader_commit={} alarms={}\n",
+                        "not ready: state={} commit={} leader_commit={} alarms={} replay_ok={replay_ok}\n",
                         st.state,
                         st.commit_index,
                         st.leader_commit_index,

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod metrics;
 pub mod node;
+pub mod replay;
 pub mod store;
 pub mod tls;
 
@@ -50,6 +51,8 @@ pub struct RunOptions {
     pub admin_listen: SocketAddr,
     /// Node tunables.
     pub node: NodeOptions,
+    /// Replay to a standby (None: log-only learner).
+    pub replay: Option<replay::ReplayOptions>,
 }
 
 fn client_config(endpoints: &[String], tls: &Option<ClientTls>) -> ClientConfig {
@@ -311,11 +314,47 @@ async fn serve(
     shared
         .keep_floor
         .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut committed_tx = None;
+    let mut replay_task = None;
+    if let Some(ropts) = opts.replay.clone() {
+        let rmetrics = replay::ReplayMetrics::new(&mut registry);
+        let (tx, rx) = mpsc::channel(256);
+        committed_tx = Some(tx);
+        let (layout, shared, stop) = (layout.clone(), shared.clone(), stop_rx.clone());
+        let cluster_id = identity.cluster_id;
+        shared
+            .keep_floor
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        replay_task = Some(tokio::spawn(async move {
+            let res = replay::run(
+                ropts,
+                layout,
+                cluster_id,
+                shared.clone(),
+                rmetrics,
+                rx,
+                stop,
+            )
+            .await;
+            if let Err(e) = &res {
+                tracing::error!(error = %format!("{e:#}"), "replay stopped; the learner keeps receiving");
+                if let Ok(mut s) = shared.replay.lock() {
+                    if s.state != "fenced" {
+                        s.state = "halted".into();
+                    }
+                    s.error = Some(format!("{e:#}"));
+                }
+            }
+            res
+        }));
+    }
     let admin_state = Arc::new(admin::AdminState {
         shared: shared.clone(),
         registry: Mutex::new(registry),
         transport: transport.clone(),
         ready_lag: 1000,
+        replay: opts.replay.is_some(),
     });
     let admin_addr = admin::serve(opts.admin_listen, admin_state).await?;
     tracing::info!(peer = %transport.local_addr(), admin = %admin_addr, "serving");
@@ -329,15 +368,18 @@ async fn serve(
         metrics,
         opts: opts.node.clone(),
         initial_members: members,
-        committed_tx: None,
+        committed_tx,
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
     let result = node.run(in_rx, stop_rx).await;
     transport.shutdown().await;
+    if let Some(t) = replay_task {
+        // The node loop ended (stop or removal): give replay a moment to flush.
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
     match result {
         Ok(Exit::Stopped) => {
             tracing::info!("stopped");

@@ -85,6 +85,8 @@ pub struct Shared {
     /// Index below which the WAL must be kept (replay progress); `u64::MAX`
     /// when nothing downstream needs old entries.
     pub keep_floor: AtomicU64,
+    /// Replay state (when a standby is configured).
+    pub replay: Mutex<super::replay::ReplayStatus>,
 }
 
 impl Shared {
@@ -115,7 +117,7 @@ pub struct Node {
     pub(crate) opts: NodeOptions,
     /// Voters from MemberList at start: dialled until the log says otherwise.
     pub(crate) initial_members: Vec<MemberInfo>,
-    pub(crate) committed_tx: Option<mpsc::Sender<Vec<raftpb::Entry>>>,
+    pub(crate) committed_tx: Option<mpsc::Sender<super::replay::Committed>>,
 }
 
 impl Node {
@@ -249,10 +251,13 @@ impl Node {
             }
             if !adv.committed.is_empty()
                 && let Some(tx) = &self.committed_tx
-                && tx.send(adv.committed).await.is_err()
             {
-                tracing::warn!("replay stopped taking committed entries");
-                self.committed_tx = None;
+                // Never wait for replay: when it lags, it reads the WAL instead.
+                if let Err(mpsc::error::TrySendError::Closed(_)) =
+                    tx.try_send((std::time::Instant::now(), adv.committed))
+                {
+                    self.committed_tx = None;
+                }
             }
             for ev in adv.events {
                 match ev {

@@ -1,0 +1,152 @@
+//! Replay to a standby against real etcd: the standby ends equal to the
+//! primary (`etcd-standby verify`), across SIGKILLs of the replicator and a
+//! standby outage.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use etcd_standby_integration::etcd_standby_bin;
+use etcd_standby_integration::load::{block_on, cluster_raft_index, varied_writes};
+use etcd_standby_integration::standby::Standby;
+use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion};
+
+fn replay_field(s: &Standby, field: &str) -> Option<u64> {
+    s.status()?.get("replay")?.get(field)?.as_u64()
+}
+
+/// Waits until the standby's checkpoint reaches the primary's raft index.
+fn wait_replayed(s: &mut Standby, primary: &EtcdCluster, timeout: Duration) {
+    let target = block_on(cluster_raft_index(primary.client_urls()));
+    let start = Instant::now();
+    loop {
+        if replay_field(s, "standby_checkpoint").is_some_and(|c| c >= target) {
+            return;
+        }
+        if let Some(st) = s.try_wait() {
+            panic!("replicator exited ({st})\n{}", s.log());
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "standby checkpoint stuck at {:?} < {target}\nstatus {:?}\n{}",
+            replay_field(s, "standby_checkpoint"),
+            s.status(),
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn verify(primary: &EtcdCluster, standby: &EtcdCluster) -> (bool, String) {
+    let out = Command::new(etcd_standby_bin())
+        .args(["verify", "--source-endpoints", &primary.client_endpoints()])
+        .args(["--standby-endpoints", &standby.client_endpoints()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn auth_workload(primary: &EtcdCluster) {
+    let ctl = primary.etcdctl();
+    ctl.run(&["role", "add", "reader"]).unwrap();
+    ctl.run(&[
+        "role",
+        "grant-permission",
+        "reader",
+        "read",
+        "/app/",
+        "--prefix=true",
+    ])
+    .unwrap();
+    ctl.run_with_stdin(
+        &["user", "add", "alice", "--interactive=false"],
+        b"alice-pw\n",
+    )
+    .unwrap();
+    ctl.run(&["user", "grant-role", "alice", "reader"]).unwrap();
+}
+
+fn replicate_and_verify(version: EtcdVersion) {
+    let primary = EtcdCluster::start(version, 3, ClusterOptions::default()).unwrap();
+    let standby = EtcdCluster::start(version, 1, ClusterOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Standby::start(
+        &primary,
+        &dir.path().join("r"),
+        &["--standby-endpoints", &standby.client_endpoints()],
+    );
+    auth_workload(&primary);
+    block_on(varied_writes(primary.client_urls(), 3_000, 16, 11));
+    wait_replayed(&mut s, &primary, Duration::from_secs(120));
+    let (ok, out) = verify(&primary, &standby);
+    assert!(ok, "verify found differences:\n{out}\n{}", s.log());
+    // SIGKILL the replicator during load, twice; restart; finish.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for round in 0..2u64 {
+        let load = rt.spawn(varied_writes(primary.client_urls(), 2_000, 16, 20 + round));
+        std::thread::sleep(Duration::from_millis(400 + 300 * round));
+        s.kill();
+        std::thread::sleep(Duration::from_millis(200));
+        s.restart();
+        rt.block_on(load).unwrap();
+    }
+    wait_replayed(&mut s, &primary, Duration::from_secs(120));
+    let (ok, out) = verify(&primary, &standby);
+    assert!(
+        ok,
+        "verify after SIGKILLs found differences:\n{out}\n{}",
+        s.log()
+    );
+    // A deliberate difference is found (verify can fail).
+    standby
+        .etcdctl()
+        .put("/app/config/only-on-standby", "x")
+        .unwrap();
+    let (ok, out) = verify(&primary, &standby);
+    assert!(!ok && out.contains("only-on-standby"), "{out}");
+}
+
+#[test]
+fn replay_keeps_the_standby_equal_across_sigkills_3_4() {
+    replicate_and_verify(EtcdVersion::V3_4);
+}
+
+#[test]
+fn replay_keeps_the_standby_equal_across_sigkills_3_5() {
+    replicate_and_verify(EtcdVersion::V3_5);
+}
+
+#[test]
+fn standby_outage_is_caught_up_from_the_local_log() {
+    let primary = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    let mut standby = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Standby::start(
+        &primary,
+        &dir.path().join("r"),
+        &["--standby-endpoints", &standby.client_endpoints()],
+    );
+    block_on(varied_writes(primary.client_urls(), 1_000, 8, 31));
+    wait_replayed(&mut s, &primary, Duration::from_secs(60));
+    standby.stop_member(0).unwrap();
+    block_on(varied_writes(primary.client_urls(), 3_000, 16, 32));
+    // The learner kept receiving and acking while the standby was down.
+    let target = block_on(cluster_raft_index(primary.client_urls()));
+    s.wait_commit(target, Duration::from_secs(60));
+    assert!(replay_field(&s, "standby_checkpoint").unwrap() < target);
+    standby.restart_member(0).unwrap();
+    wait_replayed(&mut s, &primary, Duration::from_secs(120));
+    let (ok, out) = verify(&primary, &standby);
+    assert!(ok, "{out}\n{}", s.log());
+}
