@@ -428,8 +428,21 @@ fn replay(cluster: &EtcdCluster, minor: EtcdMinor) -> (Model, BTreeMap<String, u
         txn_range_view: TxnRangeView::Proposer,
     });
     let mut hist = BTreeMap::new();
-    for e in log.entries.iter().filter(|e| e.index <= commit) {
-        let a = m.apply(e.index, e.term, &decode_entry(e));
+    // A copy persisted and reloaded every 50 entries must follow the log
+    // exactly like the original (a restarting daemon).
+    let mut reloaded = save_load(&m);
+    for (n, e) in log.entries.iter().filter(|e| e.index <= commit).enumerate() {
+        if n % 50 == 49 {
+            reloaded = save_load(&reloaded);
+        }
+        let entry = decode_entry(e);
+        let a = m.apply(e.index, e.term, &entry);
+        assert_eq!(
+            reloaded.apply(e.index, e.term, &entry),
+            a,
+            "entry {}: the reloaded model diverged",
+            e.index
+        );
         assert!(!a.outcome.is_halt(), "entry {}: {:?}", e.index, a.outcome);
         let name = match &a.outcome {
             Outcome::Rejected(r) => format!("Rejected({r:?})"),
@@ -437,7 +450,21 @@ fn replay(cluster: &EtcdCluster, minor: EtcdMinor) -> (Model, BTreeMap<String, u
         };
         *hist.entry(name).or_default() += 1;
     }
+    assert_eq!(
+        save_load(&m).to_snapshot_state(),
+        m.to_snapshot_state(),
+        "save/load after the replay"
+    );
+    assert_eq!(reloaded.to_snapshot_state(), m.to_snapshot_state());
     (m, hist)
+}
+
+/// The model through the persisted file format and back.
+fn save_load(m: &Model) -> Model {
+    let mut file = Vec::new();
+    m.to_snapshot_state().write_to(&mut file).expect("write");
+    let s = SnapshotState::read_from(&mut file.as_slice()).expect("read");
+    Model::from_snapshot_with_config(m.config().clone(), s)
 }
 
 fn minor(v: EtcdVersion) -> EtcdMinor {
