@@ -27,8 +27,12 @@ commands:
                                available, else cargo test); ARGS go to the test runner;
                                --soak sets ETCD_STANDBY_SOAK=1 for long tests
   demo [NAME] [--keep] [--release]
-                               run a demo (default: inspect); --keep keeps the etcd dir
-  bench NAME                   run a benchmark (available: wal)
+                               run a demo: replicate (default: a 3-member primary kept in step
+                               with a standby by `etcd-standby run`, then status, verify and
+                               reads from the standby) or inspect (the offline inspection
+                               tool on a stopped etcd's data dir); --keep keeps the temp dirs,
+                               --release builds etcd-standby with --release
+  bench NAME                   run a benchmark (available: wal, learner)
   help                         show this text
 ";
 
