@@ -128,6 +128,57 @@ fn replay_keeps_the_standby_equal_across_sigkills_3_5() {
 }
 
 #[test]
+fn restart_resumes_from_a_saved_model_and_releases_old_wal() {
+    let primary = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    let standby = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("r");
+    let flags = [
+        "--standby-endpoints",
+        &standby.client_endpoints(),
+        "--model-save-every",
+        "500",
+        "--marker-every",
+        "500",
+        "--retention-entries",
+        "100",
+        "--wal-segment-bytes",
+        "65536",
+    ];
+    let mut s = Standby::start(&primary, &data, &flags);
+    block_on(varied_writes(primary.client_urls(), 3_000, 16, 41));
+    wait_replayed(&mut s, &primary, Duration::from_secs(60));
+    // Give housekeeping a tick to write markers and release segments.
+    std::thread::sleep(Duration::from_millis(1500));
+    let models: Vec<_> = std::fs::read_dir(data.join("replay"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(models.len(), 1, "one saved model is kept");
+    s.kill();
+    block_on(varied_writes(primary.client_urls(), 1_000, 16, 42));
+    s.restart();
+    wait_replayed(&mut s, &primary, Duration::from_secs(60));
+    assert!(
+        s.log().contains("rebuilding the shadow model"),
+        "{}",
+        s.log()
+    );
+    let (ok, out) = verify(&primary, &standby);
+    assert!(ok, "{out}\n{}", s.log());
+    // The learner's own log no longer starts at index 1.
+    let first = etcd_standby_integration::standby::wal_entries(&data.join("member/wal"))
+        .keys()
+        .next()
+        .copied()
+        .unwrap();
+    assert!(
+        first > 1,
+        "old WAL segments were released (first entry {first})"
+    );
+}
+
+#[test]
 fn standby_outage_is_caught_up_from_the_local_log() {
     let primary = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
     let mut standby = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();

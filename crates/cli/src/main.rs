@@ -235,6 +235,12 @@ struct RunArgs {
     /// Skip committed entries that cannot be decoded instead of halting replay.
     #[arg(long, env = "ETCD_STANDBY_SKIP_UNDECODABLE")]
     skip_undecodable: bool,
+    /// WAL segment size in bytes (etcd's 64 MB by default; tests use small ones).
+    #[arg(long, hide = true, env = "ETCD_STANDBY_WAL_SEGMENT_BYTES")]
+    wal_segment_bytes: Option<u64>,
+    /// Save the shadow model every this many applied entries (bounds restart work and WAL kept).
+    #[arg(long, default_value_t = 100_000, env = "ETCD_STANDBY_MODEL_SAVE_EVERY")]
+    model_save_every: u64,
     /// Keep at least this many entries of WAL history (log-only mode).
     #[arg(
         long,
@@ -387,6 +393,7 @@ fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
             model: etcd_standby_model::ModelConfig::default(),
             skip_undecodable: a.skip_undecodable,
             max_batch: 4096,
+            model_save_every: a.model_save_every,
         }
     });
     let url = etcd_standby_peer::util::parse_peer_url(&a.advertise_peer_url).ok_or_else(|| {
@@ -424,6 +431,7 @@ fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
             ..Default::default()
         },
         replay,
+        wal_segment_bytes: a.wal_segment_bytes,
     };
     runtime()?.block_on(learner::run(opts))
 }

@@ -51,6 +51,8 @@ pub struct RunOptions {
     pub admin_listen: SocketAddr,
     /// Node tunables.
     pub node: NodeOptions,
+    /// WAL segment size override (tests).
+    pub wal_segment_bytes: Option<u64>,
     /// Replay to a standby (None: log-only learner).
     pub replay: Option<replay::ReplayOptions>,
 }
@@ -171,6 +173,7 @@ async fn preflight(
 pub async fn run(opts: RunOptions) -> Result<i32> {
     let layout = Layout {
         root: opts.data_dir.clone(),
+        segment_bytes: opts.wal_segment_bytes,
     };
     let existing = layout.read_identity()?;
     if let Some(id) = &existing
@@ -426,6 +429,7 @@ pub async fn leave(
 ) -> Result<()> {
     let layout = Layout {
         root: data_dir.clone(),
+        segment_bytes: None,
     };
     let Some(mut id) = layout.read_identity()? else {
         bail!(

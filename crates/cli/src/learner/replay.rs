@@ -50,6 +50,8 @@ pub struct ReplayOptions {
     pub skip_undecodable: bool,
     /// Most entries per sink call.
     pub max_batch: usize,
+    /// Save the shadow model every this many applied entries.
+    pub model_save_every: u64,
 }
 
 /// Replay's part of `/status`.
@@ -186,6 +188,63 @@ fn newest_db(layout: &Layout, max: u64) -> Option<(u64, PathBuf)> {
         .max_by_key(|(i, _)| *i)
 }
 
+/// `<data-dir>/replay`: saved shadow models (`model-<index %016x>.bin`).
+fn model_dir(layout: &Layout) -> PathBuf {
+    layout.root.join("replay")
+}
+
+/// Newest saved model with index ≤ `max`.
+fn newest_model(layout: &Layout, max: u64) -> Option<(u64, PathBuf)> {
+    std::fs::read_dir(model_dir(layout))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let hex = name.strip_prefix("model-")?.strip_suffix(".bin")?;
+            let idx = u64::from_str_radix(hex, 16).ok()?;
+            (idx <= max).then(|| (idx, e.path()))
+        })
+        .max_by_key(|(i, _)| *i)
+}
+
+/// Saves the model (at an index the standby has confirmed): tmp file,
+/// fsync, rename, fsync dir; older saves are removed.
+fn save_model(layout: &Layout, model: &Model) -> Result<u64> {
+    let dir = model_dir(layout);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let index = model.applied_index();
+    let path = dir.join(format!("model-{index:016x}.bin"));
+    let tmp = path.with_extension("bin.tmp");
+    let state = model.to_snapshot_state();
+    let write = || -> Result<()> {
+        let f = std::fs::File::create(&tmp)?;
+        let mut w = std::io::BufWriter::new(f);
+        state.write_to(&mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&dir)?.sync_all()?;
+        Ok(())
+    };
+    write().with_context(|| format!("saving the shadow model to {}", path.display()))?;
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p != path
+            && p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("model-"))
+        {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    Ok(index)
+}
+
+fn load_model(path: &Path) -> Result<SnapshotState> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    SnapshotState::read_from(&mut std::io::BufReader::new(f))
+        .with_context(|| format!("reading {}", path.display()))
+}
+
 fn load_db(path: &Path) -> Result<SnapshotState> {
     let db = etcd_standby_bolt::BoltFile::open(path)
         .with_context(|| format!("opening snapshot db {}", path.display()))?;
@@ -212,6 +271,8 @@ struct Replay {
     batch: Vec<(u64, u64, Vec<etcd_standby_model::Effect>)>,
     /// Commit time of the oldest entry in `batch`.
     oldest: Option<Instant>,
+    /// Index of the last saved model, and when.
+    saved: (u64, Instant),
 }
 
 impl Replay {
@@ -250,7 +311,9 @@ impl Replay {
             s.sink = Some(stats);
         }
         // The WAL must keep what a restart needs to rebuild the model.
-        let floor = newest_db(&self.layout, checkpoint).map_or(0, |(i, _)| i);
+        let floor = newest_db(&self.layout, checkpoint)
+            .map_or(0, |(i, _)| i)
+            .max(self.saved.0.min(checkpoint));
         self.shared.keep_floor.store(floor, Ordering::Relaxed);
     }
 
@@ -305,6 +368,7 @@ impl Replay {
                     self.batch.clear();
                     self.oldest = None;
                     self.set_state("replaying", None);
+                    self.maybe_save_model();
                     self.publish();
                     return Ok(());
                 }
@@ -333,6 +397,28 @@ impl Replay {
                         anyhow::Error::new(e).context("the standby refused a write; replay halted")
                     );
                 }
+            }
+        }
+    }
+
+    /// Saves the model now and then, at the standby's checkpoint, so a
+    /// restart replays only the WAL after it (and old WAL can be released).
+    fn maybe_save_model(&mut self) {
+        let checkpoint = self.sink.checkpoint().map_or(0, |c| c.index);
+        let applied = self.model.applied_index();
+        let due = applied >= self.saved.0 + self.opts.model_save_every.max(1)
+            || (applied > self.saved.0 && self.saved.1.elapsed() > Duration::from_secs(300));
+        if !due || applied != checkpoint || !self.batch.is_empty() {
+            return;
+        }
+        let (layout, model) = (&self.layout, &self.model);
+        match tokio::task::block_in_place(|| save_model(layout, model)) {
+            Ok(i) => {
+                self.saved = (i, Instant::now());
+                tracing::info!(index = i, "shadow model saved");
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not save the shadow model; restarts replay more of the WAL")
             }
         }
     }
@@ -469,17 +555,26 @@ pub async fn run(
         sink,
         batch: Vec::new(),
         oldest: None,
+        saved: (0, Instant::now()),
     };
-    // Rebuild the model at the standby's checkpoint.
+    // Rebuild the model at the standby's checkpoint: from the newest saved
+    // model or snapshot db at or below it (or index 1), plus the WAL.
+    let saved = newest_model(&r.layout, checkpoint);
+    let db = newest_db(&r.layout, checkpoint);
     if checkpoint > 0 {
-        match newest_db(&r.layout, checkpoint) {
-            Some((db_index, path)) => {
+        match (saved, db) {
+            (Some((mi, mpath)), db) if db.as_ref().is_none_or(|(di, _)| *di <= mi) => {
+                let state = load_model(&mpath)?;
+                r.model = Model::from_snapshot_with_config(r.opts.model.clone(), state);
+                r.saved = (mi, Instant::now());
+            }
+            (_, Some((db_index, path))) => {
                 let mut state = load_db(&path)?;
                 state.consistent_index = state.consistent_index.max(db_index);
                 r.model = Model::from_snapshot_with_config(r.opts.model.clone(), state);
             }
-            None if wal_has_index_one(&r.layout) => {}
-            None => {
+            (None, None) if wal_has_index_one(&r.layout) => {}
+            (_, None) => {
                 // Nothing to rebuild from: reconcile from the newest db.
                 let newest = newest_db(&r.layout, u64::MAX).map(|(i, _)| i);
                 match newest {

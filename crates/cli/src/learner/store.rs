@@ -54,6 +54,8 @@ const IDENTITY_FILE: &str = "standby.json";
 pub struct Layout {
     /// The data dir.
     pub root: PathBuf,
+    /// WAL segment size (etcd's 64 MB unless a test shrinks it).
+    pub segment_bytes: Option<u64>,
 }
 
 impl Layout {
@@ -144,6 +146,10 @@ impl LocalLog {
             cluster_id: id.cluster_id,
         };
         let wal = WalWriter::create(&wal_dir, &md)
+            .map(|w| match layout.segment_bytes {
+                Some(b) => w.with_segment_size(b),
+                None => w,
+            })
             .with_context(|| format!("creating {}", wal_dir.display()))?;
         Ok(LocalLog {
             layout: layout.clone(),
@@ -160,6 +166,10 @@ impl LocalLog {
         let wal_dir = layout.wal();
         let wal =
             WalWriter::open(&wal_dir).with_context(|| format!("opening {}", wal_dir.display()))?;
+        let wal = match layout.segment_bytes {
+            Some(b) => wal.with_segment_size(b),
+            None => wal,
+        };
         // Newest WAL snapshot record that has its .snap file.
         let all = read_log(&wal_dir, u64::MAX)
             .with_context(|| format!("scanning {}", wal_dir.display()))?;
