@@ -36,17 +36,7 @@ enum Command {
         json: bool,
     },
     /// Compare the standby with the source: keys and values, leases, users, roles and permissions.
-    Verify {
-        #[command(flatten)]
-        source: SourceArgs,
-        #[command(flatten)]
-        standby: StandbyArgs,
-        #[command(flatten)]
-        prefixes: PrefixArgs,
-        /// One JSON object per difference (and a summary line).
-        #[arg(long)]
-        json: bool,
-    },
+    Verify(Box<VerifyArgs>),
     /// Remove this learner from the source cluster (MemberRemove).
     Leave {
         /// The data dir of the learner.
@@ -186,6 +176,20 @@ impl PrefixArgs {
             bytes::Bytes::from(self.reserved_prefix.clone().into_bytes()),
         )
     }
+}
+
+/// `etcd-standby verify` flags.
+#[derive(clap::Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    standby: StandbyArgs,
+    #[command(flatten)]
+    prefixes: PrefixArgs,
+    /// One JSON object per difference (and a summary line).
+    #[arg(long)]
+    json: bool,
 }
 
 /// `etcd-standby run` flags (every flag also reads an `ETCD_STANDBY_*` variable).
@@ -542,12 +546,10 @@ fn run(cli: Cli) -> anyhow::Result<Verdict> {
             print_status(&admin, json)?;
             Ok(Verdict::Clean)
         }
-        Command::Verify {
-            source,
-            standby,
-            prefixes,
-            json,
-        } => runtime()?.block_on(verify_cmd(source, standby, prefixes, json)),
+        Command::Verify(v) => {
+            let v = *v;
+            runtime()?.block_on(verify_cmd(v.source, v.standby, v.prefixes, v.json))
+        }
         Command::Leave { data_dir, source } => {
             let tls = source.tls();
             runtime()?.block_on(learner::leave(data_dir, source.source_endpoints, tls))?;
