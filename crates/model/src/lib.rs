@@ -32,6 +32,12 @@
 //!   state untouched, so the caller can halt.
 //! * [`Model::from_snapshot`] seeds it from a leader snapshot db
 //!   ([`SnapshotState::from_bolt`]).
+//! * [`Model::to_snapshot_state`] exports the complete state (with
+//!   [`ModelExtras`]: applier chain, lease attachments, cluster bookkeeping)
+//!   and [`Model::from_snapshot_with_config`] restores it exactly;
+//!   [`SnapshotState::write_to`] / [`SnapshotState::read_from`] persist it in
+//!   a versioned, CRC-32C-checked, streamed format ([`persist`]), so a
+//!   restarting daemon replays only the entries after the saved index.
 //!
 //! Config-dependent behaviour of the primary (minimum lease TTL, etcd minor
 //! version, which member's view of a txn's range ops to mirror) is set with

@@ -38,8 +38,9 @@
 //! bytes, revisions below 16384, version below 128 and no lease (each
 //! revision up to 2²¹ adds one byte; a lease adds 1 + its varint, usually 10
 //! bytes for etcd's generated IDs, plus an ATTACH record of `13 + key length`).
-//! So a 16-byte key with a 256-byte value takes 290 bytes; the file is the
-//! live state plus about 5 % for such keys.
+//! So a 16-byte key with a 256-byte value takes 290 bytes: 18 bytes (about
+//! 7 %) over the key and value themselves. Fixed costs: 12-byte header,
+//! 47-byte meta record without extras, 69-byte trailer, 4-byte CRC.
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
@@ -304,6 +305,7 @@ fn chain_bits(c: ApplierChain) -> u8 {
 impl SnapshotState {
     /// Writes the state in the persisted format (see the [module docs]),
     /// record by record: memory use is one record, not a copy of the state.
+    /// About 290 bytes per key with a 16-byte name and a 256-byte value.
     /// Wrap files in a `BufWriter`; the writer is flushed at the end.
     ///
     /// A lease in `extras.lease_keys` with an empty key set is not written
