@@ -58,8 +58,6 @@ pub const MAGIC: [u8; 8] = *b"ESBMODEL";
 /// The format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
-const HEADER_LEN: u64 = 12;
-
 const META: u8 = 1;
 const KEY: u8 = 2;
 const LEASE: u8 = 3;
@@ -476,7 +474,6 @@ impl SnapshotState {
                 supported: FORMAT_VERSION,
             });
         }
-        debug_assert_eq!(inp.offset, HEADER_LEN);
 
         let (tag, mut d) = inp.record()?;
         if tag != META {
