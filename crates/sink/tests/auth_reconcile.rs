@@ -279,6 +279,7 @@ async fn reconcile_v3_5() {
         alarms: vec![],
         consistent_index: 500,
         term: 3,
+        extras: None,
     };
     // 8 of 11 keys would go: the guard pauses, nothing written.
     let err = sink
