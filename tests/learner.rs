@@ -216,3 +216,150 @@ fn second_learner_is_refused_by_preflight() {
     assert_ne!(st.code(), Some(0));
     assert!(b.log().contains("already has a learner"), "{}", b.log());
 }
+
+/// A CA plus one certificate (SAN 127.0.0.1, server and client use) per name.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new(names: &[&str]) -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "etcd-standby test CA");
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        for name in names {
+            let mut p =
+                CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                    .unwrap();
+            p.distinguished_name.push(DnType::CommonName, *name);
+            p.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            let key = KeyPair::generate().unwrap();
+            let cert = p.signed_by(&key, &ca).unwrap();
+            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(
+                dir.path().join(format!("{name}-key.pem")),
+                key.serialize_pem(),
+            )
+            .unwrap();
+        }
+        Pki { dir }
+    }
+    fn path(&self, f: &str) -> String {
+        self.dir.path().join(f).display().to_string()
+    }
+}
+
+/// Mutual TLS on the peer port (TLS 1.2 only on 3.5.1): etcd requires and
+/// verifies our client certificate, we verify etcd's.
+fn peer_mtls(version: EtcdVersion) {
+    let pki = Pki::new(&["etcd", "standby"]);
+    let c = cluster(
+        version,
+        ClusterOptions {
+            peer_https: true,
+            extra_args: vec![
+                format!("--peer-cert-file={}", pki.path("etcd.pem")),
+                format!("--peer-key-file={}", pki.path("etcd-key.pem")),
+                format!("--peer-trusted-ca-file={}", pki.path("ca.pem")),
+                "--peer-client-cert-auth".to_owned(),
+            ],
+            ..ClusterOptions::default()
+        },
+    );
+    assert!(c.peer_urls()[0].starts_with("https://"));
+    let dir = tempfile::tempdir().unwrap();
+    let port = etcd_standby_testkit::free_port().unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    let (cert, key, ca) = (
+        pki.path("standby.pem"),
+        pki.path("standby-key.pem"),
+        pki.path("ca.pem"),
+    );
+    let mut s = Standby::start(
+        &c,
+        &dir.path().join("learner"),
+        &[
+            "--advertise-peer-url",
+            &url,
+            "--peer-cert",
+            &cert,
+            "--peer-key",
+            &key,
+            "--peer-ca",
+            &ca,
+        ],
+    );
+    block_on(varied_writes(c.client_urls(), 2_000, 16, 77));
+    catch_up(&mut s, &c);
+    compare_with_a_member_keep_running(&s, &c, 2_000);
+}
+
+/// Like [`compare_with_a_member`] on a running member (its WAL may be mid-write).
+fn compare_with_a_member_keep_running(s: &Standby, c: &EtcdCluster, min_common: usize) -> usize {
+    let theirs = wal_entries(&c.data_dir(0).unwrap().join("member/wal"));
+    let ours = wal_entries(&s.data_dir.join("member/wal"));
+    assert_same_entries(&ours, &theirs, min_common)
+}
+
+#[test]
+fn learner_speaks_mutual_tls_on_the_peer_port_3_4() {
+    peer_mtls(EtcdVersion::V3_4);
+}
+
+#[test]
+fn learner_speaks_mutual_tls_on_the_peer_port_3_5() {
+    peer_mtls(EtcdVersion::V3_5);
+}
+
+#[test]
+fn status_and_leave_commands_work_against_a_running_learner() {
+    let c = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("learner");
+    let mut s = Standby::start(&c, &data, &[]);
+    block_on(varied_writes(c.client_urls(), 50, 4, 3));
+    catch_up(&mut s, &c);
+    let bin = etcd_standby_integration::etcd_standby_bin();
+    let out = std::process::Command::new(&bin)
+        .args(["status", "--admin", &s.admin])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("following") && text.contains("commit"),
+        "{text}"
+    );
+    let out = std::process::Command::new(&bin)
+        .args([
+            "leave",
+            "--data-dir",
+            &data.display().to_string(),
+            "--source-endpoints",
+            &c.client_endpoints(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = c.etcdctl().run(&["member", "list"]).unwrap();
+    assert!(
+        !list.contains(&s.peer_url),
+        "still a member after leave: {list}"
+    );
+    let st = s.wait_exit(Duration::from_secs(30));
+    assert_eq!(st.code(), Some(3), "{}", s.log());
+}

@@ -30,21 +30,31 @@ pub struct Standby {
 impl Standby {
     /// Starts a learner for `cluster` with a fresh or existing `data_dir`.
     pub fn start(cluster: &EtcdCluster, data_dir: &Path, extra: &[&str]) -> Standby {
-        let peer_port = free_port().expect("free port");
         let admin_port = free_port().expect("free port");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
         let admin = format!("127.0.0.1:{admin_port}");
+        // An --advertise-peer-url in `extra` (e.g. https) replaces the default.
+        let given = extra
+            .iter()
+            .position(|a| *a == "--advertise-peer-url")
+            .and_then(|i| extra.get(i + 1))
+            .map(|u| u.to_string());
         let mut args = vec![
             "run".to_owned(),
             "--source-endpoints".to_owned(),
             cluster.client_endpoints(),
-            "--advertise-peer-url".to_owned(),
-            peer_url.clone(),
             "--data-dir".to_owned(),
             data_dir.display().to_string(),
             "--admin-listen".to_owned(),
             admin.clone(),
         ];
+        let peer_url = match given {
+            Some(u) => u,
+            None => {
+                let u = format!("http://127.0.0.1:{}", free_port().expect("free port"));
+                args.extend(["--advertise-peer-url".to_owned(), u.clone()]);
+                u
+            }
+        };
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut s = Standby {
             child: None,

@@ -65,6 +65,10 @@ pub struct ClusterOptions {
     /// checks and [`EtcdCluster::etcdctl`] keep using the plain port; see
     /// [`EtcdCluster::client_https_urls`].
     pub client_https: bool,
+    /// Serve the peer port over TLS (`https://` peer URLs). Pass
+    /// `--peer-cert-file`, `--peer-key-file` and, for mutual TLS,
+    /// `--peer-trusted-ca-file` + `--peer-client-cert-auth` in `extra_args`.
+    pub peer_https: bool,
     /// How long start-up / restart may take to become healthy (default 60 s).
     pub start_timeout: Duration,
     /// Use binaries from this directory instead of [`EtcdVersion::bin_dir`].
@@ -82,6 +86,7 @@ impl Default for ClusterOptions {
             enable_lease_checkpoint: false,
             extra_args: Vec::new(),
             client_https: false,
+            peer_https: false,
             start_timeout: Duration::from_secs(60),
             bin_dir: None,
         }
@@ -95,6 +100,7 @@ struct Member {
     /// Second client port served over TLS (`ClusterOptions::client_https`).
     client_https_port: Option<u16>,
     peer_port: u16,
+    peer_tls: bool,
     data_dir: PathBuf,
     log_path: PathBuf,
     args: Vec<OsString>,
@@ -119,7 +125,8 @@ impl Member {
     }
 
     fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        let scheme = if self.peer_tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.peer_port)
     }
 
     fn client_addr(&self) -> SocketAddr {
@@ -262,6 +269,7 @@ impl EtcdCluster {
                     None
                 },
                 peer_port: free_port()?,
+                peer_tls: self.opts.peer_https,
                 args: Vec::new(),
                 child: None,
             });
