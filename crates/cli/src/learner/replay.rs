@@ -598,14 +598,14 @@ pub async fn run(
         r.reconcile(i).await?;
     }
     r.publish();
+    // Catch up with what is already committed, then follow the live channel.
+    let commit = shared.snapshot().commit_index;
+    r.catch_up_from_wal(commit, &stop).await?;
+    r.set_state("replaying", None);
+    r.publish();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut last_applied = (r.model.applied_index(), Instant::now());
     loop {
-        let commit = shared.snapshot().commit_index;
-        if r.model.applied_index() < commit {
-            r.catch_up_from_wal(commit, &stop).await?;
-        }
-        r.set_state("replaying", None);
-        r.publish();
         tokio::select! {
             item = live.recv() => {
                 let Some((at, entries)) = item else { return Ok(()) };
@@ -630,8 +630,22 @@ pub async fn run(
                     }
                 }
                 r.flush(&stop).await?;
+                r.publish();
             }
-            _ = tick.tick() => {}
+            _ = tick.tick() => {
+                // Entries dropped at the tail of the channel: nothing newer
+                // arrives to reveal the gap, so look at the commit index.
+                let applied = r.model.applied_index();
+                if applied != last_applied.0 {
+                    last_applied = (applied, Instant::now());
+                } else if applied < shared.snapshot().commit_index
+                    && last_applied.1.elapsed() > Duration::from_millis(400)
+                {
+                    let commit = shared.snapshot().commit_index;
+                    r.catch_up_from_wal(commit, &stop).await?;
+                }
+                r.publish();
+            }
             _ = stop.changed() => {
                 r.flush(&stop).await.ok();
                 return Ok(());
