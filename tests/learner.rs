@@ -363,3 +363,33 @@ fn status_and_leave_commands_work_against_a_running_learner() {
     let st = s.wait_exit(Duration::from_secs(30));
     assert_eq!(st.code(), Some(3), "{}", s.log());
 }
+
+#[test]
+fn promotion_by_the_cluster_raises_an_alarm_and_we_never_vote() {
+    let c = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Standby::start(&c, &dir.path().join("learner"), &[]);
+    block_on(varied_writes(c.client_urls(), 50, 4, 5));
+    catch_up(&mut s, &c);
+    let id = s.member_id().unwrap();
+    // The learner acks durable entries, so etcd sees it in sync and promotes it.
+    c.etcdctl().run(&["member", "promote", &id]).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let st = s.status().unwrap();
+        let alarms = st["node"]["alarms"].as_array().cloned().unwrap_or_default();
+        if alarms.iter().any(|a| a["kind"] == "promoted") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no promotion alarm: {st}\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Writes still commit (we ack durable entries); we stay a learner inside.
+    block_on(varied_writes(c.client_urls(), 50, 4, 6));
+    catch_up(&mut s, &c);
+    assert!(s.log().contains("ALARM"), "{}", s.log());
+}
