@@ -1,0 +1,417 @@
+//! Helpers for the replay fidelity tests (`tests/replay_fidelity.rs`): a
+//! replicator process whose flags can change between restarts, `verify`,
+//! waiting for replay, a live comparison that works with auth enabled, and
+//! small request builders.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use etcd_standby_client::pb::{
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, request_op,
+};
+use etcd_standby_client::{Client, ClientConfig, prefix_end};
+use etcd_standby_testkit::{EtcdCluster, free_port};
+
+use crate::etcd_standby_bin;
+use crate::load::{block_on, cluster_raft_index};
+
+/// The replicator's reserved prefix on the standby (checkpoint, epoch).
+pub const RESERVED_PREFIX: &str = "__etcd_standby__/";
+
+/// Whether the long (soak) variants run: `ETCD_STANDBY_SOAK` set to a
+/// non-empty value other than `0` (`cargo xtask test --soak`).
+pub fn soak() -> bool {
+    std::env::var("ETCD_STANDBY_SOAK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A running `etcd-standby run --standby-endpoints ...` whose flags can be
+/// extended before a restart (same data dir, peer URL and admin port).
+pub struct Replicator {
+    child: Option<Child>,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// Admin listener address.
+    pub admin: String,
+    log_path: PathBuf,
+    args: Vec<String>,
+    source_endpoints: Vec<String>,
+}
+
+impl Replicator {
+    /// Starts a replicator from `primary` to `standby` with a fresh or
+    /// existing `data_dir`.
+    pub fn start(
+        primary: &EtcdCluster,
+        standby: &EtcdCluster,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Replicator {
+        let peer_port = free_port().expect("free port");
+        let admin_port = free_port().expect("free port");
+        let admin = format!("127.0.0.1:{admin_port}");
+        let mut args: Vec<String> = [
+            "run",
+            "--source-endpoints",
+            &primary.client_endpoints(),
+            "--advertise-peer-url",
+            &format!("http://127.0.0.1:{peer_port}"),
+            "--data-dir",
+            &data_dir.display().to_string(),
+            "--admin-listen",
+            &admin,
+            "--standby-endpoints",
+            &standby.client_endpoints(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut r = Replicator {
+            child: None,
+            data_dir: data_dir.to_path_buf(),
+            admin,
+            log_path: data_dir.with_extension("log"),
+            args,
+            source_endpoints: primary.client_urls(),
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("replicator log file");
+        let child = Command::new(etcd_standby_bin())
+            .args(&self.args)
+            .env("ETCD_STANDBY_LOG", "info,raft=warn,slog=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd-standby");
+        self.child = Some(child);
+    }
+
+    /// Starts it again with the same flags.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running replicator");
+        self.spawn();
+    }
+
+    /// Starts it again with `extra` flags added.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.args.extend(extra.iter().map(|s| s.to_string()));
+        self.restart();
+    }
+
+    /// Its log so far (all runs).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// `/status` as JSON, if the daemon answers.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let mut s = TcpStream::connect(&self.admin).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET /status HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin).ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        let body = buf.split_once("\r\n\r\n")?.1;
+        serde_json::from_str(body).ok()
+    }
+
+    /// `/status`'s `replay` object.
+    pub fn replay(&self) -> Option<serde_json::Value> {
+        self.status()?.get("replay").cloned()
+    }
+
+    /// A numeric field of `replay`.
+    pub fn replay_u64(&self, field: &str) -> Option<u64> {
+        self.replay()?.get(field)?.as_u64()
+    }
+
+    /// Whether the process exited (reaped).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        let st = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(st)
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (SIGKILL after 20 s).
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the learner joined the primary and the standby caught up
+    /// with it. Call before the primary enables auth: the replicator has no
+    /// source credentials, and etcd refuses `MemberAdd` without them.
+    pub fn wait_joined(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        while self
+            .status()
+            .and_then(|s| s["node"]["member_id"].as_str().map(str::to_owned))
+            .is_none_or(|m| m.is_empty())
+        {
+            if let Some(st) = self.try_wait() {
+                panic!(
+                    "replicator exited ({st}) before joining\n{}",
+                    self.log_tail(80)
+                );
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "the learner did not join within {timeout:?}: {:?}\n{}",
+                self.status(),
+                self.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.wait_replayed(timeout);
+    }
+
+    /// Waits until the standby's checkpoint reaches the primary's current
+    /// raft index (a hang guard, not a speed assertion).
+    pub fn wait_replayed(&mut self, timeout: Duration) {
+        let target = block_on(cluster_raft_index(self.source_endpoints.clone()));
+        self.wait_checkpoint(target, timeout);
+    }
+
+    /// Waits until the standby's checkpoint reaches `target`.
+    pub fn wait_checkpoint(&mut self, target: u64, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let replay = self.replay();
+            let cp = replay
+                .as_ref()
+                .and_then(|r| r.get("standby_checkpoint"))
+                .and_then(serde_json::Value::as_u64);
+            if cp.is_some_and(|c| c >= target) {
+                return;
+            }
+            if let Some(r) = &replay
+                && matches!(r["state"].as_str(), Some("halted" | "fenced"))
+            {
+                panic!(
+                    "replay stopped before checkpoint {target}: {r}\n{}",
+                    self.log_tail(60)
+                );
+            }
+            if let Some(st) = self.try_wait() {
+                panic!("replicator exited ({st})\n{}", self.log_tail(80));
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "standby checkpoint stuck at {cp:?} < {target} after {timeout:?}\nreplay {replay:?}\n{}",
+                self.log_tail(60)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until `replay.state` is `state`; returns the `replay` object.
+    pub fn wait_state(&mut self, state: &str, timeout: Duration) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let replay = self.replay();
+            if let Some(r) = &replay
+                && r["state"].as_str() == Some(state)
+            {
+                return r.clone();
+            }
+            if let Some(st) = self.try_wait() {
+                panic!(
+                    "replicator exited ({st}) waiting for state {state}\n{}",
+                    self.log_tail(80)
+                );
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "replay state never became {state:?} within {timeout:?}: {replay:?}\n{}",
+                self.log_tail(60)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `etcd-standby verify` (plus `extra` flags); returns whether it
+/// found no difference, and its output.
+pub fn verify(primary: &EtcdCluster, standby: &EtcdCluster, extra: &[&str]) -> (bool, String) {
+    let out = Command::new(etcd_standby_bin())
+        .args(["verify", "--source-endpoints", &primary.client_endpoints()])
+        .args(["--standby-endpoints", &standby.client_endpoints()])
+        .args(extra)
+        .output()
+        .expect("run etcd-standby verify");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Asserts that `verify` finds no difference, with the replicator's log
+/// tail on failure.
+pub fn assert_verified(
+    primary: &EtcdCluster,
+    standby: &EtcdCluster,
+    extra: &[&str],
+    r: &Replicator,
+    what: &str,
+) {
+    let (ok, out) = verify(primary, standby, extra);
+    assert!(
+        ok,
+        "{what}: verify found differences:\n{out}\nreplay {:?}\n{}",
+        r.replay(),
+        r.log_tail(60)
+    );
+}
+
+/// Connects to `endpoints`, as `user` (name, password) when given.
+pub async fn connect(endpoints: Vec<String>, user: Option<(&str, &str)>) -> Client {
+    let mut cfg = ClientConfig::new(endpoints);
+    cfg.user = user.map(|(u, p)| (u.to_owned(), p.to_owned()));
+    Client::connect(cfg).await.expect("connect")
+}
+
+/// Every key outside the reserved prefix: key → (value, lease).
+pub async fn all_keys(c: &Client) -> BTreeMap<Bytes, (Bytes, i64)> {
+    let mut out = BTreeMap::new();
+    let mut pages = c.range_pages(
+        Bytes::from_static(b"\0"),
+        Bytes::from_static(b"\0"),
+        1000,
+        false,
+    );
+    while let Some(page) = pages.next_page().await.expect("read keys") {
+        for kv in page {
+            if !kv.key.starts_with(RESERVED_PREFIX.as_bytes()) {
+                out.insert(kv.key, (kv.value, kv.lease));
+            }
+        }
+    }
+    out
+}
+
+/// The standby's header revision (changes with any write).
+pub async fn revision(c: &Client) -> i64 {
+    let r = c
+        .range(RangeRequest {
+            key: Bytes::from_static(b"\0"),
+            range_end: Bytes::from_static(b"\0"),
+            count_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("count");
+    r.header.map(|h| h.revision).unwrap_or_default()
+}
+
+/// A put op.
+pub fn put_op(key: impl Into<Bytes>, value: impl Into<Bytes>, lease: i64) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: key.into(),
+            value: value.into(),
+            lease,
+            ..Default::default()
+        })),
+    }
+}
+
+/// A single-key delete op.
+pub fn del_op(key: impl Into<Bytes>) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key: key.into(),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+/// A prefix delete op.
+pub fn del_prefix_op(prefix: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key: Bytes::from(prefix.to_owned()),
+                range_end: Bytes::from(prefix_end(prefix.as_bytes())),
+                ..Default::default()
+            },
+        )),
+    }
+}
+
+/// A single-key range op.
+pub fn get_op(key: impl Into<Bytes>) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(RangeRequest {
+            key: key.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A nested txn op.
+pub fn txn_op(t: TxnRequest) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestTxn(t)),
+    }
+}
+
+/// A txn.
+pub fn txn(compare: Vec<Compare>, success: Vec<RequestOp>, failure: Vec<RequestOp>) -> TxnRequest {
+    TxnRequest {
+        compare,
+        success,
+        failure,
+    }
+}
