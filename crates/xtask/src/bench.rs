@@ -17,15 +17,19 @@ pub enum Bench {
     Wal,
     /// Learner catch-up and receive rate next to a real etcd learner.
     Learner,
+    /// Replication to a standby next to `etcdctl make-mirror`: initial
+    /// sync, sustained load with lag percentiles, catch-up, RSS.
+    Replay,
 }
 
 impl Bench {
-    pub const ALL: [Bench; 2] = [Bench::Wal, Bench::Learner];
+    pub const ALL: [Bench; 3] = [Bench::Wal, Bench::Learner, Bench::Replay];
 
     pub fn name(self) -> &'static str {
         match self {
             Bench::Wal => "wal",
             Bench::Learner => "learner",
+            Bench::Replay => "replay",
         }
     }
 
@@ -48,6 +52,7 @@ pub fn run(bench: Bench) -> Result<u8> {
     match bench {
         Bench::Wal => bench_wal(&root),
         Bench::Learner => crate::bench_learner::bench_learner(&root),
+        Bench::Replay => crate::bench_replay::bench_replay(&root),
     }
 }
 

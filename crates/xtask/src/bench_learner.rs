@@ -13,7 +13,7 @@ use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion, free_port};
 
 use crate::cmd;
 
-fn rt() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn rt() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -58,7 +58,7 @@ async fn load(
     Ok(next.load(Ordering::Relaxed).min(n))
 }
 
-async fn raft_index(endpoints: &[String]) -> Result<u64> {
+pub(crate) async fn raft_index(endpoints: &[String]) -> Result<u64> {
     let client = Client::connect(ClientConfig::new(endpoints.to_vec())).await?;
     let mut best = 0;
     for ep in endpoints {
@@ -69,7 +69,7 @@ async fn raft_index(endpoints: &[String]) -> Result<u64> {
     Ok(best)
 }
 
-fn rss_kib(pid: u32, field: &str) -> u64 {
+pub(crate) fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -81,7 +81,7 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn http_get_json(addr: &str, path: &str) -> Option<serde_json::Value> {
+pub(crate) fn http_get_json(addr: &str, path: &str) -> Option<serde_json::Value> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;

@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_learner;
+mod bench_replay;
 mod cmd;
 mod demo;
 mod etcd;
@@ -32,7 +33,9 @@ commands:
                                reads from the standby) or inspect (the offline inspection
                                tool on a stopped etcd's data dir); --keep keeps the temp dirs,
                                --release builds etcd-standby with --release
-  bench NAME                   run a benchmark (available: wal, learner)
+  bench NAME                   run a benchmark (available: wal, learner, replay);
+                               `bench replay` knobs: ETCD_STANDBY_BENCH_KEYS, _SECS,
+                               _BACKLOG, _VERSIONS (e.g. 3.5), _MEMBERS, _CONC
   help                         show this text
 ";
 
