@@ -82,9 +82,23 @@ struct SourceArgs {
     /// CA that signed the primary's server certificates.
     #[arg(long, env = "ETCD_STANDBY_SOURCE_CA")]
     source_ca: Option<PathBuf>,
+    /// User for the primary's client API when auth is enabled there (needs
+    /// the root role: member add/remove).
+    #[arg(long, env = "ETCD_STANDBY_SOURCE_USER")]
+    source_user: Option<String>,
+    /// Its password (prefer the environment variable; never logged).
+    #[arg(long, env = "ETCD_STANDBY_SOURCE_PASSWORD", hide_env_values = true)]
+    source_password: Option<String>,
 }
 
 impl SourceArgs {
+    fn user(&self) -> Option<(String, String)> {
+        match (&self.source_user, &self.source_password) {
+            (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+            _ => None,
+        }
+    }
+
     fn tls(&self) -> Option<etcd_standby_client::ClientTls> {
         if self.source_cert.is_none() && self.source_key.is_none() && self.source_ca.is_none() {
             return None;
@@ -417,6 +431,7 @@ fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
         })?,
     };
     let opts = learner::RunOptions {
+        source_user: a.source.user(),
         source_tls: a.source.tls(),
         source_endpoints: a.source.source_endpoints,
         peer_listen: listen,
@@ -503,6 +518,7 @@ async fn verify_cmd(
     }
     let mut scfg = etcd_standby_client::ClientConfig::new(source.source_endpoints.iter().cloned());
     scfg.tls = source.tls();
+    scfg.user = source.user();
     let src = etcd_standby_client::Client::connect(scfg)
         .await
         .context("connecting to the source")?;
@@ -551,8 +567,8 @@ fn run(cli: Cli) -> anyhow::Result<Verdict> {
             runtime()?.block_on(verify_cmd(v.source, v.standby, v.prefixes, v.json))
         }
         Command::Leave { data_dir, source } => {
-            let tls = source.tls();
-            runtime()?.block_on(learner::leave(data_dir, source.source_endpoints, tls))?;
+            let (tls, user) = (source.tls(), source.user());
+            runtime()?.block_on(learner::leave(data_dir, source.source_endpoints, tls, user))?;
             Ok(Verdict::Clean)
         }
         Command::Wal { cmd } => match cmd {

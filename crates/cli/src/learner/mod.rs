@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub source_endpoints: Vec<String>,
     /// TLS for the primary's client port.
     pub source_tls: Option<ClientTls>,
+    /// User and password for the primary's client API (auth enabled there).
+    pub source_user: Option<(String, String)>,
     /// Address to bind the peer listener.
     pub peer_listen: SocketAddr,
     /// The peer URL registered with the cluster (others dial it).
@@ -57,9 +59,14 @@ pub struct RunOptions {
     pub replay: Option<replay::ReplayOptions>,
 }
 
-fn client_config(endpoints: &[String], tls: &Option<ClientTls>) -> ClientConfig {
+fn client_config(
+    endpoints: &[String],
+    tls: &Option<ClientTls>,
+    user: &Option<(String, String)>,
+) -> ClientConfig {
     let mut cfg = ClientConfig::new(endpoints.iter().cloned());
     cfg.tls = tls.clone();
+    cfg.user = user.clone();
     cfg.request_timeout = Duration::from_secs(10);
     cfg
 }
@@ -186,9 +193,13 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
             opts.data_dir.display()
         );
     }
-    let client = Client::connect(client_config(&opts.source_endpoints, &opts.source_tls))
-        .await
-        .context("connecting to the source cluster")?;
+    let client = Client::connect(client_config(
+        &opts.source_endpoints,
+        &opts.source_tls,
+        &opts.source_user,
+    ))
+    .await
+    .context("connecting to the source cluster")?;
     let (pre, adopt) = preflight(&client, &opts, existing.as_ref()).await?;
     let (identity, log, restored) = match existing {
         Some(id) => {
@@ -426,6 +437,7 @@ pub async fn leave(
     data_dir: PathBuf,
     source_endpoints: Vec<String>,
     source_tls: Option<ClientTls>,
+    source_user: Option<(String, String)>,
 ) -> Result<()> {
     let layout = Layout {
         root: data_dir.clone(),
@@ -437,7 +449,7 @@ pub async fn leave(
             data_dir.display()
         );
     };
-    let client = Client::connect(client_config(&source_endpoints, &source_tls))
+    let client = Client::connect(client_config(&source_endpoints, &source_tls, &source_user))
         .await
         .context("connecting to the source cluster")?;
     match client.member_remove(id.member_id).await {
