@@ -201,3 +201,60 @@ fn standby_outage_is_caught_up_from_the_local_log() {
     let (ok, out) = verify(&primary, &standby);
     assert!(ok, "{out}\n{}", s.log());
 }
+
+#[test]
+fn prefixes_select_and_relocate_keys_consistently_with_verify() {
+    let primary = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    let standby = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let prefixes = [
+        "--include-prefix",
+        "/registry/",
+        "--include-prefix",
+        "/app/",
+        "--exclude-prefix",
+        "/app/config/",
+        "--dest-prefix",
+        "/dr",
+    ];
+    let mut flags = vec!["--standby-endpoints".to_owned(), standby.client_endpoints()];
+    flags.extend(prefixes.iter().map(|s| s.to_string()));
+    let flag_refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut s = Standby::start(&primary, &dir.path().join("r"), &flag_refs);
+    block_on(varied_writes(primary.client_urls(), 1_500, 8, 61));
+    primary.etcdctl().put("/app/other/k", "v").unwrap();
+    wait_replayed(&mut s, &primary, Duration::from_secs(60));
+    let ctl = standby.etcdctl();
+    assert!(
+        ctl.get("/dr/app/other/k").unwrap().is_some(),
+        "relocated under --dest-prefix"
+    );
+    assert!(
+        ctl.get_prefix_keys("/dr/app/config/").unwrap().is_empty(),
+        "excluded prefix replicated"
+    );
+    assert!(
+        ctl.get_prefix_keys("/dr/locks/").unwrap().is_empty(),
+        "not-included prefix replicated"
+    );
+    assert!(
+        ctl.get_prefix_keys("/registry/").unwrap().is_empty(),
+        "a key landed outside --dest-prefix"
+    );
+    let run_verify = |extra: &[&str]| {
+        let out = Command::new(etcd_standby_bin())
+            .args(["verify", "--source-endpoints", &primary.client_endpoints()])
+            .args(["--standby-endpoints", &standby.client_endpoints()])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = run_verify(&prefixes);
+    assert!(ok, "verify with the same prefixes: {out}\n{}", s.log());
+    let (ok, _) = run_verify(&[]);
+    assert!(!ok, "verify without prefixes must see the differences");
+}

@@ -85,6 +85,8 @@ pub struct Shared {
     /// Index below which the WAL must be kept (replay progress); `u64::MAX`
     /// when nothing downstream needs old entries.
     pub keep_floor: AtomicU64,
+    /// Payload bytes of committed entries handed out by this process.
+    pub committed_bytes: AtomicU64,
     /// Replay state (when a standby is configured).
     pub replay: Mutex<super::replay::ReplayStatus>,
 }
@@ -249,6 +251,14 @@ impl Node {
             for m in adv.messages {
                 self.transport.send(m);
             }
+            let bytes: u64 = adv
+                .committed
+                .iter()
+                .map(|e| e.data.as_ref().map_or(0, |d| d.len() as u64))
+                .sum();
+            self.shared
+                .committed_bytes
+                .fetch_add(bytes, Ordering::Relaxed);
             if !adv.committed.is_empty()
                 && let Some(tx) = &self.committed_tx
             {

@@ -69,6 +69,8 @@ pub struct ReplayStatus {
     pub lag_bytes: u64,
     /// Age of the oldest committed entry not yet on the standby, in seconds.
     pub lag_seconds: f64,
+    /// The standby's current revision.
+    pub standby_revision: i64,
     /// The last error.
     pub error: Option<String>,
     /// Sink counters.
@@ -86,6 +88,8 @@ pub struct ReplayMetrics {
     applied_index: Gauge,
     standby_checkpoint: Gauge,
     lag_entries: Gauge,
+    lag_bytes: Gauge,
+    standby_revision: Gauge,
     lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     outcomes: Family<OutcomeLabel, Counter>,
     txn_seconds: Histogram,
@@ -102,6 +106,8 @@ impl ReplayMetrics {
             applied_index: Gauge::default(),
             standby_checkpoint: Gauge::default(),
             lag_entries: Gauge::default(),
+            lag_bytes: Gauge::default(),
+            standby_revision: Gauge::default(),
             lag_seconds: Gauge::default(),
             outcomes: Family::default(),
             txn_seconds: Histogram::new([
@@ -273,6 +279,8 @@ struct Replay {
     oldest: Option<Instant>,
     /// Index of the last saved model, and when.
     saved: (u64, Instant),
+    /// Payload bytes of entries applied to the model by this process.
+    replayed_bytes: u64,
 }
 
 impl Replay {
@@ -303,7 +311,14 @@ impl Replay {
         self.metrics
             .keepalive_failures
             .set(stats.keepalive_failures as i64);
+        let lag_bytes = self
+            .shared
+            .committed_bytes
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.replayed_bytes);
+        self.metrics.lag_bytes.set(lag_bytes as i64);
         if let Ok(mut s) = self.shared.replay.lock() {
+            s.lag_bytes = lag_bytes;
             s.applied_index = applied;
             s.standby_checkpoint = checkpoint;
             s.lag_entries = commit.saturating_sub(checkpoint);
@@ -322,6 +337,7 @@ impl Replay {
         if e.index <= self.model.applied_index() {
             return Ok(());
         }
+        self.replayed_bytes += e.data.as_ref().map_or(0, |d| d.len() as u64);
         let decoded = decode_entry(e);
         let applied = self.model.apply(e.index, e.term, &decoded);
         self.metrics
@@ -397,6 +413,24 @@ impl Replay {
                         anyhow::Error::new(e).context("the standby refused a write; replay halted")
                     );
                 }
+            }
+        }
+    }
+
+    /// Reads the standby's revision (a count-only range on our checkpoint key).
+    async fn refresh_standby_revision(&self) {
+        let req = etcd_standby_client::pb::RangeRequest {
+            key: self.sink.checkpoint_key().clone(),
+            count_only: true,
+            ..Default::default()
+        };
+        if let Ok(Ok(resp)) =
+            tokio::time::timeout(Duration::from_secs(2), self.sink.client().range(req)).await
+            && let Some(h) = resp.header
+        {
+            self.metrics.standby_revision.set(h.revision);
+            if let Ok(mut s) = self.shared.replay.lock() {
+                s.standby_revision = h.revision;
             }
         }
     }
@@ -556,6 +590,7 @@ pub async fn run(
         batch: Vec::new(),
         oldest: None,
         saved: (0, Instant::now()),
+        replayed_bytes: 0,
     };
     // Rebuild the model at the standby's checkpoint: from the newest saved
     // model or snapshot db at or below it (or index 1), plus the WAL.
@@ -644,6 +679,7 @@ pub async fn run(
                     let commit = shared.snapshot().commit_index;
                     r.catch_up_from_wal(commit, &stop).await?;
                 }
+                r.refresh_standby_revision().await;
                 r.publish();
             }
             _ = stop.changed() => {
