@@ -4,10 +4,8 @@
 //! small request builders.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,10 +13,11 @@ use etcd_standby_client::pb::{
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, request_op,
 };
 use etcd_standby_client::{Client, ClientConfig, prefix_end};
-use etcd_standby_testkit::{EtcdCluster, free_port};
+use etcd_standby_testkit::EtcdCluster;
 
 use crate::etcd_standby_bin;
 use crate::load::{block_on, cluster_raft_index};
+use crate::standby::Standby;
 
 /// The replicator's reserved prefix on the standby (checkpoint, epoch).
 pub const RESERVED_PREFIX: &str = "__etcd_standby__/";
@@ -30,16 +29,24 @@ pub fn soak() -> bool {
 }
 
 /// A running `etcd-standby run --standby-endpoints ...` whose flags can be
-/// extended before a restart (same data dir, peer URL and admin port).
+/// extended before a restart (same data dir, peer URL and admin port): the
+/// [`Standby`] process harness plus the replay waits below.
 pub struct Replicator {
-    child: Option<Child>,
-    /// Its data dir.
-    pub data_dir: PathBuf,
-    /// Admin listener address.
-    pub admin: String,
-    log_path: PathBuf,
-    args: Vec<String>,
+    inner: Standby,
     source_endpoints: Vec<String>,
+}
+
+impl std::ops::Deref for Replicator {
+    type Target = Standby;
+    fn deref(&self) -> &Standby {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Replicator {
+    fn deref_mut(&mut self) -> &mut Standby {
+        &mut self.inner
+    }
 }
 
 impl Replicator {
@@ -51,130 +58,12 @@ impl Replicator {
         data_dir: &Path,
         extra: &[&str],
     ) -> Replicator {
-        let peer_port = free_port().expect("free port");
-        let admin_port = free_port().expect("free port");
-        let admin = format!("127.0.0.1:{admin_port}");
-        let mut args: Vec<String> = [
-            "run",
-            "--source-endpoints",
-            &primary.client_endpoints(),
-            "--advertise-peer-url",
-            &format!("http://127.0.0.1:{peer_port}"),
-            "--data-dir",
-            &data_dir.display().to_string(),
-            "--admin-listen",
-            &admin,
-            "--standby-endpoints",
-            &standby.client_endpoints(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut r = Replicator {
-            child: None,
-            data_dir: data_dir.to_path_buf(),
-            admin,
-            log_path: data_dir.with_extension("log"),
-            args,
+        let endpoints = standby.client_endpoints();
+        let mut flags = vec!["--standby-endpoints", endpoints.as_str()];
+        flags.extend_from_slice(extra);
+        Replicator {
+            inner: Standby::start(primary, data_dir, &flags),
             source_endpoints: primary.client_urls(),
-        };
-        r.spawn();
-        r
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .expect("replicator log file");
-        let child = Command::new(etcd_standby_bin())
-            .args(&self.args)
-            .env("ETCD_STANDBY_LOG", "info,raft=warn,slog=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn etcd-standby");
-        self.child = Some(child);
-    }
-
-    /// Starts it again with the same flags.
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "restart of a running replicator");
-        self.spawn();
-    }
-
-    /// Starts it again with `extra` flags added.
-    pub fn restart_with(&mut self, extra: &[&str]) {
-        self.args.extend(extra.iter().map(|s| s.to_string()));
-        self.restart();
-    }
-
-    /// Its log so far (all runs).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// The last `lines` lines of its log.
-    pub fn log_tail(&self, lines: usize) -> String {
-        let log = self.log();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// `/status` as JSON, if the daemon answers.
-    pub fn status(&self) -> Option<serde_json::Value> {
-        let mut s = TcpStream::connect(&self.admin).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET /status HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin).ok()?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).ok()?;
-        let body = buf.split_once("\r\n\r\n")?.1;
-        serde_json::from_str(body).ok()
-    }
-
-    /// `/status`'s `replay` object.
-    pub fn replay(&self) -> Option<serde_json::Value> {
-        self.status()?.get("replay").cloned()
-    }
-
-    /// A numeric field of `replay`.
-    pub fn replay_u64(&self, field: &str) -> Option<u64> {
-        self.replay()?.get(field)?.as_u64()
-    }
-
-    /// Whether the process exited (reaped).
-    pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        let st = self.child.as_mut()?.try_wait().ok()??;
-        self.child = None;
-        Some(st)
-    }
-
-    /// SIGKILL, no chance to clean up.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM and wait (SIGKILL after 20 s).
-    pub fn terminate(&mut self) -> Option<ExitStatus> {
-        let mut c = self.child.take()?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status();
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(st)) = c.try_wait() {
-                return Some(st);
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                let _ = c.kill();
-                return c.wait().ok();
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

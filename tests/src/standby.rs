@@ -90,9 +90,32 @@ impl Standby {
         self.spawn();
     }
 
+    /// Starts it again with `extra` flags added (same data dir, peer URL, admin port).
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.args.extend(extra.iter().map(|s| s.to_string()));
+        self.restart();
+    }
+
     /// The learner's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// `/status`'s `replay` object.
+    pub fn replay(&self) -> Option<serde_json::Value> {
+        self.status()?.get("replay").cloned()
+    }
+
+    /// A numeric field of `replay`.
+    pub fn replay_u64(&self, field: &str) -> Option<u64> {
+        self.replay()?.get(field)?.as_u64()
     }
 
     /// `/status` as JSON, if the daemon answers.
