@@ -492,7 +492,45 @@ fn print_status(admin: &str, json: bool) -> anyhow::Result<()> {
     );
     if let Some(peers) = v["peers"]["peers"].as_array() {
         for p in peers {
-            println!("peer        {}", p);
+            let up = |k: &str| p[k]["connected"].as_bool().unwrap_or(false);
+            println!(
+                "peer        {}  {}  streams dialled msgapp={} message={}  attached msgapp={} message={}",
+                p["id_hex"].as_str().unwrap_or("?"),
+                p["urls"]
+                    .as_array()
+                    .and_then(|u| u.first())
+                    .and_then(|u| u.as_str())
+                    .unwrap_or(""),
+                up("msgapp_dialed"),
+                up("message_dialed"),
+                p["msgapp_attached"].as_bool().unwrap_or(false),
+                p["message_attached"].as_bool().unwrap_or(false),
+            );
+        }
+    }
+    let r = &v["replay"];
+    if r.is_object() {
+        let g = |k: &str| r[k].as_u64().unwrap_or(0);
+        println!(
+            "replay      {}  applied {}  standby checkpoint {}  lag {} entries / {:.2} s  standby revision {}",
+            r["state"].as_str().unwrap_or("?"),
+            g("applied_index"),
+            g("standby_checkpoint"),
+            g("lag_entries"),
+            r["lag_seconds"].as_f64().unwrap_or(0.0),
+            r["standby_revision"].as_i64().unwrap_or(0)
+        );
+        let sink = &r["sink"];
+        println!(
+            "standby     txns {}  ops {}  leases mirrored {}  keepalive failures {}  txn p99 {:.1} ms",
+            sink["txns"].as_u64().unwrap_or(0),
+            sink["ops"].as_u64().unwrap_or(0),
+            sink["leases_mirrored"].as_u64().unwrap_or(0),
+            sink["keepalive_failures"].as_u64().unwrap_or(0),
+            r["txn_latency_ms_p99"].as_f64().unwrap_or(0.0)
+        );
+        if let Some(e) = r["error"].as_str() {
+            println!("replay err  {e}");
         }
     }
     if let Some(alarms) = n["alarms"].as_array().filter(|a| !a.is_empty()) {

@@ -443,6 +443,15 @@ impl Model {
 
     fn write_put(&mut self, w: &mut Writer, key: Bytes, value: Bytes, lease: i64) {
         let rev = self.revision + 1;
+        // Keys and values arrive as slices of a whole received message (up
+        // to 1 MiB of entries). Stored slices would keep that buffer alive
+        // as long as any one of its keys lives, so the model stores exact
+        // copies: memory follows the live data, not the history.
+        let key = match self.kv.get_key_value(&key) {
+            Some((k, _)) => k.clone(),
+            None => Bytes::copy_from_slice(&key),
+        };
+        let value = Bytes::copy_from_slice(&value);
         let old_lease = match self.kv.get_mut(&key) {
             Some(ks) => {
                 w.existed.entry(key.clone()).or_insert(true);

@@ -71,6 +71,10 @@ pub struct ReplayStatus {
     pub lag_seconds: f64,
     /// The standby's current revision.
     pub standby_revision: i64,
+    /// Standby write batch latency, median and 99th percentile of recent ones (ms).
+    pub txn_latency_ms_p50: f64,
+    /// See `txn_latency_ms_p50`.
+    pub txn_latency_ms_p99: f64,
     /// The last error.
     pub error: Option<String>,
     /// Sink counters.
@@ -284,10 +288,11 @@ struct Replay {
 }
 
 impl Replay {
+    /// Sets the state; an error is kept until replay is healthy again.
     fn set_state(&self, state: &str, error: Option<String>) {
         if let Ok(mut s) = self.shared.replay.lock() {
             s.state = state.into();
-            if error.is_some() {
+            if error.is_some() || state == "replaying" {
                 s.error = error;
             }
         }
@@ -297,7 +302,21 @@ impl Replay {
         let commit = self.shared.snapshot().commit_index;
         let applied = self.model.applied_index();
         let checkpoint = self.sink.checkpoint().map_or(0, |c| c.index);
-        let stats = self.sink.stats();
+        let mut stats = self.sink.stats();
+        let mut lat: Vec<f64> = stats
+            .txn_latency
+            .iter()
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect();
+        lat.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let (p50, p99) = (pct(0.5), pct(0.99));
+        // /status carries the summary, not a thousand samples.
+        stats.txn_latency.clear();
         let lag_s = self.oldest.map_or(0.0, |t| t.elapsed().as_secs_f64());
         self.metrics.applied_index.set(applied as i64);
         self.metrics.standby_checkpoint.set(checkpoint as i64);
@@ -323,6 +342,8 @@ impl Replay {
             s.standby_checkpoint = checkpoint;
             s.lag_entries = commit.saturating_sub(checkpoint);
             s.lag_seconds = lag_s;
+            s.txn_latency_ms_p50 = p50;
+            s.txn_latency_ms_p99 = p99;
             s.sink = Some(stats);
         }
         // The WAL must keep what a restart needs to rebuild the model.
