@@ -402,9 +402,10 @@ impl Node {
         if let Exit::Removed(why) = &exit {
             let mut id = self.identity.clone();
             id.removed = true;
-            self.layout
-                .write_identity(&id)
-                .context("recording the removal in standby.json")?;
+            // The removal stands even if it cannot be recorded (it is re-checked at start).
+            if let Err(e) = self.layout.write_identity(&id) {
+                tracing::warn!(error = %format!("{e:#}"), "could not record the removal in standby.json");
+            }
             tracing::error!(reason = %why, "this member was removed from the cluster");
             self.publish_status("removed");
         }

@@ -89,7 +89,8 @@ impl Layout {
         std::fs::create_dir_all(&self.root)
             .with_context(|| format!("creating {}", self.root.display()))?;
         let p = self.identity();
-        let tmp = p.with_extension("json.tmp");
+        // A per-process tmp name: `leave` and a running daemon may both write it.
+        let tmp = p.with_extension(format!("json.{}.tmp", std::process::id()));
         let body = serde_json::to_vec_pretty(id)?;
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
