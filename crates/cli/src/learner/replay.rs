@@ -186,16 +186,11 @@ fn outcome_label(o: &Outcome) -> String {
 
 /// Newest `member/snap/<index>.snap.db` with index ≤ `max`.
 fn newest_db(layout: &Layout, max: u64) -> Option<(u64, PathBuf)> {
-    let dir = layout.snap();
-    std::fs::read_dir(&dir)
+    layout
+        .snap_dbs()
         .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let idx = u64::from_str_radix(name.strip_suffix(".snap.db")?, 16).ok()?;
-            (idx <= max).then(|| (idx, e.path()))
-        })
-        .max_by_key(|(i, _)| *i)
+        .into_iter()
+        .rfind(|(i, _)| *i <= max)
 }
 
 /// `<data-dir>/replay`: saved shadow models (`model-<index %016x>.bin`).
@@ -285,6 +280,9 @@ struct Replay {
     saved: (u64, Instant),
     /// Payload bytes of entries applied to the model by this process.
     replayed_bytes: u64,
+    /// Index of the snapshot db a restart would rebuild from (0: none);
+    /// set at start and by each reconcile, the only times it changes.
+    db_floor: u64,
 }
 
 impl Replay {
@@ -347,9 +345,7 @@ impl Replay {
             s.sink = Some(stats);
         }
         // The WAL must keep what a restart needs to rebuild the model.
-        let floor = newest_db(&self.layout, checkpoint)
-            .map_or(0, |(i, _)| i)
-            .max(self.saved.0.min(checkpoint));
+        let floor = self.db_floor.max(self.saved.0.min(checkpoint));
         self.shared.keep_floor.store(floor, Ordering::Relaxed);
     }
 
@@ -521,6 +517,7 @@ impl Replay {
         };
         tracing::info!(?report, "reconcile done");
         self.metrics.reconciles.inc();
+        self.db_floor = db_index;
         self.model = Model::from_snapshot_with_config(self.opts.model.clone(), state);
         self.publish();
         Ok(())
@@ -612,11 +609,13 @@ pub async fn run(
         oldest: None,
         saved: (0, Instant::now()),
         replayed_bytes: 0,
+        db_floor: 0,
     };
     // Rebuild the model at the standby's checkpoint: from the newest saved
     // model or snapshot db at or below it (or index 1), plus the WAL.
     let saved = newest_model(&r.layout, checkpoint);
     let db = newest_db(&r.layout, checkpoint);
+    r.db_floor = db.as_ref().map_or(0, |(i, _)| *i);
     if checkpoint > 0 {
         match (saved, db) {
             (Some((mi, mpath)), db) if db.as_ref().is_none_or(|(di, _)| *di <= mi) => {

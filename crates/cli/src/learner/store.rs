@@ -67,6 +67,25 @@ impl Layout {
     pub fn snap(&self) -> PathBuf {
         self.root.join("member").join("snap")
     }
+    /// `member/snap/<index %016x>.snap.db`: the db of a leader snapshot.
+    pub fn snap_db(&self, index: u64) -> PathBuf {
+        self.snap().join(format!("{index:016x}.snap.db"))
+    }
+
+    /// The leader snapshot dbs present, by index, ascending.
+    pub fn snap_dbs(&self) -> std::io::Result<Vec<(u64, PathBuf)>> {
+        let mut dbs: Vec<(u64, PathBuf)> = std::fs::read_dir(self.snap())?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let idx = u64::from_str_radix(name.strip_suffix(".snap.db")?, 16).ok()?;
+                Some((idx, e.path()))
+            })
+            .collect();
+        dbs.sort();
+        Ok(dbs)
+    }
+
     /// `<root>/standby.json`.
     pub fn identity(&self) -> PathBuf {
         self.root.join(IDENTITY_FILE)
@@ -262,7 +281,7 @@ impl LocalLog {
             let meta = s.metadata.clone().unwrap_or_default();
             let snap_dir = self.layout.snap();
             if let Some(db) = db {
-                let dest = snap_dir.join(format!("{:016x}.snap.db", meta.index));
+                let dest = self.layout.snap_db(meta.index);
                 std::fs::rename(db, &dest)
                     .with_context(|| format!("moving snapshot db to {}", dest.display()))?;
             }
@@ -360,18 +379,10 @@ impl LocalLog {
             removed += 1;
         }
         // Keep only the newest snapshot db (the replay reconciles from it).
-        let mut dbs: Vec<(u64, PathBuf)> = std::fs::read_dir(&snap_dir)
-            .with_context(|| format!("listing {}", snap_dir.display()))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let idx = name
-                    .strip_suffix(".snap.db")
-                    .and_then(|h| u64::from_str_radix(h, 16).ok())?;
-                Some((idx, e.path()))
-            })
-            .collect();
-        dbs.sort();
+        let dbs = self
+            .layout
+            .snap_dbs()
+            .with_context(|| format!("listing {}", snap_dir.display()))?;
         if dbs.len() > 1 {
             for (_, p) in &dbs[..dbs.len() - 1] {
                 std::fs::remove_file(p).with_context(|| format!("removing {}", p.display()))?;
