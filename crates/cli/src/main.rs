@@ -92,6 +92,13 @@ struct SourceArgs {
 }
 
 impl SourceArgs {
+    fn client(&self) -> etcd_standby_client::ClientConfig {
+        let mut c = etcd_standby_client::ClientConfig::new(self.source_endpoints.iter().cloned());
+        c.tls = self.tls();
+        c.user = self.user();
+        c
+    }
+
     fn user(&self) -> Option<(String, String)> {
         match (&self.source_user, &self.source_password) {
             (Some(u), Some(p)) => Some((u.clone(), p.clone())),
@@ -554,10 +561,7 @@ async fn verify_cmd(
     if standby.standby_endpoints.is_empty() {
         return Err(UsageError("verify needs --standby-endpoints".into()).into());
     }
-    let mut scfg = etcd_standby_client::ClientConfig::new(source.source_endpoints.iter().cloned());
-    scfg.tls = source.tls();
-    scfg.user = source.user();
-    let src = etcd_standby_client::Client::connect(scfg)
+    let src = etcd_standby_client::Client::connect(source.client())
         .await
         .context("connecting to the source")?;
     let dst = etcd_standby_client::Client::connect(standby.client())
