@@ -1,5 +1,6 @@
 //! Request kinds: one name per thing an entry can ask etcd to do.
 use crate::Decoded;
+use crate::dispatch::{ApplyRules, apply_request};
 use etcd_standby_proto::raftpb::ConfChangeType;
 
 /// What an entry asks for. Names follow etcd's field names.
@@ -231,56 +232,9 @@ impl RequestKind {
                 Some(ConfChangeType::ConfChangeAddLearnerNode) => ConfAddLearnerNode,
                 None => ConfUnknown,
             },
-            Decoded::Internal(r) => {
-                // Same precedence as etcd's apply switch.
-                let checks: [(bool, RequestKind); 31] = [
-                    (r.range.is_some(), Range),
-                    (r.put.is_some(), Put),
-                    (r.delete_range.is_some(), DeleteRange),
-                    (r.txn.is_some(), Txn),
-                    (r.compaction.is_some(), Compaction),
-                    (r.lease_grant.is_some(), LeaseGrant),
-                    (r.lease_revoke.is_some(), LeaseRevoke),
-                    (r.lease_checkpoint.is_some(), LeaseCheckpoint),
-                    (r.alarm.is_some(), Alarm),
-                    (r.authenticate.is_some(), Authenticate),
-                    (r.auth_enable.is_some(), AuthEnable),
-                    (r.auth_disable.is_some(), AuthDisable),
-                    (r.auth_status.is_some(), AuthStatus),
-                    (r.auth_user_add.is_some(), AuthUserAdd),
-                    (r.auth_user_delete.is_some(), AuthUserDelete),
-                    (
-                        r.auth_user_change_password.is_some(),
-                        AuthUserChangePassword,
-                    ),
-                    (r.auth_user_grant_role.is_some(), AuthUserGrantRole),
-                    (r.auth_user_get.is_some(), AuthUserGet),
-                    (r.auth_user_revoke_role.is_some(), AuthUserRevokeRole),
-                    (r.auth_user_list.is_some(), AuthUserList),
-                    (r.auth_role_add.is_some(), AuthRoleAdd),
-                    (
-                        r.auth_role_grant_permission.is_some(),
-                        AuthRoleGrantPermission,
-                    ),
-                    (r.auth_role_get.is_some(), AuthRoleGet),
-                    (
-                        r.auth_role_revoke_permission.is_some(),
-                        AuthRoleRevokePermission,
-                    ),
-                    (r.auth_role_delete.is_some(), AuthRoleDelete),
-                    (r.auth_role_list.is_some(), AuthRoleList),
-                    (r.cluster_version_set.is_some(), ClusterVersionSet),
-                    (r.cluster_member_attr_set.is_some(), ClusterMemberAttrSet),
-                    (r.downgrade_info_set.is_some(), DowngradeInfoSet),
-                    (r.v2.is_some(), InternalV2),
-                    (true, InternalEmpty),
-                ];
-                checks
-                    .iter()
-                    .find(|(set, _)| *set)
-                    .map(|(_, k)| *k)
-                    .unwrap_or(InternalEmpty)
-            }
+            // etcd 3.5's precedence: the superset (3.4 ignores the 3.5-only
+            // fields, which 3.4 proposers never set).
+            Decoded::Internal(r) => apply_request(r, ApplyRules::V3_5).kind(),
         }
     }
 }

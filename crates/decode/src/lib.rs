@@ -2,14 +2,18 @@
 //!
 //! * [`decode_entry`] never panics: anything it cannot decode becomes
 //!   [`Decoded::Unknown`] with the raw bytes and the reason.
+//! * [`apply_request`] picks the request etcd applies from an
+//!   `InternalRaftRequest` (etcd's field precedence, one table: [`APPLY_ORDER`]).
 //! * [`RequestKind`] names what an entry asks for (`put`, `txn`,
 //!   `auth_user_add`, `v2.PUT`, `conf.AddLearnerNode`, ...), for filters and stats.
 //! * [`keys`] lists the keys and ranges an entry touches.
 //! * [`render`] turns any entry into a safe, redacted tree printable as JSON
 //!   or as a terminal line.
+pub mod dispatch;
 mod kind;
 pub mod render;
 
+pub use dispatch::{APPLY_ORDER, ApplyRequest, ApplyRules, apply_request};
 pub use kind::{RequestKind, parse_kind_filter};
 
 use bytes::Bytes;

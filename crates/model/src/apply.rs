@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use etcd_standby_decode::{ConfChange, Decoded};
+use etcd_standby_decode::{ApplyRequest, ApplyRules, ConfChange, Decoded, apply_request};
 use etcd_standby_proto::authpb;
 use etcd_standby_proto::etcdserverpb::{
     self as pb, InternalRaftRequest, PutRequest, Request, TxnRequest, request_op,
@@ -85,6 +85,56 @@ struct Plan {
 }
 
 type Step = Result<Outcome, Rejection>;
+
+/// One write of a txn's chosen path, ignore_value / ignore_lease resolved.
+enum TxnWrite<'t> {
+    Put {
+        key: &'t Bytes,
+        value: Bytes,
+        lease: i64,
+    },
+    Delete {
+        key: &'t [u8],
+        range_end: &'t [u8],
+    },
+}
+
+/// The keys as a txn's later ops see them while its writes are planned:
+/// what earlier ops of the txn wrote or deleted, else the state before it.
+#[derive(Default)]
+struct TxnView {
+    /// Keys written by earlier ops (`None`: deleted after being written).
+    written: BTreeMap<Bytes, Option<(Bytes, i64)>>,
+    /// Ranges deleted by earlier ops.
+    deleted: Vec<(Bytes, Bytes)>,
+}
+
+impl TxnView {
+    /// Value and lease of `key` at this point of the txn.
+    fn get(&self, model: &Model, key: &[u8]) -> Option<(Bytes, i64)> {
+        if let Some(w) = self.written.get(key) {
+            return w.clone();
+        }
+        if self.deleted.iter().any(|(k, e)| in_range(key, k, e)) {
+            return None;
+        }
+        model.kv.get(key).map(|ks| (ks.value.clone(), ks.lease))
+    }
+
+    fn put(&mut self, key: &Bytes, value: &Bytes, lease: i64) {
+        self.written
+            .insert(key.clone(), Some((value.clone(), lease)));
+    }
+
+    fn delete(&mut self, key: &Bytes, range_end: &Bytes) {
+        for (k, v) in &mut self.written {
+            if in_range(k, key, range_end) {
+                *v = None;
+            }
+        }
+        self.deleted.push((key.clone(), range_end.clone()));
+    }
+}
 
 impl Model {
     /// A fresh cluster with the default configuration (etcd 3.5, minimum lease TTL 2 s).
@@ -206,7 +256,7 @@ impl Model {
         }
         let (outcome, effects) = match entry {
             Decoded::Empty => (Outcome::Empty, Vec::new()),
-            Decoded::Internal(r) => self.apply_internal(r),
+            Decoded::Internal(r) => self.apply_internal(index, r),
             Decoded::V2(r) => {
                 self.apply_v2(r);
                 (Outcome::ClusterOnly, Vec::new())
@@ -236,8 +286,17 @@ impl Model {
         }
     }
 
-    fn apply_internal(&mut self, r: &InternalRaftRequest) -> (Outcome, Vec<Effect>) {
-        if let Some(v2) = &r.v2 {
+    fn apply_internal(&mut self, index: u64, r: &InternalRaftRequest) -> (Outcome, Vec<Effect>) {
+        let v35 = self.config.version == EtcdMinor::V3_5;
+        let rules = if v35 {
+            ApplyRules::V3_5
+        } else {
+            ApplyRules::V3_4
+        };
+        // etcd's precedence when several fields are set: decode's one table.
+        let req = apply_request(r, rules);
+        if let ApplyRequest::InternalV2(v2) = req {
+            // `applyEntryNormal`: before the v3 appliers (and their auth check).
             self.apply_v2(v2);
             return (Outcome::ClusterOnly, Vec::new());
         }
@@ -256,89 +315,77 @@ impl Model {
         {
             return (Outcome::Rejected(e), Vec::new());
         }
-        let v35 = self.config.version == EtcdMinor::V3_5;
         let mut w = Writer::default();
-        let step: Step = if let Some(rr) = &r.range {
-            self.range_request(rr, who)
-        } else if let Some(p) = &r.put {
-            self.put_request(p, who, &mut w)
-        } else if let Some(d) = &r.delete_range {
-            self.delete_request(d, who, &mut w)
-        } else if let Some(t) = &r.txn {
-            self.txn_request(t, who, &mut w)
-        } else if let Some(c) = &r.compaction {
-            self.compaction(c, &mut w)
-        } else if let Some(g) = &r.lease_grant {
-            self.lease_grant(g, &mut w)
-        } else if let Some(rv) = &r.lease_revoke {
-            self.lease_revoke(rv.id, who, &mut w)
-        } else if let Some(cp) = &r.lease_checkpoint {
-            self.lease_checkpoint(cp, &mut w)
-        } else if let Some(a) = &r.alarm {
-            self.alarm(a, &mut w)
-        } else if let Some(a) = &r.authenticate {
-            self.authenticate(a)
-        } else if r.auth_enable.is_some() {
-            self.auth_enable(&mut w)
-        } else if r.auth_disable.is_some() {
-            self.auth_disable(&mut w)
-        } else if r.auth_status.is_some() && v35 {
-            Ok(Outcome::NoChange)
-        } else if let Some(u) = &r.auth_user_add {
-            self.user_add(u, &mut w)
-        } else if let Some(u) = &r.auth_user_delete {
-            self.user_delete(&u.name, &mut w)
-        } else if let Some(u) = &r.auth_user_change_password {
-            self.user_change_password(u, &mut w)
-        } else if let Some(u) = &r.auth_user_grant_role {
-            self.user_grant_role(&u.user, &u.role, &mut w)
-        } else if r.auth_user_get.is_some() {
-            Ok(Outcome::NoChange)
-        } else if let Some(u) = &r.auth_user_revoke_role {
-            self.user_revoke_role(&u.name, &u.role, &mut w)
-        } else if let Some(x) = &r.auth_role_add {
-            self.role_add(&x.name, &mut w)
-        } else if let Some(x) = &r.auth_role_grant_permission {
-            match self.role_grant_permission(x, &mut w) {
-                Some(s) => s,
-                None => {
-                    return (
-                        Outcome::Unsupported(
-                            "role grant permission without a permission (etcd 3.4 panics)".into(),
-                        ),
-                        Vec::new(),
-                    );
+        let step: Step = match req {
+            // Returned above; the same if it were reached.
+            ApplyRequest::InternalV2(v2) => {
+                self.apply_v2(v2);
+                Ok(Outcome::ClusterOnly)
+            }
+            ApplyRequest::ClusterVersionSet(x) => {
+                self.cluster.version = Some(x.ver.clone());
+                Ok(Outcome::ClusterOnly)
+            }
+            ApplyRequest::ClusterMemberAttrSet(x) => {
+                let m = self.cluster.members.entry(x.member_id).or_default();
+                if let Some(a) = &x.member_attributes {
+                    m.name = a.name.clone();
+                    m.client_urls = a.client_urls.clone();
+                }
+                Ok(Outcome::ClusterOnly)
+            }
+            ApplyRequest::DowngradeInfoSet(x) => {
+                self.cluster.downgrade = Some((x.ver.clone(), x.enabled));
+                Ok(Outcome::ClusterOnly)
+            }
+            ApplyRequest::Range(rr) => self.range_request(rr, who),
+            ApplyRequest::Put(p) => self.put_request(p, who, &mut w),
+            ApplyRequest::DeleteRange(d) => self.delete_request(d, who, &mut w),
+            ApplyRequest::Txn(t) => self.txn_request(index, t, who, &mut w),
+            ApplyRequest::Compaction(c) => self.compaction(c, &mut w),
+            ApplyRequest::LeaseGrant(g) => self.lease_grant(g, &mut w),
+            ApplyRequest::LeaseRevoke(rv) => self.lease_revoke(rv.id, who, &mut w),
+            ApplyRequest::LeaseCheckpoint(cp) => self.lease_checkpoint(cp, &mut w),
+            ApplyRequest::Alarm(a) => self.alarm(a, &mut w),
+            ApplyRequest::Authenticate(a) => self.authenticate(a),
+            ApplyRequest::AuthEnable(_) => self.auth_enable(&mut w),
+            ApplyRequest::AuthDisable(_) => self.auth_disable(&mut w),
+            ApplyRequest::AuthStatus(_)
+            | ApplyRequest::AuthUserGet(_)
+            | ApplyRequest::AuthRoleGet(_)
+            | ApplyRequest::AuthUserList(_)
+            | ApplyRequest::AuthRoleList(_) => Ok(Outcome::NoChange),
+            ApplyRequest::AuthUserAdd(u) => self.user_add(u, &mut w),
+            ApplyRequest::AuthUserDelete(u) => self.user_delete(&u.name, &mut w),
+            ApplyRequest::AuthUserChangePassword(u) => self.user_change_password(u, &mut w),
+            ApplyRequest::AuthUserGrantRole(u) => self.user_grant_role(&u.user, &u.role, &mut w),
+            ApplyRequest::AuthUserRevokeRole(u) => self.user_revoke_role(&u.name, &u.role, &mut w),
+            ApplyRequest::AuthRoleAdd(x) => self.role_add(&x.name, &mut w),
+            ApplyRequest::AuthRoleGrantPermission(x) => {
+                match self.role_grant_permission(x, &mut w) {
+                    Some(s) => s,
+                    None => {
+                        return (
+                            Outcome::Unsupported(
+                                "role grant permission without a permission (etcd 3.4 panics)"
+                                    .into(),
+                            ),
+                            Vec::new(),
+                        );
+                    }
                 }
             }
-        } else if r.auth_role_get.is_some() {
-            Ok(Outcome::NoChange)
-        } else if let Some(x) = &r.auth_role_revoke_permission {
-            self.role_revoke_permission(x, &mut w)
-        } else if let Some(x) = &r.auth_role_delete {
-            self.role_delete(&x.role, &mut w)
-        } else if r.auth_user_list.is_some() || r.auth_role_list.is_some() {
-            Ok(Outcome::NoChange)
-        } else if let (Some(x), true) = (&r.cluster_version_set, v35) {
-            self.cluster.version = Some(x.ver.clone());
-            Ok(Outcome::ClusterOnly)
-        } else if let (Some(x), true) = (&r.cluster_member_attr_set, v35) {
-            let m = self.cluster.members.entry(x.member_id).or_default();
-            if let Some(a) = &x.member_attributes {
-                m.name = a.name.clone();
-                m.client_urls = a.client_urls.clone();
+            ApplyRequest::AuthRoleRevokePermission(x) => self.role_revoke_permission(x, &mut w),
+            ApplyRequest::AuthRoleDelete(x) => self.role_delete(&x.role, &mut w),
+            ApplyRequest::None => {
+                return (
+                    Outcome::Unsupported(format!(
+                        "request not implemented by etcd {:?} (it would panic)",
+                        self.config.version
+                    )),
+                    Vec::new(),
+                );
             }
-            Ok(Outcome::ClusterOnly)
-        } else if let (Some(x), true) = (&r.downgrade_info_set, v35) {
-            self.cluster.downgrade = Some((x.ver.clone(), x.enabled));
-            Ok(Outcome::ClusterOnly)
-        } else {
-            return (
-                Outcome::Unsupported(format!(
-                    "request not implemented by etcd {:?} (it would panic)",
-                    self.config.version
-                )),
-                Vec::new(),
-            );
         };
         match step {
             Ok(outcome) => (outcome, w.finish()),
@@ -518,7 +565,13 @@ impl Model {
 
     // --------------------------------------------------------------- Txn
 
-    fn txn_request(&mut self, t: &TxnRequest, who: AuthInfo<'_>, w: &mut Writer) -> Step {
+    fn txn_request(
+        &mut self,
+        index: u64,
+        t: &TxnRequest,
+        who: AuthInfo<'_>,
+        w: &mut Writer,
+    ) -> Step {
         let t: Cow<'_, TxnRequest> = match self.config.txn_range_view {
             TxnRangeView::Follower => Cow::Owned(strip_ranges(t)),
             TxnRangeView::Proposer => Cow::Borrowed(t),
@@ -547,7 +600,20 @@ impl Model {
                         .into(),
                 ));
             }
-            self.apply_txn_ops(t, &plan, w);
+            // Every write is resolved before the first one is made, so a
+            // put that cannot be resolved halts with the state untouched.
+            let mut writes = Vec::new();
+            if let Err(key) = self.plan_writes(t, &plan, &mut TxnView::default(), &mut writes) {
+                // Unreachable: `check_puts` saw the key before the txn and
+                // `ignore_after_delete` ruled out its deletion by an earlier
+                // op, so the key still exists when its put runs. Halt rather
+                // than guess should the two checks ever drift apart.
+                return Ok(Outcome::Unsupported(format!(
+                    "internal: txn put with ignore_value/ignore_lease found no key {} at index {index}",
+                    b64::encode(&key)
+                )));
+            }
+            self.apply_txn_writes(writes, w);
         }
         let changed = self.commit(w);
         Ok(if !plan.ok { Outcome::TxnElse } else { changed })
@@ -703,24 +769,68 @@ impl Model {
         false
     }
 
-    fn apply_txn_ops(&mut self, t: &TxnRequest, plan: &Plan, w: &mut Writer) {
+    /// The writes of the chosen path in execution order, ignore_value /
+    /// ignore_lease resolved against what the txn's earlier ops left
+    /// (`applierV3backend.put` ranges inside the write txn). `Err(key)`: a
+    /// put that would find no key (etcd would panic on it). Reads only.
+    fn plan_writes<'t>(
+        &self,
+        t: &'t TxnRequest,
+        plan: &Plan,
+        view: &mut TxnView,
+        out: &mut Vec<TxnWrite<'t>>,
+    ) -> Result<(), Bytes> {
         let ops = if plan.ok { &t.success } else { &t.failure };
         let mut nested = plan.nested.iter();
         for op in ops {
             match &op.request {
                 Some(request_op::Request::RequestPut(p)) => {
-                    // Checked above: cannot fail.
-                    let _ = self.put(p, w);
+                    let mut value = p.value.clone();
+                    let mut lease = p.lease;
+                    if p.ignore_value || p.ignore_lease {
+                        let Some((cur_value, cur_lease)) = view.get(self, &p.key) else {
+                            return Err(p.key.clone());
+                        };
+                        if p.ignore_value {
+                            value = cur_value;
+                        }
+                        if p.ignore_lease {
+                            lease = cur_lease;
+                        }
+                    }
+                    view.put(&p.key, &value, lease);
+                    out.push(TxnWrite::Put {
+                        key: &p.key,
+                        value,
+                        lease,
+                    });
                 }
                 Some(request_op::Request::RequestDeleteRange(d)) => {
-                    self.delete_range(&d.key, &d.range_end, w);
+                    view.delete(&d.key, &d.range_end);
+                    out.push(TxnWrite::Delete {
+                        key: &d.key,
+                        range_end: &d.range_end,
+                    });
                 }
                 Some(request_op::Request::RequestTxn(n)) => {
                     if let Some(np) = nested.next() {
-                        self.apply_txn_ops(n, np, w);
+                        self.plan_writes(n, np, view, out)?;
                     }
                 }
                 Some(request_op::Request::RequestRange(_)) | None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the writes [`Model::plan_writes`] resolved. Cannot fail.
+    fn apply_txn_writes(&mut self, writes: Vec<TxnWrite<'_>>, w: &mut Writer) {
+        for write in writes {
+            match write {
+                TxnWrite::Put { key, value, lease } => {
+                    self.write_put(w, key.clone(), value, lease);
+                }
+                TxnWrite::Delete { key, range_end } => self.delete_range(key, range_end, w),
             }
         }
     }
@@ -1313,5 +1423,103 @@ fn compare_kv(c: &pb::Compare, target: Option<pb::compare::CompareTarget>, ks: &
         Ok(CompareResult::Less) => ord == Ordering::Less,
         // An unknown result is true.
         Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn put_op(key: &str, value: &str, ignore_value: bool) -> pb::RequestOp {
+        pb::RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                value: Bytes::copy_from_slice(value.as_bytes()),
+                ignore_value,
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn delete_op(key: &str) -> pb::RequestOp {
+        pb::RequestOp {
+            request: Some(request_op::Request::RequestDeleteRange(
+                pb::DeleteRangeRequest {
+                    key: Bytes::copy_from_slice(key.as_bytes()),
+                    ..Default::default()
+                },
+            )),
+        }
+    }
+
+    fn txn(success: Vec<pb::RequestOp>) -> Decoded {
+        Decoded::Internal(Box::new(InternalRaftRequest {
+            txn: Some(TxnRequest {
+                success,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    fn seeded() -> Model {
+        let mut m = Model::new();
+        let a = m.apply(1, 1, &txn(vec![put_op("k", "v1", false)]));
+        assert_eq!(a.outcome, Outcome::Applied);
+        m
+    }
+
+    /// The impossible state (a put with ignore_value whose key an earlier op
+    /// deleted) is caught by the write plan, which reads only: with the
+    /// `ignore_after_delete` guard bypassed, planning fails and nothing changed.
+    #[test]
+    fn write_plan_refuses_unresolvable_put_without_mutating() {
+        let m = seeded();
+        let t = TxnRequest {
+            success: vec![delete_op("k"), put_op("k", "", true)],
+            ..Default::default()
+        };
+        let plan = m.plan(&t);
+        let mut out = Vec::new();
+        let got = m.plan_writes(&t, &plan, &mut TxnView::default(), &mut out);
+        assert_eq!(got.err(), Some(Bytes::from_static(b"k")));
+        assert_eq!(
+            m.get(b"k").map(|k| k.value.clone()),
+            Some(Bytes::from_static(b"v1"))
+        );
+    }
+
+    /// Through `apply`, the same txn halts with the state and index unchanged.
+    #[test]
+    fn ignore_value_after_delete_halts_unchanged() {
+        let mut m = seeded();
+        let rev = m.revision();
+        let a = m.apply(2, 1, &txn(vec![delete_op("k"), put_op("k", "", true)]));
+        assert!(a.outcome.is_halt(), "{:?}", a.outcome);
+        assert!(a.effects.is_empty());
+        assert_eq!(m.applied_index(), 1);
+        assert_eq!(m.revision(), rev);
+        assert_eq!(
+            m.get(b"k").map(|k| k.value.clone()),
+            Some(Bytes::from_static(b"v1"))
+        );
+    }
+
+    /// ignore_value sees the txn's own earlier put, as etcd's write txn does.
+    #[test]
+    fn ignore_value_sees_earlier_put_of_the_txn() {
+        let mut m = seeded();
+        let a = m.apply(
+            2,
+            1,
+            &txn(vec![put_op("k", "v2", false), put_op("k", "", true)]),
+        );
+        assert_eq!(a.outcome, Outcome::Applied);
+        assert_eq!(
+            m.get(b"k").map(|k| k.value.clone()),
+            Some(Bytes::from_static(b"v2"))
+        );
+        assert_eq!(m.get(b"k").map(|k| k.version), Some(3));
     }
 }

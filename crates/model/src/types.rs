@@ -267,6 +267,38 @@ impl Outcome {
     pub fn is_halt(&self) -> bool {
         matches!(self, Outcome::Undecodable(_) | Outcome::Unsupported(_))
     }
+
+    /// The outcome's kind without detail: a bounded set, fit for a
+    /// Prometheus label (`applied`, `txn-else`, `no-change`, `rejected`,
+    /// `cluster-only`, `empty`, `already-applied`, `undecodable`,
+    /// `unsupported`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::TxnElse => "txn-else",
+            Outcome::NoChange => "no-change",
+            Outcome::Rejected(_) => "rejected",
+            Outcome::ClusterOnly => "cluster-only",
+            Outcome::Empty => "empty",
+            Outcome::AlreadyApplied => "already-applied",
+            Outcome::Undecodable(_) => "undecodable",
+            Outcome::Unsupported(_) => "unsupported",
+        }
+    }
+}
+
+/// The label plus the detail, as dumps and halt messages print it:
+/// `applied`, `rejected:{rejection:?}`, `undecodable:{why}`,
+/// `unsupported:{why}`.
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let label = self.label();
+        match self {
+            Outcome::Rejected(r) => write!(f, "{label}:{r:?}"),
+            Outcome::Undecodable(why) | Outcome::Unsupported(why) => write!(f, "{label}:{why}"),
+            _ => f.write_str(label),
+        }
+    }
 }
 
 /// A fully resolved change for the standby. The effects of one entry must be
@@ -432,4 +464,66 @@ pub struct ClusterState {
     pub downgrade: Option<(String, bool)>,
     /// Number of v2 requests seen.
     pub v2_requests: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Outcome, Rejection};
+
+    fn all() -> Vec<Outcome> {
+        vec![
+            Outcome::Applied,
+            Outcome::TxnElse,
+            Outcome::NoChange,
+            Outcome::Rejected(Rejection::PermissionDenied),
+            Outcome::ClusterOnly,
+            Outcome::Empty,
+            Outcome::AlreadyApplied,
+            Outcome::Undecodable("bad proto".into()),
+            Outcome::Unsupported("ConfChangeV2".into()),
+        ]
+    }
+
+    #[test]
+    fn label_is_bounded_and_detail_free() {
+        let labels: Vec<&str> = all().iter().map(Outcome::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "applied",
+                "txn-else",
+                "no-change",
+                "rejected",
+                "cluster-only",
+                "empty",
+                "already-applied",
+                "undecodable",
+                "unsupported",
+            ]
+        );
+        assert_eq!(
+            Outcome::Undecodable("other detail".into()).label(),
+            "undecodable"
+        );
+        assert_eq!(Outcome::Rejected(Rejection::NoSpace).label(), "rejected");
+    }
+
+    #[test]
+    fn display_is_label_plus_detail() {
+        let texts: Vec<String> = all().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            texts,
+            [
+                "applied",
+                "txn-else",
+                "no-change",
+                "rejected:PermissionDenied",
+                "cluster-only",
+                "empty",
+                "already-applied",
+                "undecodable:bad proto",
+                "unsupported:ConfChangeV2",
+            ]
+        );
+    }
 }

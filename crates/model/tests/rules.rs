@@ -1346,3 +1346,55 @@ fn entries_at_or_below_the_applied_index_are_skipped() {
     assert_eq!(m.apply(3, 1, &e).outcome, Outcome::AlreadyApplied);
     assert_eq!(m.revision(), 2);
 }
+
+/// Several request fields set: etcd applies the first in its fixed order
+/// (`etcd_standby_decode::APPLY_ORDER`), the model the same.
+#[test]
+fn several_fields_set_follow_etcds_precedence() {
+    use etcd_standby_proto::membershippb;
+    let both = || Irr {
+        put: Some(put("k", "v")),
+        cluster_version_set: Some(membershippb::ClusterVersionSetRequest {
+            ver: "3.5.0".into(),
+        }),
+        ..Default::default()
+    };
+    // 3.5: the cluster requests are switched on first; the put is ignored.
+    let mut h = H::new();
+    let a = h.apply(both());
+    assert_eq!(a.outcome, Outcome::ClusterOnly);
+    assert!(a.effects.is_empty());
+    assert!(h.m.get(b"k").is_none());
+    assert_eq!(h.m.cluster().version.as_deref(), Some("3.5.0"));
+    // 3.4 does not know the field: the put is applied.
+    let mut h = H::with(ModelConfig {
+        version: EtcdMinor::V3_4,
+        ..ModelConfig::default()
+    });
+    assert_eq!(h.apply(both()).outcome, Outcome::Applied);
+    assert!(h.m.get(b"k").is_some());
+    assert_eq!(h.m.cluster().version, None);
+    // A v2 request wins over everything.
+    let mut h = H::new();
+    let r = Irr {
+        v2: Some(pb::Request {
+            method: "PUT".into(),
+            path: "/0/version".into(),
+            val: "3.4.0".into(),
+            ..Default::default()
+        }),
+        put: Some(put("k", "v")),
+        ..Default::default()
+    };
+    assert_eq!(h.apply(r).outcome, Outcome::ClusterOnly);
+    assert!(h.m.get(b"k").is_none());
+    // auth_role_add is checked before auth_user_list.
+    let mut h = H::new();
+    let r = Irr {
+        auth_user_list: Some(Default::default()),
+        auth_role_add: Some(pb::AuthRoleAddRequest { name: "r".into() }),
+        ..Default::default()
+    };
+    assert_eq!(h.apply(r).outcome, Outcome::Applied);
+    assert!(h.m.auth().roles.contains_key("r"));
+}
