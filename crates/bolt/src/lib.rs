@@ -9,6 +9,7 @@
 //! * [`BoltFile::buckets`], [`BoltFile::iter`], [`BoltFile::get`] and
 //!   [`BoltFile::page_map`] walk the B+trees (branch, leaf, overflow, inline buckets).
 //! * [`etcd`] decodes etcd's buckets and computes the live key space.
+//! * [`model_state`] reads a db into the shadow model's `SnapshotState`.
 //!
 //! Malformed input never panics: every problem is a [`BoltError`] naming the page and
 //! byte offset, and every walk is bounded (depth limit, page-visit budget, key order).
@@ -16,8 +17,10 @@
 mod error;
 pub mod etcd;
 mod file;
+mod model_state;
 mod tree;
 
 pub use error::{BoltError, Result};
 pub use file::{BoltFile, MAGIC, Meta, NO_FREELIST, Trailer, VERSION, fnv1a64, hex};
+pub use model_state::model_state;
 pub use tree::{Bucket, Entry, Iter, PageInfo, PageKind, PageMap};

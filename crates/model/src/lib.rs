@@ -30,8 +30,9 @@
 //!   ordered maps only. It never panics on input; entries it cannot interpret
 //!   return [`Outcome::Undecodable`] / [`Outcome::Unsupported`] and leave the
 //!   state untouched, so the caller can halt.
-//! * [`Model::from_snapshot`] seeds it from a leader snapshot db
-//!   ([`SnapshotState::from_bolt`]).
+//! * [`Model::from_snapshot`] seeds it from a leader snapshot db (read into a
+//!   [`SnapshotState`] by `etcd_standby_bolt::model_state`; this crate does
+//!   no IO and depends only on the protobuf types and the decoder).
 //! * [`Model::to_snapshot_state`] exports the complete state (with
 //!   [`ModelExtras`]: applier chain, lease attachments, cluster bookkeeping)
 //!   and [`Model::from_snapshot_with_config`] restores it exactly;

@@ -1,21 +1,22 @@
-//! Seeding the model from a leader snapshot db (bbolt image).
+//! Seeding the model from a snapshot: an etcd db (read by
+//! `etcd_standby_bolt::model_state`) or the model's own export.
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use etcd_standby_bolt::{BoltError, BoltFile, etcd};
 
 use crate::apply::Model;
-use crate::auth::{AuthState, PermType, Permission, Role, User};
-use crate::b64;
+use crate::auth::AuthState;
 use crate::kv::{KeyState, LeaseState};
-use crate::types::{AlarmKind, ApplierChain, ClusterState, EtcdMinor, ModelConfig, Password};
+use crate::types::{AlarmKind, ApplierChain, ClusterState, EtcdMinor, ModelConfig};
 
-/// Reading a snapshot db failed.
+/// Reading a snapshot db into a [`SnapshotState`] failed. The reader lives
+/// outside this crate (`etcd_standby_bolt::model_state`, which converts its
+/// `BoltError` into this), so the cause is boxed.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    /// The bbolt file or etcd's schema in it is damaged.
+    /// The db file or etcd's schema in it is damaged.
     #[error("snapshot db: {0}")]
-    Bolt(#[from] BoltError),
+    Db(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 /// A live key in a snapshot.
@@ -40,7 +41,7 @@ pub struct SnapshotLease {
 
 /// State the model keeps beyond what an etcd db holds: present in a
 /// [`Model::to_snapshot_state`] export, absent (`None`) in a db read by
-/// [`SnapshotState::from_bolt`].
+/// `etcd_standby_bolt::model_state`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ModelExtras {
     /// The applier chain (the runtime-alarm auth bypass lives here).
@@ -56,7 +57,7 @@ pub struct ModelExtras {
 
 /// Everything the model needs from a snapshot.
 ///
-/// Two sources: an etcd db ([`SnapshotState::from_bolt`], `extras: None`),
+/// Two sources: an etcd db (`etcd_standby_bolt::model_state`, `extras: None`),
 /// seeded the way a restarting etcd member loads its backend; or a model's
 /// complete export ([`Model::to_snapshot_state`], `extras: Some`), restored
 /// exactly. Persist it with [`SnapshotState::write_to`] /
@@ -97,98 +98,6 @@ impl Default for SnapshotState {
             term: 0,
             extras: None,
         }
-    }
-}
-
-impl SnapshotState {
-    /// Reads an etcd backend (a `member/snap/db`, a `.snap.db` from a leader,
-    /// or an `etcdctl snapshot save` file opened with its trailer stripped).
-    pub fn from_bolt(db: &BoltFile) -> Result<SnapshotState, SnapshotError> {
-        let meta = etcd::read_meta(db)?;
-        let compacted = [meta.scheduled_compact_rev, meta.finished_compact_rev]
-            .into_iter()
-            .flatten()
-            .map(|r| r.main)
-            .max()
-            .unwrap_or(-1);
-        let live = etcd::live_keys(db)?;
-        let latest = live.stats().latest.map(|r| r.main).unwrap_or(1);
-        let mut keys = Vec::new();
-        for k in live {
-            let k = k?;
-            keys.push(SnapshotKey {
-                key: k.key,
-                state: KeyState {
-                    value: k.value,
-                    create_revision: k.create_revision,
-                    mod_revision: k.mod_revision,
-                    version: k.version,
-                    lease: k.lease,
-                },
-            });
-        }
-        let leases = etcd::read_leases(db)?
-            .into_iter()
-            .map(|l| SnapshotLease {
-                id: l.id,
-                ttl: l.ttl,
-                remaining_ttl: l.remaining_ttl,
-            })
-            .collect();
-        let ab = etcd::read_auth(db)?;
-        let mut auth = AuthState {
-            enabled: ab.enabled.unwrap_or(false),
-            revision: ab.revision.unwrap_or(1).max(1),
-            ..Default::default()
-        };
-        for u in etcd::read_users(db)? {
-            let no_password = u.options.as_ref().is_some_and(|o| o.no_password);
-            let password = if u.password.is_empty() && no_password {
-                Password::None
-            } else {
-                Password::Hashed(b64::encode(&u.password))
-            };
-            let mut roles = u.roles.clone();
-            roles.sort();
-            auth.users.insert(
-                String::from_utf8_lossy(&u.name).into_owned(),
-                User {
-                    password,
-                    roles,
-                    no_password,
-                },
-            );
-        }
-        for r in etcd::read_roles(db)? {
-            let perms = r
-                .key_permission
-                .iter()
-                .map(|p| Permission {
-                    perm_type: PermType::from_i32(p.perm_type),
-                    key: p.key.clone(),
-                    range_end: p.range_end.clone(),
-                })
-                .collect();
-            auth.roles.insert(
-                String::from_utf8_lossy(&r.name).into_owned(),
-                Role { perms },
-            );
-        }
-        let alarms = etcd::read_alarms(db)?
-            .into_iter()
-            .map(|a| (AlarmKind::from_i32(a.alarm), a.member_id))
-            .collect();
-        Ok(SnapshotState {
-            keys,
-            revision: latest.max(compacted).max(1),
-            compacted,
-            leases,
-            auth,
-            alarms,
-            consistent_index: meta.consistent_index.unwrap_or(0),
-            term: meta.term.unwrap_or(0),
-            extras: None,
-        })
     }
 }
 

@@ -793,7 +793,7 @@ fn snapshot_seeding(version: EtcdVersion, seed: u64) {
     };
     let db_path = b.cluster.data_dir(0).unwrap().join("member/snap/db");
     let db = etcd_standby_bolt::BoltFile::open(&db_path).expect("open db");
-    let state = SnapshotState::from_bolt(&db).expect("read db");
+    let state = etcd_standby_bolt::model_state(&db).expect("read db");
     let ci = state.consistent_index;
     let mut seeded = Model::from_snapshot_with_config(cfg.clone(), state);
     let (replayed, _) = replay(&b.cluster, minor(version));

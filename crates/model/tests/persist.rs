@@ -725,7 +725,7 @@ fn fixture_dbs_seed_persist_and_continue() {
     for version in ["etcd-3.4.23", "etcd-3.5.1"] {
         let db_path = fixtures().join(version).join("data/member/snap/db");
         let db = etcd_standby_bolt::BoltFile::open(&db_path).expect("open db");
-        let state = SnapshotState::from_bolt(&db).expect("read db");
+        let state = etcd_standby_bolt::model_state(&db).expect("read db");
         assert!(state.extras.is_none());
         assert!(!state.keys.is_empty(), "{version}: no keys");
         // The db-shaped state itself round trips through the file, still
