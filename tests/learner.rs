@@ -155,7 +155,9 @@ fn snapshot_path(version: EtcdVersion) {
     let dbs: Vec<_> = std::fs::read_dir(&snap_dir)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".snap.db"))
+        .filter(|e| {
+            etcd_standby_wal::names::parse_snap_db_name(&e.file_name().to_string_lossy()).is_some()
+        })
         .collect();
     assert_eq!(dbs.len(), 1, "one snapshot db kept");
     let db = etcd_standby_bolt::BoltFile::open(dbs[0].path())

@@ -6,12 +6,15 @@
 //!   corruption in the middle (which etcd refuses).
 //! * [`WalWriter`]: writes segments etcd itself can read (the learner's log).
 //! * [`snap`]: `.snap` files.
+//! * [`names`]: the one parser/formatter of `%016x-%016x.wal`, `.snap`,
+//!   `%016x.snap.db` and other hex-indexed file names.
 //! * [`read_log`]: etcd's `ReadAll` view (entries after a snapshot, later
 //!   records overwriting conflicting suffixes).
 mod committed;
 pub mod error;
 pub mod frame;
 mod log;
+pub mod names;
 mod reader;
 pub mod segment;
 pub mod snap;

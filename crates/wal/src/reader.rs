@@ -196,7 +196,7 @@ impl WalReader {
         let segments = files
             .iter()
             .map(|(name, _)| {
-                let (seq, index) = crate::segment::parse_segment_name(name).unwrap_or((0, 0));
+                let (seq, index) = crate::names::parse_segment_name(name).unwrap_or((0, 0));
                 Segment {
                     path: PathBuf::from(name),
                     seq,

@@ -1,4 +1,5 @@
-//! Segment file naming (`%016x-%016x.wal` = sequence, first index) and listing.
+//! Segment listing; the names (`%016x-%016x.wal` = sequence, first index)
+//! are [`crate::names`]'.
 use crate::error::{Result, WalError};
 use std::path::{Path, PathBuf};
 
@@ -13,23 +14,7 @@ pub struct Segment {
     pub index: u64,
 }
 
-/// File name etcd gives a segment.
-pub fn segment_file_name(seq: u64, index: u64) -> String {
-    format!("{seq:016x}-{index:016x}.wal")
-}
-
-/// Parses `%016x-%016x.wal`; anything else (`.tmp`, `.wal.broken`) is `None`.
-pub fn parse_segment_name(name: &str) -> Option<(u64, u64)> {
-    let stem = name.strip_suffix(".wal")?;
-    let (a, b) = stem.split_once('-')?;
-    if a.len() != 16 || b.len() != 16 {
-        return None;
-    }
-    Some((
-        u64::from_str_radix(a, 16).ok()?,
-        u64::from_str_radix(b, 16).ok()?,
-    ))
-}
+pub use crate::names::{parse_segment_name, segment_file_name};
 
 /// Lists the segments of a WAL directory in name order and checks that their
 /// sequence numbers are consecutive, as etcd does when opening.
@@ -62,27 +47,4 @@ pub fn list_segments(dir: &Path) -> Result<Vec<Segment>> {
         }
     }
     Ok(segs)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip_and_reject_non_segments() {
-        assert_eq!(
-            segment_file_name(1, 0x29),
-            "0000000000000001-0000000000000029.wal"
-        );
-        assert_eq!(
-            parse_segment_name("0000000000000001-0000000000000029.wal"),
-            Some((1, 0x29))
-        );
-        assert_eq!(parse_segment_name("0.tmp"), None);
-        assert_eq!(
-            parse_segment_name("0000000000000000-0000000000000000.wal.broken"),
-            None
-        );
-        assert_eq!(parse_segment_name("zz-0000000000000000.wal"), None);
-    }
 }

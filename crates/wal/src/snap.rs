@@ -15,23 +15,7 @@ pub struct SnapFile {
     pub snapshot: raftpb::Snapshot,
 }
 
-/// `%016x-%016x.snap` (term, index).
-pub fn snap_file_name(term: u64, index: u64) -> String {
-    format!("{term:016x}-{index:016x}.snap")
-}
-
-/// Parses a `.snap` file name into (term, index).
-pub fn parse_snap_name(name: &str) -> Option<(u64, u64)> {
-    let stem = name.strip_suffix(".snap")?;
-    let (a, b) = stem.split_once('-')?;
-    if a.len() != 16 || b.len() != 16 {
-        return None;
-    }
-    Some((
-        u64::from_str_radix(a, 16).ok()?,
-        u64::from_str_radix(b, 16).ok()?,
-    ))
-}
+pub use crate::names::{parse_snap_name, snap_file_name};
 
 /// Decodes and verifies `.snap` bytes (as etcd's snapshotter does: empty data,
 /// a zero CRC or a CRC mismatch are rejected).

@@ -2,8 +2,9 @@
 //! segment names and segment heads. Used by the learner for its local log.
 use crate::error::{Result, WalError};
 use crate::frame::{self, RecordType};
+use crate::names::segment_file_name;
 use crate::reader::{WalReader, WalRecord};
-use crate::segment::{list_segments, segment_file_name};
+use crate::segment::list_segments;
 use etcd_standby_proto::{Message, etcdserverpb, raftpb, walpb};
 use std::fs::{File, OpenOptions};
 use std::io::Write;

@@ -185,7 +185,7 @@ fn writer_cuts_segments_that_read_back_with_an_unbroken_crc_chain() {
     // segment names carry the first index they hold
     for f in &files[1..] {
         let name = f.file_name().unwrap().to_str().unwrap();
-        let (_, first) = etcd_standby_wal::segment::parse_segment_name(name).unwrap();
+        let (_, first) = etcd_standby_wal::names::parse_segment_name(name).unwrap();
         let mut reader = WalReader::from_segments(vec![etcd_standby_wal::Segment {
             path: f.clone(),
             seq: 0,

@@ -126,7 +126,12 @@ fn generate_wal(dir: &Path, mb: u64, value_len: usize) -> Result<()> {
 fn wal_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(etcd_standby_wal::names::parse_segment_name)
+                .is_some()
+        })
         .collect();
     v.sort();
     Ok(v)
