@@ -148,8 +148,16 @@ fn restart_resumes_from_a_saved_model_and_releases_old_wal() {
     let mut s = Standby::start(&primary, &data, &flags);
     block_on(varied_writes(primary.client_urls(), 3_000, 16, 41));
     wait_replayed(&mut s, &primary, Duration::from_secs(60));
-    // Give housekeeping a tick to write markers and release segments.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Housekeeping writes markers once a second: poll /status for one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.node_u64("snapshot_index").unwrap_or(0) < 500 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no restart marker after 30 s\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let models: Vec<_> = std::fs::read_dir(data.join("replay"))
         .unwrap()
         .flatten()

@@ -1,5 +1,5 @@
 //! Replay fidelity against real etcd 3.4.23 and 3.5.1: an entry changes the
-//! standby iff it changed the primary (design §3, invariants 2–5).
+//! standby iff it changed the primary (ARCHITECTURE.md, Architecture Invariants 3–6).
 //!
 //! * differential: seeded random workloads (KV, txns with every compare
 //!   target and both branches, nested txns, leases granted / attached /

@@ -9,9 +9,16 @@ pub mod standby;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Path to the `etcd-standby` binary built from this workspace, building it
-/// if needed. `ETCD_STANDBY_BIN` overrides the location.
+/// Path to the `etcd-standby` binary built from this workspace. It is
+/// (re)built once per test process, so a test never runs a stale binary
+/// (cargo makes this a quick no-op when it is up to date).
+/// `ETCD_STANDBY_BIN` overrides the location and skips the build.
 pub fn etcd_standby_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_etcd_standby).clone()
+}
+
+fn build_etcd_standby() -> PathBuf {
     if let Some(p) = std::env::var_os("ETCD_STANDBY_BIN") {
         return PathBuf::from(p);
     }
@@ -20,7 +27,7 @@ pub fn etcd_standby_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     let bin = target.join("debug").join("etcd-standby");
-    if !bin.exists() {
+    {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--quiet", "-p", "etcd-standby"])

@@ -3,7 +3,6 @@
 //! Exit codes: 0 fine, 1 data problem found (corruption, torn tail, bad
 //! checksum), 2 usage or IO error.
 mod dbcmd;
-mod learner;
 mod output;
 mod snapcmd;
 mod walcmd;
@@ -409,7 +408,7 @@ fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
         let mut sink = etcd_standby_sink::SinkConfig::new(a.standby.client(), 0);
         sink.keys = a.prefixes.key_map();
         sink.standby_user = a.standby.standby_user.clone();
-        learner::replay::ReplayOptions {
+        etcd_standby_daemon::replay::ReplayOptions {
             sink,
             reconcile: etcd_standby_sink::ReconcileOptions {
                 accept_mass_delete: a.accept_mass_delete,
@@ -437,13 +436,11 @@ fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
             ))
         })?,
     };
-    let opts = learner::RunOptions {
-        source_user: a.source.user(),
-        source_tls: a.source.tls(),
-        source_endpoints: a.source.source_endpoints,
+    let opts = etcd_standby_daemon::RunOptions {
+        source: a.source.client(),
         peer_listen: listen,
         advertise_peer_url: a.advertise_peer_url,
-        peer_tls: learner::tls::PeerTlsFiles {
+        peer_tls: etcd_standby_daemon::tls::PeerTlsFiles {
             cert: a.peer_cert,
             key: a.peer_key,
             ca: a.peer_ca,
@@ -451,7 +448,7 @@ fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
         data_dir: a.data_dir,
         name: a.name,
         admin_listen: a.admin_listen,
-        node: learner::node::NodeOptions {
+        node: etcd_standby_daemon::node::NodeOptions {
             retention_entries: a.retention_entries,
             marker_every: a.marker_every.max(1),
             ..Default::default()
@@ -459,11 +456,11 @@ fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
         replay,
         wal_segment_bytes: a.wal_segment_bytes,
     };
-    runtime()?.block_on(learner::run(opts))
+    Ok(runtime()?.block_on(etcd_standby_daemon::run(opts))?)
 }
 
 fn print_status(admin: &str, json: bool) -> anyhow::Result<()> {
-    let v = runtime()?.block_on(learner::admin::fetch_status(admin))?;
+    let v = runtime()?.block_on(etcd_standby_daemon::admin::fetch_status(admin))?;
     if json {
         println!("{v}");
         return Ok(());
@@ -609,8 +606,7 @@ fn run(cli: Cli) -> anyhow::Result<Verdict> {
             runtime()?.block_on(verify_cmd(v.source, v.standby, v.prefixes, v.json))
         }
         Command::Leave { data_dir, source } => {
-            let (tls, user) = (source.tls(), source.user());
-            runtime()?.block_on(learner::leave(data_dir, source.source_endpoints, tls, user))?;
+            runtime()?.block_on(etcd_standby_daemon::leave(data_dir, source.client()))?;
             Ok(Verdict::Clean)
         }
         Command::Wal { cmd } => match cmd {

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use etcd_standby_decode::render::{Node, RenderOptions, render_entry, write_json_str};
 use etcd_standby_decode::{Decoded, RequestKind, decode_entry, keys};
 use etcd_standby_proto::raftpb;
-use etcd_standby_wal::segment::parse_segment_name;
+use etcd_standby_wal::names::parse_segment_name;
 use etcd_standby_wal::{RecordRef, Segment, WalError, WalReader, WalRecord};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -103,22 +103,6 @@ pub struct DumpOptions {
     pub show_secrets: bool,
     /// Explain each entry's outcome with the shadow model (etcd's apply rules).
     pub outcome: Option<etcd_standby_model::ModelConfig>,
-}
-
-/// One word (plus detail) for an outcome, as dumps print it.
-pub fn outcome_text(o: &etcd_standby_model::Outcome) -> String {
-    use etcd_standby_model::Outcome as O;
-    match o {
-        O::Applied => "applied".into(),
-        O::TxnElse => "txn-else".into(),
-        O::NoChange => "no-change".into(),
-        O::Rejected(r) => format!("rejected:{r:?}"),
-        O::ClusterOnly => "cluster-only".into(),
-        O::Empty => "empty".into(),
-        O::AlreadyApplied => "already-applied".into(),
-        O::Undecodable(why) => format!("undecodable:{why}"),
-        O::Unsupported(why) => format!("unsupported:{why}"),
-    }
 }
 
 fn entry_type_short(t: i32) -> &'static str {
@@ -323,7 +307,7 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
                         ("rewritten-after-apply".to_owned(), 0)
                     } else {
                         let a = m.apply(e.index, e.term, &decoded);
-                        (outcome_text(&a.outcome), a.effects.len())
+                        (a.outcome.to_string(), a.effects.len())
                     }
                 });
                 if !entry_selected(&e, &decoded, opts) {

@@ -5,7 +5,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result};
 use bytes::Bytes;
 use etcd_standby_peer::Transport;
 use http_body_util::Full;
@@ -15,20 +14,50 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use super::node::Shared;
+use crate::error::{Context, Error, Result};
+use crate::status::{NodeState, NodeStatus, ReplayState, ReplayStatus, StatusCell};
 
 /// What the admin handlers read.
 pub struct AdminState {
-    /// Node state.
-    pub shared: Arc<Shared>,
+    /// The node loop's status.
+    pub node: StatusCell<NodeStatus>,
+    /// Replay's status, when replay to a standby runs (it is then part of readiness).
+    pub replay: Option<StatusCell<ReplayStatus>>,
     /// Metrics registry (text-encoded on each scrape).
     pub registry: Mutex<Registry>,
     /// The peer transport (its status is part of `/status`).
     pub transport: Transport,
     /// Readiness: commit within this many entries of the leader's.
     pub ready_lag: u64,
-    /// Whether replay to a standby runs (it is then part of readiness).
-    pub replay: bool,
+}
+
+/// Readiness: following, caught up with the leader's commit, no alarm, and
+/// (with a standby) replaying within `ready_lag` entries. `Err` says why not.
+pub fn readiness(
+    st: &NodeStatus,
+    replay: Option<&ReplayStatus>,
+    ready_lag: u64,
+) -> std::result::Result<(), String> {
+    let caught_up = !st.leader_id.is_empty()
+        && st.leader_commit_index > 0
+        && st.commit_index + ready_lag >= st.leader_commit_index;
+    let replay_ok =
+        replay.is_none_or(|r| r.state == ReplayState::Replaying && r.lag_entries <= ready_lag);
+    if st.state == NodeState::Following && caught_up && st.alarms.is_empty() && replay_ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "not ready: state={} commit={} leader_commit={} alarms={} replay={}",
+            st.state,
+            st.commit_index,
+            st.leader_commit_index,
+            st.alarms.len(),
+            replay.map_or("off".to_owned(), |r| format!(
+                "{} lag={}",
+                r.state, r.lag_entries
+            )),
+        ))
+    }
 }
 
 fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -44,13 +73,10 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
     if req.method() != hyper::Method::GET {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
     }
-    let st = state.shared.snapshot();
+    let st = state.node.get();
+    let replay = state.replay.as_ref().map(StatusCell::get);
     match req.uri().path() {
         "/status" => {
-            let replay = state
-                .replay
-                .then(|| state.shared.replay.lock().map(|r| r.clone()).ok())
-                .flatten();
             let body = serde_json::json!({
                 "node": st,
                 "replay": replay,
@@ -79,7 +105,7 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             }
         }
         "/healthz" => {
-            if st.state == "failed" || st.state == "removed" {
+            if st.state.is_unhealthy() {
                 reply(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "text/plain",
@@ -89,33 +115,14 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
                 reply(StatusCode::OK, "text/plain", "ok\n")
             }
         }
-        "/readyz" => {
-            let caught_up = !st.leader_id.is_empty()
-                && st.leader_commit_index > 0
-                && st.commit_index + state.ready_lag >= st.leader_commit_index;
-            let replay_ok = !state.replay
-                || state
-                    .shared
-                    .replay
-                    .lock()
-                    .map(|r| r.state == "replaying" && r.lag_entries <= state.ready_lag)
-                    .unwrap_or(false);
-            if st.state == "following" && caught_up && st.alarms.is_empty() && replay_ok {
-                reply(StatusCode::OK, "text/plain", "ready\n")
-            } else {
-                reply(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    format!(
-                        "not ready: state={} commit={} leader_commit={} alarms={} replay_ok={replay_ok}\n",
-                        st.state,
-                        st.commit_index,
-                        st.leader_commit_index,
-                        st.alarms.len()
-                    ),
-                )
-            }
-        }
+        "/readyz" => match readiness(&st, replay.as_ref(), state.ready_lag) {
+            Ok(()) => reply(StatusCode::OK, "text/plain", "ready\n"),
+            Err(why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{why}\n"),
+            ),
+        },
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
@@ -168,7 +175,10 @@ pub async fn fetch_status(addr: &str) -> Result<serde_json::Value> {
         .context("reading /status")?
         .to_bytes();
     if !code.is_success() {
-        anyhow::bail!("GET /status: {code}: {}", String::from_utf8_lossy(&body));
+        return Err(Error::msg(format!(
+            "GET /status: {code}: {}",
+            String::from_utf8_lossy(&body)
+        )));
     }
     serde_json::from_slice(&body).context("parsing /status")
 }

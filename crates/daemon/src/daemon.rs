@@ -1,31 +1,32 @@
-//! `etcd-standby run | status | leave`: the learner daemon.
+//! `etcd-standby run | leave`: preflight, join, and the wiring of the
+//! node loop, replay and the admin listener.
 //!
 //! `run` joins the primary as a learner (or re-uses the identity in its data
 //! dir), serves etcd's peer protocol, and keeps the received raft log durable
-//! in etcd's WAL format. See `ARCHITECTURE.md`.
-
-pub mod admin;
-pub mod metrics;
-pub mod node;
-pub mod replay;
-pub mod store;
-pub mod tls;
+//! in etcd's WAL format; with a standby configured, replay follows it. See
+//! `ARCHITECTURE.md`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use etcd_standby_client::{Client, ClientConfig, ClientTls};
+use etcd_standby_client::{Client, ClientConfig};
 use etcd_standby_follower::{Follower, MemberInfo, Restored};
 use etcd_standby_peer::{PeerConfig, PeerIdentity, Transport, VersionInfo};
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 
-use node::{Exit, Node, NodeOptions, Shared};
-use store::{Identity, Layout, LocalLog};
-use tls::PeerTlsFiles;
+use crate::admin;
+use crate::backoff::Backoff;
+use crate::committed::{CommittedTail, TailLimits};
+use crate::error::{Context, Error, Result, bail};
+use crate::metrics;
+use crate::node::{Exit, Node, NodeOptions};
+use crate::replay;
+use crate::status::{NodeState, NodeStatus, ReplayState, ReplayStatus, StatusCell};
+use crate::store::{Identity, Layout, LocalLog};
+use crate::tls::PeerTlsFiles;
 
 /// Exit code when the cluster removed this member.
 pub const EXIT_REMOVED: i32 = 3;
@@ -33,12 +34,8 @@ pub const EXIT_REMOVED: i32 = 3;
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Client URLs of the primary.
-    pub source_endpoints: Vec<String>,
-    /// TLS for the primary's client port.
-    pub source_tls: Option<ClientTls>,
-    /// User and password for the primary's client API (auth enabled there).
-    pub source_user: Option<(String, String)>,
+    /// How to reach the primary's client API (endpoints, TLS, user).
+    pub source: ClientConfig,
     /// Address to bind the peer listener.
     pub peer_listen: SocketAddr,
     /// The peer URL registered with the cluster (others dial it).
@@ -59,15 +56,10 @@ pub struct RunOptions {
     pub replay: Option<replay::ReplayOptions>,
 }
 
-fn client_config(
-    endpoints: &[String],
-    tls: &Option<ClientTls>,
-    user: &Option<(String, String)>,
-) -> ClientConfig {
-    let mut cfg = ClientConfig::new(endpoints.iter().cloned());
-    cfg.tls = tls.clone();
-    cfg.user = user.clone();
-    cfg.request_timeout = Duration::from_secs(10);
+/// The daemon's calls to the source fail fast (10 s) rather than hang.
+fn source_client(cfg: &ClientConfig) -> ClientConfig {
+    let mut cfg = cfg.clone();
+    cfg.request_timeout = cfg.request_timeout.min(Duration::from_secs(10));
     cfg
 }
 
@@ -101,7 +93,7 @@ async fn preflight(
         .context("listing the source cluster's members")?;
     let members: Vec<MemberInfo> = list.members.iter().map(member_info).collect();
     let mut version = None;
-    for ep in &opts.source_endpoints {
+    for ep in &opts.source.endpoints {
         match client.status(ep).await {
             Ok(st) => {
                 let v = st.version.clone();
@@ -117,7 +109,7 @@ async fn preflight(
     let Some(server) = version else {
         bail!(
             "no source endpoint answered Status: {:?}",
-            opts.source_endpoints
+            opts.source.endpoints
         );
     };
     let cluster = match server.split('.').take(2).collect::<Vec<_>>().as_slice() {
@@ -193,13 +185,9 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
             opts.data_dir.display()
         );
     }
-    let client = Client::connect(client_config(
-        &opts.source_endpoints,
-        &opts.source_tls,
-        &opts.source_user,
-    ))
-    .await
-    .context("connecting to the source cluster")?;
+    let client = Client::connect(source_client(&opts.source))
+        .await
+        .context("connecting to the source cluster")?;
     let (pre, adopt) = preflight(&client, &opts, existing.as_ref()).await?;
     let (identity, log, restored) = match existing {
         Some(id) => {
@@ -264,6 +252,7 @@ async fn member_add_with_retry(
     url: &str,
 ) -> Result<etcd_standby_client::MemberAddResponse> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_millis(500));
     loop {
         match client.member_add_learner(vec![url.to_owned()]).await {
             Ok(r) => return Ok(r),
@@ -273,7 +262,7 @@ async fn member_add_with_retry(
                     && tokio::time::Instant::now() < deadline =>
             {
                 tracing::warn!(error = %e, "MemberAdd refused for now; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(backoff.next_delay()).await;
             }
             Err(e) => return Err(e).context("adding this process as a learner (MemberAdd)"),
         }
@@ -284,7 +273,7 @@ async fn serve(
     opts: RunOptions,
     layout: Layout,
     identity: Identity,
-    log: LocalLog,
+    mut log: LocalLog,
     restored: Restored,
     members: Vec<MemberInfo>,
     version: VersionInfo,
@@ -324,65 +313,62 @@ async fn serve(
     let mut registry = Registry::default();
     let metrics = metrics::LearnerMetrics::new(&mut registry);
     transport.metrics().register(&mut registry);
-    let shared = Arc::new(Shared::default());
-    shared
-        .keep_floor
-        .store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+    let node_status = StatusCell::<NodeStatus>::default();
+    let replay_status = StatusCell::<ReplayStatus>::default();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut committed_tx = None;
+    let mut committed = None;
     let mut replay_task = None;
     if let Some(ropts) = opts.replay.clone() {
-        let rmetrics = replay::ReplayMetrics::new(&mut registry);
-        let (tx, rx) = mpsc::channel(256);
-        committed_tx = Some(tx);
-        let (layout, shared, stop) = (layout.clone(), shared.clone(), stop_rx.clone());
+        let rmetrics = metrics::ReplayMetrics::new(&mut registry);
+        let (tail, reader) = CommittedTail::new(TailLimits::default(), layout.wal());
+        committed = Some(tail);
+        let retention = log.retain_for_replay();
+        let (layout, status, stop) = (layout.clone(), replay_status.clone(), stop_rx.clone());
         let cluster_id = identity.cluster_id;
-        shared
-            .keep_floor
-            .store(0, std::sync::atomic::Ordering::Relaxed);
         replay_task = Some(tokio::spawn(async move {
-            let res = replay::run(
-                ropts,
-                layout,
-                cluster_id,
-                shared.clone(),
-                rmetrics,
-                rx,
-                stop,
-            )
-            .await;
+            let links = replay::ReplayLinks {
+                status: status.clone(),
+                metrics: rmetrics.clone(),
+                retention,
+                reader,
+            };
+            let res = replay::run(ropts, layout, cluster_id, links, stop).await;
             if let Err(e) = &res {
-                tracing::error!(error = %format!("{e:#}"), "replay stopped; the learner keeps receiving");
-                if let Ok(mut s) = shared.replay.lock() {
-                    if s.state != "fenced" {
-                        s.state = "halted".into();
-                    }
-                    s.error = Some(format!("{e:#}"));
-                }
+                tracing::error!(error = %e, "replay stopped; the learner keeps receiving");
+                let state = if e.is_fenced() {
+                    ReplayState::Fenced
+                } else {
+                    ReplayState::Halted
+                };
+                rmetrics.set_replay_state(state);
+                status.update(|s| {
+                    s.state = state;
+                    s.error = Some(e.to_string());
+                });
             }
             res
         }));
     }
     let admin_state = Arc::new(admin::AdminState {
-        shared: shared.clone(),
+        node: node_status.clone(),
+        replay: opts.replay.is_some().then(|| replay_status.clone()),
         registry: Mutex::new(registry),
         transport: transport.clone(),
         ready_lag: 1000,
-        replay: opts.replay.is_some(),
     });
     let admin_addr = admin::serve(opts.admin_listen, admin_state).await?;
     tracing::info!(peer = %transport.local_addr(), admin = %admin_addr, "serving");
     let node = Node {
         follower,
         log,
-        layout,
-        identity,
-        transport: transport.clone(),
-        shared: shared.clone(),
+        outbound: transport.clone(),
+        member_id: identity.member_id,
+        cluster_id: identity.cluster_id,
+        status: node_status.clone(),
         metrics,
         opts: opts.node.clone(),
         initial_members: members,
-        committed_tx,
+        committed,
     };
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -392,7 +378,14 @@ async fn serve(
     transport.shutdown().await;
     if let Some(t) = replay_task {
         // The node loop ended (stop or removal): give replay a moment to flush.
-        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        if tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "replay did not finish within 10 s of the node loop; it resumes from the standby's checkpoint on restart"
+            );
+        }
     }
     match result {
         Ok(Exit::Stopped) => {
@@ -407,10 +400,10 @@ async fn serve(
             Ok(EXIT_REMOVED)
         }
         Err(e) => {
-            if let Ok(mut s) = shared.status.lock() {
-                s.state = "failed".into();
-                s.error = Some(format!("{e:#}"));
-            }
+            node_status.update(|s| {
+                s.state = NodeState::Failed;
+                s.error = Some(e.to_string());
+            });
             Err(e)
         }
     }
@@ -433,12 +426,7 @@ async fn shutdown_signal() {
 }
 
 /// `etcd-standby leave`: removes our member from the source cluster.
-pub async fn leave(
-    data_dir: PathBuf,
-    source_endpoints: Vec<String>,
-    source_tls: Option<ClientTls>,
-    source_user: Option<(String, String)>,
-) -> Result<()> {
+pub async fn leave(data_dir: PathBuf, source: ClientConfig) -> Result<()> {
     let layout = Layout {
         root: data_dir.clone(),
         segment_bytes: None,
@@ -449,7 +437,7 @@ pub async fn leave(
             data_dir.display()
         );
     };
-    let client = Client::connect(client_config(&source_endpoints, &source_tls, &source_user))
+    let client = Client::connect(source_client(&source))
         .await
         .context("connecting to the source cluster")?;
     match client.member_remove(id.member_id).await {
@@ -463,7 +451,7 @@ pub async fn leave(
                 id.member_id, id.cluster_id
             )
         }
-        Err(e) => return Err(e).context("MemberRemove"),
+        Err(e) => return Err(Error::from(e).context("MemberRemove")),
     }
     id.removed = true;
     layout.write_identity(&id)?;

@@ -7,11 +7,27 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// Label for alarms.
+use crate::status::{NodeState, ReplayState};
+
+/// Label for alarms (a bounded set).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlarmLabel {
     /// Alarm kind (`vote_requested`, `promoted`, `timeout_now`).
-    pub kind: String,
+    pub kind: &'static str,
+}
+
+/// Label of a state gauge: one series per state, 1 for the current one.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// The state's name ([`NodeState::as_str`] / [`ReplayState::as_str`]).
+    pub state: &'static str,
+}
+
+/// Label of the outcome counter ([`etcd_standby_model::Outcome::label`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// The outcome's label.
+    pub outcome: &'static str,
 }
 
 /// The daemon's metrics (the peer transport registers its own).
@@ -43,6 +59,8 @@ pub struct LearnerMetrics {
     pub refused_messages: Counter,
     /// Alarms raised, by kind.
     pub alarms: Family<AlarmLabel, Counter>,
+    /// The node loop's state (1 for the current one).
+    pub node_state: Family<StateLabel, Gauge>,
 }
 
 impl LearnerMetrics {
@@ -64,6 +82,7 @@ impl LearnerMetrics {
             files_released: Counter::default(),
             refused_messages: Counter::default(),
             alarms: Family::default(),
+            node_state: Family::default(),
         };
         let r = reg.sub_registry_with_prefix("etcd_standby");
         r.register(
@@ -127,6 +146,150 @@ impl LearnerMetrics {
             "Alarms raised (vote requests, promotion)",
             m.alarms.clone(),
         );
+        r.register(
+            "node_state",
+            "State of the learner node loop (1 for the current state)",
+            m.node_state.clone(),
+        );
         m
+    }
+
+    /// Sets the state gauge: 1 for `state`, 0 for every other.
+    pub fn set_node_state(&self, state: NodeState) {
+        for s in NodeState::ALL {
+            self.node_state
+                .get_or_create(&StateLabel { state: s.as_str() })
+                .set(i64::from(s == state));
+        }
+    }
+}
+
+/// Replay metrics.
+#[derive(Clone)]
+pub struct ReplayMetrics {
+    /// Last raft index applied to the shadow model.
+    pub applied_index: Gauge,
+    /// Raft index checkpointed on the standby.
+    pub standby_checkpoint: Gauge,
+    /// Committed entries not yet on the standby.
+    pub lag_entries: Gauge,
+    /// Payload bytes of committed entries not yet applied.
+    pub lag_bytes: Gauge,
+    /// The standby's revision.
+    pub standby_revision: Gauge,
+    /// Age of the oldest committed entry not yet on the standby.
+    pub lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Committed entries by outcome on the primary.
+    pub outcomes: Family<OutcomeLabel, Counter>,
+    /// Latency of standby write batches.
+    pub txn_seconds: Histogram,
+    /// Leases kept alive on the standby.
+    pub leases_mirrored: Gauge,
+    /// Lease keep-alive failures.
+    pub keepalive_failures: Gauge,
+    /// Snapshot reconciles.
+    pub reconciles: Counter,
+    /// Standby write errors.
+    pub sink_errors: Counter,
+    /// Replay's state (1 for the current one).
+    pub replay_state: Family<StateLabel, Gauge>,
+}
+
+impl ReplayMetrics {
+    /// Creates and registers the metrics.
+    pub fn new(reg: &mut Registry) -> Self {
+        let m = ReplayMetrics {
+            applied_index: Gauge::default(),
+            standby_checkpoint: Gauge::default(),
+            lag_entries: Gauge::default(),
+            lag_bytes: Gauge::default(),
+            standby_revision: Gauge::default(),
+            lag_seconds: Gauge::default(),
+            outcomes: Family::default(),
+            txn_seconds: Histogram::new([
+                0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            leases_mirrored: Gauge::default(),
+            keepalive_failures: Gauge::default(),
+            reconciles: Counter::default(),
+            sink_errors: Counter::default(),
+            replay_state: Family::default(),
+        };
+        let r = reg.sub_registry_with_prefix("etcd_standby");
+        r.register(
+            "applied_index",
+            "Last raft index applied to the shadow model",
+            m.applied_index.clone(),
+        );
+        r.register(
+            "standby_checkpoint_index",
+            "Raft index checkpointed on the standby",
+            m.standby_checkpoint.clone(),
+        );
+        r.register(
+            "replay_lag_entries",
+            "Committed entries not yet on the standby",
+            m.lag_entries.clone(),
+        );
+        r.register(
+            "replay_lag_bytes",
+            "Payload bytes of committed entries not yet applied",
+            m.lag_bytes.clone(),
+        );
+        r.register(
+            "standby_revision",
+            "The standby's current revision",
+            m.standby_revision.clone(),
+        );
+        r.register(
+            "replay_lag_seconds",
+            "Age of the oldest committed entry not yet on the standby",
+            m.lag_seconds.clone(),
+        );
+        r.register(
+            "entries",
+            "Committed entries by outcome on the primary",
+            m.outcomes.clone(),
+        );
+        r.register(
+            "standby_txn_duration_seconds",
+            "Latency of standby write batches",
+            m.txn_seconds.clone(),
+        );
+        r.register(
+            "leases_mirrored",
+            "Leases kept alive on the standby",
+            m.leases_mirrored.clone(),
+        );
+        r.register(
+            "keepalive_failures",
+            "Lease keep-alive failures on the standby",
+            m.keepalive_failures.clone(),
+        );
+        r.register(
+            "reconciles",
+            "Snapshot reconciles of the standby",
+            m.reconciles.clone(),
+        );
+        r.register(
+            "sink_errors",
+            "Standby write errors (retried or fatal)",
+            m.sink_errors.clone(),
+        );
+        r.register(
+            "replay_state",
+            "State of replay to the standby (1 for the current state)",
+            m.replay_state.clone(),
+        );
+        m
+    }
+
+    /// Sets the state gauge: 1 for `state`, 0 for every other.
+    pub fn set_replay_state(&self, state: ReplayState) {
+        for s in ReplayState::ALL {
+            self.replay_state
+                .get_or_create(&StateLabel { state: s.as_str() })
+                .set(i64::from(s == state));
+        }
     }
 }

@@ -3,22 +3,71 @@
 //! One task owns the follower and the log. It takes a batch of inbound
 //! messages, steps them all, then runs one Ready cycle: persist (one fsync
 //! for the whole batch), then advance and send the acknowledgements. So an
-//! `MsgAppResp` never leaves before its entries are durable.
+//! `MsgAppResp` never leaves before its entries are durable (Architecture
+//! Invariant 1, guarded by `tests::acks_leave_only_after_their_entries_are_durable`).
+//!
+//! The loop works against two small traits, [`LogStore`] (the durable local
+//! log) and [`Outbound`] (the peer transport), so it can be driven in unit
+//! tests with in-memory fakes. Committed entries go to a [`CommittedTail`]
+//! that replay reads; the loop never waits on replay.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use etcd_standby_follower::{Alarm, Event, Follower, FollowerError, MemberInfo};
+use etcd_standby_follower::{Alarm, Event, Follower, FollowerError, MemberInfo, Membership, Ready};
 use etcd_standby_peer::{Inbound, IncomingSnapshot, Member, Transport};
 use etcd_standby_proto::raftpb;
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use super::metrics::{AlarmLabel, LearnerMetrics};
-use super::store::{Identity, Layout, LocalLog};
+use crate::blocking;
+use crate::committed::CommittedTail;
+use crate::error::{Context, Error, Result};
+use crate::metrics::{AlarmLabel, LearnerMetrics};
+use crate::status::{NodeState, NodeStatus, StatusCell};
+use crate::store::PersistStats;
+
+/// The durable local log, as the node loop uses it.
+pub trait LogStore: Send {
+    /// Persists one Ready (snapshot with its db, entries, hard state) and
+    /// fsyncs before returning. Nothing may be acknowledged before this returns.
+    fn persist(&mut self, rd: &Ready, db: Option<&Path>) -> Result<PersistStats>;
+    /// Writes a restart marker at a committed, durable `index`.
+    fn mark(&mut self, index: u64, term: u64, membership: &Membership) -> Result<()>;
+    /// Releases files wholly before `keep_from` (and before the retention
+    /// floor replay set); returns how many were removed.
+    fn release(&mut self, keep_from: u64) -> Result<usize>;
+    /// Base snapshot or marker (index, term).
+    fn base(&self) -> (u64, u64);
+    /// Last durable entry (index, term).
+    fn last(&self) -> (u64, u64);
+    /// Commit index in the durable hard state.
+    fn durable_commit(&self) -> u64;
+    /// Records that the cluster removed us, so the data dir never rejoins.
+    fn record_removal(&mut self) -> Result<()>;
+}
+
+/// Where responses go: the peer transport, or a fake in tests.
+pub trait Outbound: Send {
+    /// Sends a raft message (never blocks).
+    fn send(&self, m: raftpb::Message);
+    /// The members to dial.
+    fn set_members(&self, members: Vec<Member>);
+    /// The current leader.
+    fn set_leader(&self, id: u64);
+}
+
+impl Outbound for Transport {
+    fn send(&self, m: raftpb::Message) {
+        Transport::send(self, m)
+    }
+    fn set_members(&self, members: Vec<Member>) {
+        Transport::set_members(self, members)
+    }
+    fn set_leader(&self, id: u64) {
+        Transport::set_leader(self, id)
+    }
+}
 
 /// Tunables of the node loop.
 #[derive(Debug, Clone)]
@@ -44,60 +93,6 @@ impl Default for NodeOptions {
     }
 }
 
-/// The state `/status` reports.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct NodeStatus {
-    /// Our member ID (hex).
-    pub member_id: String,
-    /// Source cluster ID (hex).
-    pub cluster_id: String,
-    /// Leader member ID (hex, empty when unknown).
-    pub leader_id: String,
-    /// Raft term.
-    pub term: u64,
-    /// Highest index received.
-    pub last_received_index: u64,
-    /// Highest index fsynced locally.
-    pub last_durable_index: u64,
-    /// Commit index.
-    pub commit_index: u64,
-    /// Commit index the leader announced (our target).
-    pub leader_commit_index: u64,
-    /// Newest snapshot or marker index.
-    pub snapshot_index: u64,
-    /// `starting`, `following`, `removed`, `stopped` or `failed`.
-    pub state: String,
-    /// Alarms raised since start.
-    pub alarms: Vec<Alarm>,
-    /// Members as the log says.
-    pub members: Vec<MemberInfo>,
-    /// Leader snapshots received since start.
-    pub snapshots_received: u64,
-    /// The last error, if the loop failed.
-    pub error: Option<String>,
-}
-
-/// Shared between the node loop, the admin listener and the CLI.
-#[derive(Default)]
-pub struct Shared {
-    /// Latest status.
-    pub status: Mutex<NodeStatus>,
-    /// Index below which the WAL must be kept (replay progress); `u64::MAX`
-    /// when nothing downstream needs old entries.
-    pub keep_floor: AtomicU64,
-    /// Payload bytes of committed entries handed out by this process.
-    pub committed_bytes: AtomicU64,
-    /// Replay state (when a standby is configured).
-    pub replay: Mutex<super::replay::ReplayStatus>,
-}
-
-impl Shared {
-    /// A copy of the status.
-    pub fn snapshot(&self) -> NodeStatus {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-}
-
 /// How the loop ended.
 #[derive(Debug)]
 pub enum Exit {
@@ -108,21 +103,30 @@ pub enum Exit {
 }
 
 /// The node loop's owned state.
-pub struct Node {
-    pub(crate) follower: Follower,
-    pub(crate) log: LocalLog,
-    pub(crate) layout: Layout,
-    pub(crate) identity: Identity,
-    pub(crate) transport: Transport,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) metrics: LearnerMetrics,
-    pub(crate) opts: NodeOptions,
+pub struct Node<L: LogStore, T: Outbound> {
+    /// The raft core.
+    pub follower: Follower,
+    /// The durable log.
+    pub log: L,
+    /// Where responses go.
+    pub outbound: T,
+    /// Our member ID.
+    pub member_id: u64,
+    /// The source cluster ID.
+    pub cluster_id: u64,
+    /// Published for `/status`.
+    pub status: StatusCell<NodeStatus>,
+    /// Metrics.
+    pub metrics: LearnerMetrics,
+    /// Tunables.
+    pub opts: NodeOptions,
     /// Voters from MemberList at start: dialled until the log says otherwise.
-    pub(crate) initial_members: Vec<MemberInfo>,
-    pub(crate) committed_tx: Option<mpsc::Sender<super::replay::Committed>>,
+    pub initial_members: Vec<MemberInfo>,
+    /// Committed entries for replay (None: a log-only learner).
+    pub committed: Option<CommittedTail>,
 }
 
-impl Node {
+impl<L: LogStore, T: Outbound> Node<L, T> {
     fn members_for_transport(&self) -> Vec<Member> {
         let m = self.follower.membership();
         let mut all: BTreeMap<u64, &MemberInfo> =
@@ -131,7 +135,7 @@ impl Node {
             all.insert(*id, mi);
         }
         all.into_values()
-            .filter(|mi| mi.id != self.identity.member_id && !m.removed.contains(&mi.id))
+            .filter(|mi| mi.id != self.member_id && !m.removed.contains(&mi.id))
             .map(|mi| Member {
                 id: mi.id,
                 peer_urls: mi.peer_urls.clone(),
@@ -140,7 +144,7 @@ impl Node {
             .collect()
     }
 
-    fn publish_status(&self, state: &str) {
+    fn publish_status(&self, state: NodeState) {
         let st = self.follower.status();
         let (base, _) = self.log.base();
         let (durable, _) = self.log.last();
@@ -152,9 +156,17 @@ impl Node {
             .set(st.leader_commit as i64);
         self.metrics.snapshot_index.set(base as i64);
         self.metrics.term.set(st.term as i64);
-        if let Ok(mut s) = self.shared.status.lock() {
-            s.member_id = format!("{:x}", self.identity.member_id);
-            s.cluster_id = format!("{:x}", self.identity.cluster_id);
+        self.metrics.set_node_state(state);
+        let members = self
+            .follower
+            .membership()
+            .members
+            .values()
+            .cloned()
+            .collect();
+        self.status.update(|s| {
+            s.member_id = format!("{:x}", self.member_id);
+            s.cluster_id = format!("{:x}", self.cluster_id);
             s.leader_id = if st.leader == 0 {
                 String::new()
             } else {
@@ -166,15 +178,9 @@ impl Node {
             s.commit_index = st.commit;
             s.leader_commit_index = st.leader_commit;
             s.snapshot_index = base;
-            s.state = state.to_owned();
-            s.members = self
-                .follower
-                .membership()
-                .members
-                .values()
-                .cloned()
-                .collect();
-        }
+            s.state = state;
+            s.members = members;
+        });
     }
 
     fn raise(&self, alarm: Alarm) {
@@ -189,15 +195,13 @@ impl Node {
         );
         self.metrics
             .alarms
-            .get_or_create(&AlarmLabel {
-                kind: kind.to_owned(),
-            })
+            .get_or_create(&AlarmLabel { kind })
             .inc();
-        if let Ok(mut s) = self.shared.status.lock()
-            && !s.alarms.contains(&alarm)
-        {
-            s.alarms.push(alarm);
-        }
+        self.status.update(|s| {
+            if !s.alarms.contains(&alarm) {
+                s.alarms.push(alarm);
+            }
+        });
     }
 
     fn step(&mut self, m: raftpb::Message) -> Result<()> {
@@ -208,10 +212,10 @@ impl Node {
                 tracing::debug!(%why, "refused a raft message");
                 Ok(())
             }
-            Err(e @ FollowerError::CommittedConflict { .. }) => {
-                Err(anyhow::Error::new(e).context("the leader contradicts our committed log; re-bootstrap this learner (leave, wipe, run)"))
-            }
-            Err(e) => Err(anyhow::Error::new(e).context("stepping a raft message")),
+            Err(e @ FollowerError::CommittedConflict { .. }) => Err(Error::from(e).context(
+                "the leader contradicts our committed log; re-bootstrap this learner (leave, wipe, run)",
+            )),
+            Err(e) => Err(Error::from(e).context("stepping a raft message")),
         }
     }
 
@@ -226,13 +230,14 @@ impl Node {
                 None
             };
             let log = &mut self.log;
-            let stats = tokio::task::block_in_place(|| log.persist(&rd, db.as_deref()))
+            let stats = blocking(|| log.persist(&rd, db.as_deref()))
                 .context("persisting to the local log")?;
-            if rd.snapshot.is_some() {
-                self.metrics.snapshots.inc();
-                if let Ok(mut s) = self.shared.status.lock() {
-                    s.snapshots_received += 1;
+            if let Some(snap) = &rd.snapshot {
+                if let Some(tail) = &self.committed {
+                    tail.snapshot(snap.metadata.as_ref().map_or(0, |m| m.index));
                 }
+                self.metrics.snapshots.inc();
+                self.status.update(|s| s.snapshots_received += 1);
                 if let Some(inc) = snapshot.take() {
                     tracing::info!(
                         index = self.log.base().0,
@@ -247,34 +252,20 @@ impl Node {
             if let Some(d) = stats.fsync {
                 self.metrics.fsync_seconds.observe(d.as_secs_f64());
             }
+            // Only now, with the Ready durable, may acknowledgements leave.
             let adv = self.follower.advance().context("raft advance")?;
             for m in adv.messages {
-                self.transport.send(m);
+                self.outbound.send(m);
             }
-            let bytes: u64 = adv
-                .committed
-                .iter()
-                .map(|e| e.data.as_ref().map_or(0, |d| d.len() as u64))
-                .sum();
-            self.shared
-                .committed_bytes
-                .fetch_add(bytes, Ordering::Relaxed);
-            if !adv.committed.is_empty()
-                && let Some(tx) = &self.committed_tx
-            {
-                // Never wait for replay: when it lags, it reads the WAL instead.
-                if let Err(mpsc::error::TrySendError::Closed(_)) =
-                    tx.try_send((std::time::Instant::now(), adv.committed))
-                {
-                    self.committed_tx = None;
-                }
+            if let Some(tail) = &self.committed {
+                tail.publish(adv.committed, self.log.durable_commit());
             }
             for ev in adv.events {
                 match ev {
-                    Event::Membership => self.transport.set_members(self.members_for_transport()),
+                    Event::Membership => self.outbound.set_members(self.members_for_transport()),
                     Event::Leader { id, term } => {
                         tracing::info!(leader = %format_args!("{id:x}"), term, "following leader");
-                        self.transport.set_leader(id);
+                        self.outbound.set_leader(id);
                     }
                     Event::Alarm(a) => self.raise(a),
                     Event::IgnoredConfChange { index, reason } => {
@@ -295,7 +286,9 @@ impl Node {
             );
             let path = inc.db_path.clone();
             inc.accept();
-            let _ = std::fs::remove_file(path);
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove an unused snapshot db");
+            }
         }
         Ok(None)
     }
@@ -309,15 +302,10 @@ impl Node {
         {
             let membership = self.follower.membership().clone();
             let log = &mut self.log;
-            tokio::task::block_in_place(|| log.mark(commit, term, &membership))
-                .context("writing a restart marker")?;
-            let floor = self.shared.keep_floor.load(Ordering::Relaxed);
-            let keep_from = commit
-                .saturating_sub(self.opts.retention_entries)
-                .min(floor);
+            blocking(|| log.mark(commit, term, &membership)).context("writing a restart marker")?;
+            let keep_from = commit.saturating_sub(self.opts.retention_entries);
             let log = &mut self.log;
-            let n = tokio::task::block_in_place(|| log.release(keep_from))
-                .context("releasing old WAL segments")?;
+            let n = blocking(|| log.release(keep_from)).context("releasing old WAL segments")?;
             self.metrics.files_released.inc_by(n as u64);
         }
         self.follower
@@ -331,28 +319,33 @@ impl Node {
         mut inbound: mpsc::Receiver<Inbound>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<Exit> {
-        self.transport.set_members(self.members_for_transport());
+        self.publish_status(NodeState::Starting);
+        if let Some(tail) = &self.committed {
+            tail.resume(self.log.durable_commit());
+        }
+        self.outbound.set_members(self.members_for_transport());
         // Entries committed before a restart are handed out again.
         let mut none = None;
         if let Some(exit) = self.cycle(&mut none).await? {
-            return self.finish(exit);
+            return Ok(self.finish(exit));
         }
-        self.publish_status("following");
+        self.publish_status(NodeState::Following);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let first = tokio::select! {
                 m = inbound.recv() => m,
                 _ = tick.tick() => {
                     self.housekeeping()?;
-                    self.publish_status("following");
+                    self.publish_status(NodeState::Following);
                     continue;
                 }
                 _ = stop.changed() => {
-                    self.publish_status("stopped");
+                    self.publish_status(NodeState::Stopped);
                     return Ok(Exit::Stopped);
                 }
             };
             let Some(first) = first else {
+                self.publish_status(NodeState::Stopped);
                 return Ok(Exit::Stopped);
             };
             let mut batch = vec![first];
@@ -376,7 +369,7 @@ impl Node {
                         // Persist what came before, then the snapshot alone.
                         let mut none = None;
                         if let Some(exit) = self.cycle(&mut none).await? {
-                            return self.finish(exit);
+                            return Ok(self.finish(exit));
                         }
                         match self.follower.step(inc.message.clone()) {
                             Ok(()) => snapshot = Some(inc),
@@ -387,28 +380,26 @@ impl Node {
                         }
                     }
                     Inbound::Removed { detail } => {
-                        return self.finish(Exit::Removed(detail));
+                        return Ok(self.finish(Exit::Removed(detail)));
                     }
                 }
             }
             if let Some(exit) = self.cycle(&mut snapshot).await? {
-                return self.finish(exit);
+                return Ok(self.finish(exit));
             }
-            self.publish_status("following");
+            self.publish_status(NodeState::Following);
         }
     }
 
-    fn finish(&mut self, exit: Exit) -> Result<Exit> {
+    fn finish(&mut self, exit: Exit) -> Exit {
         if let Exit::Removed(why) = &exit {
-            let mut id = self.identity.clone();
-            id.removed = true;
             // The removal stands even if it cannot be recorded (it is re-checked at start).
-            if let Err(e) = self.layout.write_identity(&id) {
-                tracing::warn!(error = %format!("{e:#}"), "could not record the removal in standby.json");
+            if let Err(e) = self.log.record_removal() {
+                tracing::warn!(error = %e, "could not record the removal in standby.json");
             }
             tracing::error!(reason = %why, "this member was removed from the cluster");
-            self.publish_status("removed");
+            self.publish_status(NodeState::Removed);
         }
-        Ok(exit)
+        exit
     }
 }

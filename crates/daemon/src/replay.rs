@@ -1,41 +1,37 @@
 //! Replay: committed entries → shadow model → effects → standby.
 //!
-//! The node loop hands committed entries over a bounded channel without ever
-//! waiting (a slow or absent standby never slows the learner). Replay keeps
-//! its own position: when the channel dropped entries, or at start-up, it
-//! reads them back from the durable local WAL. A leader snapshot in the log
-//! (entries that exist only in its db) triggers a reconcile by diff.
+//! Replay follows the node loop's commit point (a `watch`) and reads
+//! committed entries from one [`CommittedReader`] (the in-memory tail of
+//! recent entries, backed by the durable local WAL). A leader snapshot in
+//! the log (entries that exist only in its db) triggers a reconcile by diff.
+//! Replay never slows the learner: the node loop never waits on it.
 //!
 //! Exactly once: every standby txn carries the checkpoint (source cluster,
-//! index, term) and is guarded by the fencing epoch; on restart the standby's
-//! checkpoint says where to resume. The model is rebuilt to that index from
-//! the newest snapshot db at or below it (or from index 1) plus the WAL.
+//! index, term) and is guarded by the fencing epoch; on restart the
+//! standby's checkpoint says where to resume, and the model is rebuilt to
+//! that index ([`rebuild_plan`]). Replay writes to the standby through the
+//! [`StandbySink`] trait, so it can be driven in unit tests with a fake.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use etcd_standby_decode::decode_entry;
-use etcd_standby_model::{Model, ModelConfig, Outcome, SnapshotState};
+use etcd_standby_decode::{Decoded, decode_entry};
+use etcd_standby_model::{Effect, Model, ModelConfig, SnapshotState};
 use etcd_standby_proto::raftpb;
-use etcd_standby_sink::{ReconcileOptions, Sink, SinkConfig, SinkError};
-use etcd_standby_wal::{CommittedEnd, for_each_committed};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
-use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use etcd_standby_sink::{
+    ReconcileOptions, ReconcileReport, Sink, SinkConfig, SinkError, SinkStats,
+};
+use etcd_standby_wal::for_each_committed;
+use tokio::sync::watch;
 
-use super::node::Shared;
-use super::store::Layout;
-
-/// A batch of committed entries from the node loop, with when it committed.
-pub type Committed = (Instant, Vec<raftpb::Entry>);
+use crate::backoff::Backoff;
+use crate::blocking;
+use crate::committed::{CommittedReader, Read, Retention};
+use crate::error::{Context, Error, Result, bail};
+use crate::metrics::{OutcomeLabel, ReplayMetrics};
+use crate::status::{ReplayState, ReplayStatus, StatusCell};
+use crate::store::Layout;
 
 /// What replay needs.
 #[derive(Debug, Clone)]
@@ -54,174 +50,147 @@ pub struct ReplayOptions {
     pub model_save_every: u64,
 }
 
-/// Replay's part of `/status`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ReplayStatus {
-    /// `starting`, `reconciling`, `replaying`, `waiting for standby`, `fenced`, `halted`.
-    pub state: String,
-    /// Last entry applied to the model.
-    pub applied_index: u64,
-    /// The standby's checkpoint.
-    pub standby_checkpoint: u64,
-    /// Commit index minus applied index.
-    pub lag_entries: u64,
-    /// Payload bytes of committed entries not yet applied (approximate).
-    pub lag_bytes: u64,
-    /// Age of the oldest committed entry not yet on the standby, in seconds.
-    pub lag_seconds: f64,
-    /// The standby's current revision.
-    pub standby_revision: i64,
-    /// Standby write batch latency, median and 99th percentile of recent ones (ms).
-    pub txn_latency_ms_p50: f64,
-    /// See `txn_latency_ms_p50`.
-    pub txn_latency_ms_p99: f64,
-    /// The last error.
-    pub error: Option<String>,
-    /// Sink counters.
-    pub sink: Option<etcd_standby_sink::SinkStats>,
+/// Whole entries' effects, in index order: (index, term, effects).
+pub type Batch = [(u64, u64, Vec<Effect>)];
+
+/// The standby, as replay writes it. [`Sink`] is the real one.
+pub trait StandbySink: Send {
+    /// The raft index the standby has checkpointed (0: never written).
+    fn checkpoint_index(&self) -> u64;
+    /// Writes whole entries' effects with the checkpoint, fenced by the epoch.
+    fn apply(&mut self, batch: &Batch) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Re-reads the checkpoint after an ambiguous failure.
+    fn resync(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Makes the standby equal `state` by diff (deletions included).
+    fn reconcile(
+        &mut self,
+        state: &SnapshotState,
+        index: u64,
+        term: u64,
+        opts: ReconcileOptions,
+    ) -> impl Future<Output = Result<ReconcileReport, SinkError>> + Send;
+    /// The standby's current revision, if it answers quickly.
+    fn revision(&self) -> impl Future<Output = Option<i64>> + Send;
+    /// Counters for `/status`.
+    fn stats(&self) -> SinkStats;
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabel {
-    outcome: String,
-}
-
-/// Replay metrics.
-#[derive(Clone)]
-pub struct ReplayMetrics {
-    applied_index: Gauge,
-    standby_checkpoint: Gauge,
-    lag_entries: Gauge,
-    lag_bytes: Gauge,
-    standby_revision: Gauge,
-    lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
-    outcomes: Family<OutcomeLabel, Counter>,
-    txn_seconds: Histogram,
-    leases_mirrored: Gauge,
-    keepalive_failures: Gauge,
-    reconciles: Counter,
-    sink_errors: Counter,
-}
-
-impl ReplayMetrics {
-    /// Creates and registers the metrics.
-    pub fn new(reg: &mut Registry) -> Self {
-        let m = ReplayMetrics {
-            applied_index: Gauge::default(),
-            standby_checkpoint: Gauge::default(),
-            lag_entries: Gauge::default(),
-            lag_bytes: Gauge::default(),
-            standby_revision: Gauge::default(),
-            lag_seconds: Gauge::default(),
-            outcomes: Family::default(),
-            txn_seconds: Histogram::new([
-                0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]),
-            leases_mirrored: Gauge::default(),
-            keepalive_failures: Gauge::default(),
-            reconciles: Counter::default(),
-            sink_errors: Counter::default(),
+impl StandbySink for Sink {
+    fn checkpoint_index(&self) -> u64 {
+        self.checkpoint().map_or(0, |c| c.index)
+    }
+    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        Sink::apply(self, batch).await.map(|_| ())
+    }
+    async fn resync(&mut self) -> Result<(), SinkError> {
+        Sink::resync(self).await
+    }
+    async fn reconcile(
+        &mut self,
+        state: &SnapshotState,
+        index: u64,
+        term: u64,
+        opts: ReconcileOptions,
+    ) -> Result<ReconcileReport, SinkError> {
+        Sink::reconcile(self, state, index, term, opts).await
+    }
+    async fn revision(&self) -> Option<i64> {
+        let req = etcd_standby_client::pb::RangeRequest {
+            key: self.checkpoint_key().clone(),
+            count_only: true,
+            ..Default::default()
         };
-        let r = reg.sub_registry_with_prefix("etcd_standby");
-        r.register(
-            "applied_index",
-            "Last raft index applied to the shadow model",
-            m.applied_index.clone(),
-        );
-        r.register(
-            "standby_checkpoint_index",
-            "Raft index checkpointed on the standby",
-            m.standby_checkpoint.clone(),
-        );
-        r.register(
-            "replay_lag_entries",
-            "Committed entries not yet on the standby",
-            m.lag_entries.clone(),
-        );
-        r.register(
-            "replay_lag_seconds",
-            "Age of the oldest committed entry not yet on the standby",
-            m.lag_seconds.clone(),
-        );
-        r.register(
-            "entries",
-            "Committed entries by outcome on the primary",
-            m.outcomes.clone(),
-        );
-        r.register(
-            "standby_txn_duration_seconds",
-            "Latency of standby write batches",
-            m.txn_seconds.clone(),
-        );
-        r.register(
-            "leases_mirrored",
-            "Leases kept alive on the standby",
-            m.leases_mirrored.clone(),
-        );
-        r.register(
-            "keepalive_failures",
-            "Lease keep-alive failures on the standby",
-            m.keepalive_failures.clone(),
-        );
-        r.register(
-            "reconciles",
-            "Snapshot reconciles of the standby",
-            m.reconciles.clone(),
-        );
-        r.register(
-            "sink_errors",
-            "Standby write errors (retried or fatal)",
-            m.sink_errors.clone(),
-        );
-        m
+        match tokio::time::timeout(Duration::from_secs(2), self.client().range(req)).await {
+            Ok(Ok(resp)) => resp.header.map(|h| h.revision),
+            _ => None,
+        }
+    }
+    fn stats(&self) -> SinkStats {
+        Sink::stats(self)
     }
 }
 
-fn outcome_label(o: &Outcome) -> String {
-    match o {
-        Outcome::Rejected(_) => "rejected".into(),
-        other => crate::walcmd::outcome_text(other),
+/// Where the model is rebuilt from at start, given the standby's
+/// checkpoint and what the data dir holds. Pure, so it is tested as a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebuildFrom {
+    /// Replay the WAL from index 1 (it holds index 1).
+    Start,
+    /// Load the saved model at this index, then the WAL after it.
+    SavedModel(u64),
+    /// Load the snapshot db at this index, then the WAL after it.
+    SnapshotDb(u64),
+    /// Nothing below the checkpoint to rebuild from: reconcile the standby
+    /// from the newest snapshot db (at this index).
+    Reconcile(u64),
+    /// Nothing to rebuild from and no snapshot db: wait for one or re-seed.
+    Impossible,
+}
+
+/// What the data dir holds, for [`rebuild_plan`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rebuildable {
+    /// Newest saved model at or below the checkpoint.
+    pub saved_model: Option<u64>,
+    /// Newest snapshot db at or below the checkpoint.
+    pub db_at_or_below: Option<u64>,
+    /// Newest snapshot db of any index.
+    pub newest_db: Option<u64>,
+    /// The local WAL starts at index 1.
+    pub wal_has_index_one: bool,
+}
+
+/// The model-rebuild decision (Architecture Invariant 3).
+pub fn rebuild_plan(checkpoint: u64, have: Rebuildable) -> RebuildFrom {
+    if checkpoint == 0 {
+        return match have.newest_db {
+            Some(i) if !have.wal_has_index_one => RebuildFrom::Reconcile(i),
+            _ => RebuildFrom::Start,
+        };
+    }
+    match (have.saved_model, have.db_at_or_below) {
+        (Some(m), db) if db.is_none_or(|d| d <= m) => RebuildFrom::SavedModel(m),
+        (_, Some(d)) => RebuildFrom::SnapshotDb(d),
+        (None, None) if have.wal_has_index_one => RebuildFrom::Start,
+        (_, None) => match have.newest_db {
+            Some(i) => RebuildFrom::Reconcile(i),
+            None => RebuildFrom::Impossible,
+        },
     }
 }
 
 /// Newest `member/snap/<index>.snap.db` with index ≤ `max`.
-fn newest_db(layout: &Layout, max: u64) -> Option<(u64, PathBuf)> {
-    layout
-        .snap_dbs()
-        .ok()?
-        .into_iter()
-        .rfind(|(i, _)| *i <= max)
-}
-
-/// `<data-dir>/replay`: saved shadow models (`model-<index %016x>.bin`).
-fn model_dir(layout: &Layout) -> PathBuf {
-    layout.root.join("replay")
+fn newest_db(layout: &Layout, max: u64) -> Result<Option<(u64, PathBuf)>> {
+    let dbs = match layout.snap_dbs() {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", layout.snap().display())),
+    };
+    Ok(dbs.into_iter().rfind(|(i, _)| *i <= max))
 }
 
 /// Newest saved model with index ≤ `max`.
-fn newest_model(layout: &Layout, max: u64) -> Option<(u64, PathBuf)> {
-    std::fs::read_dir(model_dir(layout))
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let hex = name.strip_prefix("model-")?.strip_suffix(".bin")?;
-            let idx = u64::from_str_radix(hex, 16).ok()?;
-            (idx <= max).then(|| (idx, e.path()))
-        })
-        .max_by_key(|(i, _)| *i)
+fn newest_model(layout: &Layout, max: u64) -> Result<Option<(u64, PathBuf)>> {
+    let models = match layout.saved_models() {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(e).with_context(|| format!("listing {}", layout.model_dir().display()));
+        }
+    };
+    Ok(models.into_iter().rfind(|(i, _)| *i <= max))
 }
 
 /// Saves the model (at an index the standby has confirmed): tmp file,
 /// fsync, rename, fsync dir; older saves are removed.
 fn save_model(layout: &Layout, model: &Model) -> Result<u64> {
-    let dir = model_dir(layout);
+    let dir = layout.model_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let index = model.applied_index();
-    let path = dir.join(format!("model-{index:016x}.bin"));
+    let path = layout.saved_model(index);
     let tmp = path.with_extension("bin.tmp");
     let state = model.to_snapshot_state();
-    let write = || -> Result<()> {
+    let write = || -> std::result::Result<(), Error> {
         let f = std::fs::File::create(&tmp)?;
         let mut w = std::io::BufWriter::new(f);
         state.write_to(&mut w)?;
@@ -232,13 +201,11 @@ fn save_model(layout: &Layout, model: &Model) -> Result<u64> {
         Ok(())
     };
     write().with_context(|| format!("saving the shadow model to {}", path.display()))?;
-    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p != path
-            && p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("model-"))
+    for (i, p) in layout.saved_models().unwrap_or_default() {
+        if i != index
+            && let Err(e) = std::fs::remove_file(&p)
         {
-            let _ = std::fs::remove_file(p);
+            tracing::warn!(path = %p.display(), error = %e, "could not remove an older saved model");
         }
     }
     Ok(index)
@@ -253,27 +220,41 @@ fn load_model(path: &Path) -> Result<SnapshotState> {
 fn load_db(path: &Path) -> Result<SnapshotState> {
     let db = etcd_standby_bolt::BoltFile::open(path)
         .with_context(|| format!("opening snapshot db {}", path.display()))?;
-    SnapshotState::from_bolt(&db).with_context(|| format!("reading snapshot db {}", path.display()))
+    etcd_standby_bolt::model_state(&db)
+        .with_context(|| format!("reading snapshot db {}", path.display()))
 }
 
-fn wal_has_index_one(layout: &Layout) -> bool {
+/// Whether the local WAL still starts at raft index 1 (no segment released
+/// yet). A WAL whose first segment starts later does not; reading errors of a
+/// WAL that does are errors.
+fn wal_has_index_one(layout: &Layout) -> Result<bool> {
+    let wal = layout.wal();
+    let segments = etcd_standby_wal::list_segments(&wal)
+        .with_context(|| format!("listing {}", wal.display()))?;
+    // A segment's name carries the index its entries follow on from.
+    if segments.first().is_none_or(|s| s.index > 1) {
+        return Ok(false);
+    }
     let mut first = None;
-    let _ = for_each_committed(&layout.wal(), 0, 1, |e| {
+    for_each_committed(&wal, 0, 1, |e| {
         first = Some(e.index);
         false
-    });
-    first == Some(1)
+    })
+    .with_context(|| format!("reading the first entry of {}", wal.display()))?;
+    Ok(first == Some(1))
 }
 
-struct Replay {
+/// Replay's owned state.
+pub struct Replay<S: StandbySink> {
     opts: ReplayOptions,
     layout: Layout,
-    shared: Arc<Shared>,
+    status: StatusCell<ReplayStatus>,
     metrics: ReplayMetrics,
-    sink: Sink,
+    retention: Retention,
+    sink: S,
     model: Model,
     /// Pending (index, term, effects) not yet written.
-    batch: Vec<(u64, u64, Vec<etcd_standby_model::Effect>)>,
+    batch: Vec<(u64, u64, Vec<Effect>)>,
     /// Commit time of the oldest entry in `batch`.
     oldest: Option<Instant>,
     /// Index of the last saved model, and when.
@@ -285,21 +266,61 @@ struct Replay {
     db_floor: u64,
 }
 
-impl Replay {
-    /// Sets the state; an error is kept until replay is healthy again.
-    fn set_state(&self, state: &str, error: Option<String>) {
-        if let Ok(mut s) = self.shared.replay.lock() {
-            s.state = state.into();
-            if error.is_some() || state == "replaying" {
-                s.error = error;
-            }
+impl<S: StandbySink> Replay<S> {
+    /// Replay over a connected sink; call [`Replay::run`].
+    pub fn new(
+        opts: ReplayOptions,
+        layout: Layout,
+        sink: S,
+        status: StatusCell<ReplayStatus>,
+        metrics: ReplayMetrics,
+        retention: Retention,
+    ) -> Replay<S> {
+        Replay {
+            model: Model::with_config(opts.model.clone()),
+            opts,
+            layout,
+            status,
+            metrics,
+            retention,
+            sink,
+            batch: Vec::new(),
+            oldest: None,
+            saved: (0, Instant::now()),
+            replayed_bytes: 0,
+            db_floor: 0,
         }
     }
 
-    fn publish(&self) {
-        let commit = self.shared.snapshot().commit_index;
+    /// The model's applied index.
+    pub fn applied_index(&self) -> u64 {
+        self.model.applied_index()
+    }
+
+    /// The sink (tests inspect their fake through it).
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// Sets the state; an error is kept until replay is healthy again.
+    fn set_state(&self, state: ReplayState, error: Option<String>) {
+        self.metrics.set_replay_state(state);
+        self.status.update(|s| {
+            if s.state != state {
+                tracing::info!(from = %s.state, to = %state, "replay state");
+            }
+            s.state = state;
+            if error.is_some() || state == ReplayState::Replaying {
+                s.error = error;
+            }
+        });
+    }
+
+    fn publish(&self, reader: &CommittedReader) {
+        let point = reader.point();
+        let commit = point.index;
         let applied = self.model.applied_index();
-        let checkpoint = self.sink.checkpoint().map_or(0, |c| c.index);
+        let checkpoint = self.sink.checkpoint_index();
         let mut stats = self.sink.stats();
         let mut lat: Vec<f64> = stats
             .txn_latency
@@ -316,11 +337,11 @@ impl Replay {
         // /status carries the summary, not a thousand samples.
         stats.txn_latency.clear();
         let lag_s = self.oldest.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let lag_entries = commit.saturating_sub(checkpoint);
+        let lag_bytes = point.bytes_total.saturating_sub(self.replayed_bytes);
         self.metrics.applied_index.set(applied as i64);
         self.metrics.standby_checkpoint.set(checkpoint as i64);
-        self.metrics
-            .lag_entries
-            .set(commit.saturating_sub(checkpoint) as i64);
+        self.metrics.lag_entries.set(lag_entries as i64);
         self.metrics.lag_seconds.set(lag_s);
         self.metrics
             .leases_mirrored
@@ -328,25 +349,20 @@ impl Replay {
         self.metrics
             .keepalive_failures
             .set(stats.keepalive_failures as i64);
-        let lag_bytes = self
-            .shared
-            .committed_bytes
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.replayed_bytes);
         self.metrics.lag_bytes.set(lag_bytes as i64);
-        if let Ok(mut s) = self.shared.replay.lock() {
+        self.status.update(|s| {
             s.lag_bytes = lag_bytes;
             s.applied_index = applied;
             s.standby_checkpoint = checkpoint;
-            s.lag_entries = commit.saturating_sub(checkpoint);
+            s.lag_entries = lag_entries;
             s.lag_seconds = lag_s;
             s.txn_latency_ms_p50 = p50;
             s.txn_latency_ms_p99 = p99;
             s.sink = Some(stats);
-        }
+        });
         // The WAL must keep what a restart needs to rebuild the model.
-        let floor = self.db_floor.max(self.saved.0.min(checkpoint));
-        self.shared.keep_floor.store(floor, Ordering::Relaxed);
+        self.retention
+            .set_floor(self.db_floor.max(self.saved.0.min(checkpoint)));
     }
 
     /// Applies one committed entry to the model and queues its effects.
@@ -360,27 +376,30 @@ impl Replay {
         self.metrics
             .outcomes
             .get_or_create(&OutcomeLabel {
-                outcome: outcome_label(&applied.outcome),
+                outcome: applied.outcome.label(),
             })
             .inc();
         if applied.outcome.is_halt() {
-            let why = crate::walcmd::outcome_text(&applied.outcome);
+            let reason = applied.outcome.to_string();
             if !self.opts.skip_undecodable {
-                bail!(
-                    "raft entry {} (term {}) cannot be replayed ({why}); replay halted. \
-                     Inspect it with `etcd-standby wal dump --start-index {0} --end-index {0}`; \
-                     restart with --skip-undecodable to skip it",
-                    e.index,
-                    e.term
-                );
+                return Err(Error::Halt {
+                    index: e.index,
+                    term: e.term,
+                    reason,
+                });
             }
-            tracing::error!(index = e.index, %why, "skipping an entry that cannot be replayed (--skip-undecodable)");
+            tracing::error!(index = e.index, %reason, "skipping an entry that cannot be replayed (--skip-undecodable)");
             // Advance the model past it as if it were the empty entry.
-            self.model
-                .apply(e.index, e.term, &etcd_standby_decode::Decoded::Empty);
+            let empty = self.model.apply(e.index, e.term, &Decoded::Empty);
+            if empty.outcome.is_halt() || self.model.applied_index() != e.index {
+                return Err(Error::Halt {
+                    index: e.index,
+                    term: e.term,
+                    reason: format!("the model could not skip it ({})", empty.outcome),
+                });
+            }
         }
-        let checkpoint = self.sink.checkpoint().map_or(0, |c| c.index);
-        if e.index > checkpoint {
+        if e.index > self.sink.checkpoint_index() {
             self.oldest.get_or_insert(at);
             self.batch.push((e.index, e.term, applied.effects));
         }
@@ -388,74 +407,66 @@ impl Replay {
     }
 
     /// Writes the batch, retrying while the standby is unreachable.
-    async fn flush(&mut self, stop: &watch::Receiver<bool>) -> Result<()> {
+    async fn flush(
+        &mut self,
+        reader: &CommittedReader,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::standby();
         loop {
             let t = Instant::now();
             match self.sink.apply(&self.batch).await {
-                Ok(_) => {
+                Ok(()) => {
                     self.metrics.txn_seconds.observe(t.elapsed().as_secs_f64());
                     self.batch.clear();
                     self.oldest = None;
-                    self.set_state("replaying", None);
+                    self.set_state(ReplayState::Replaying, None);
                     self.maybe_save_model();
-                    self.publish();
+                    self.publish(reader);
                     return Ok(());
                 }
                 Err(e @ SinkError::Fenced { .. }) => {
-                    self.set_state("fenced", Some(e.to_string()));
-                    return Err(anyhow::Error::new(e));
+                    self.set_state(ReplayState::Fenced, Some(e.to_string()));
+                    return Err(e.into());
                 }
                 Err(e) if e.is_retryable() => {
                     self.metrics.sink_errors.inc();
                     tracing::warn!(error = %e, "standby write failed; retrying (the learner keeps receiving)");
-                    self.set_state("waiting for standby", Some(e.to_string()));
-                    self.publish();
+                    self.set_state(ReplayState::WaitingForStandby, Some(e.to_string()));
+                    self.publish(reader);
                     if *stop.borrow() {
                         bail!("stopped while the standby was unavailable");
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(backoff.next_delay()).await;
                     if let Err(e) = self.sink.resync().await {
                         tracing::warn!(error = %e, "re-reading the standby checkpoint");
                     }
                 }
                 Err(e) => {
                     self.metrics.sink_errors.inc();
-                    self.set_state("halted", Some(e.to_string()));
+                    self.set_state(ReplayState::Halted, Some(e.to_string()));
                     return Err(
-                        anyhow::Error::new(e).context("the standby refused a write; replay halted")
+                        Error::from(e).context("the standby refused a write; replay halted")
                     );
                 }
             }
         }
     }
 
-    /// Reads the standby's revision (a count-only range on our checkpoint key).
     async fn refresh_standby_revision(&self) {
-        let req = etcd_standby_client::pb::RangeRequest {
-            key: self.sink.checkpoint_key().clone(),
-            count_only: true,
-            ..Default::default()
-        };
-        if let Ok(Ok(resp)) =
-            tokio::time::timeout(Duration::from_secs(2), self.sink.client().range(req)).await
-            && let Some(h) = resp.header
-        {
-            self.metrics.standby_revision.set(h.revision);
-            if let Ok(mut s) = self.shared.replay.lock() {
-                s.standby_revision = h.revision;
-            }
+        if let Some(rev) = self.sink.revision().await {
+            self.metrics.standby_revision.set(rev);
+            self.status.update(|s| s.standby_revision = rev);
         }
     }
 
     /// Saves the model now and then, at the standby's checkpoint, so a
     /// restart replays only the WAL after it (and old WAL can be released).
     fn maybe_save_model(&mut self) {
-        let checkpoint = self.sink.checkpoint().map_or(0, |c| c.index);
+        let checkpoint = self.sink.checkpoint_index();
         let applied = self.model.applied_index();
         let due = applied >= self.saved.0 + self.opts.model_save_every.max(1)
             || (applied > self.saved.0 && self.saved.1.elapsed() > Duration::from_secs(300));
@@ -463,28 +474,30 @@ impl Replay {
             return;
         }
         let (layout, model) = (&self.layout, &self.model);
-        match tokio::task::block_in_place(|| save_model(layout, model)) {
+        match blocking(|| save_model(layout, model)) {
             Ok(i) => {
                 self.saved = (i, Instant::now());
                 tracing::info!(index = i, "shadow model saved");
             }
             Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "could not save the shadow model; restarts replay more of the WAL")
+                tracing::warn!(error = %e, "could not save the shadow model; restarts replay more of the WAL")
             }
         }
     }
 
-    /// Reconciles the standby to the snapshot db at `index` and reseeds the model.
-    async fn reconcile(&mut self, index: u64) -> Result<()> {
-        let Some((db_index, path)) = newest_db(&self.layout, u64::MAX).filter(|(i, _)| *i >= index)
+    /// Reconciles the standby to the snapshot db at `index` (or the newest
+    /// after it) and reseeds the model.
+    async fn reconcile(&mut self, index: u64, reader: &CommittedReader) -> Result<()> {
+        let Some((db_index, path)) =
+            newest_db(&self.layout, u64::MAX)?.filter(|(i, _)| *i >= index)
         else {
             bail!(
                 "the log jumps to a snapshot at {index}, but no snapshot db at or after it is in {}",
                 self.layout.snap().display()
             );
         };
-        self.set_state("reconciling", None);
-        let mut state = load_db(&path)?;
+        self.set_state(ReplayState::Reconciling, None);
+        let mut state = blocking(|| load_db(&path))?;
         // The log continues after the snapshot's index.
         state.consistent_index = state.consistent_index.max(db_index);
         let term = state.term;
@@ -493,7 +506,7 @@ impl Replay {
             keys = state.keys.len(),
             "reconciling the standby with a leader snapshot"
         );
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::standby();
         let report = loop {
             match self
                 .sink
@@ -503,209 +516,216 @@ impl Replay {
                 Ok(r) => break r,
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "reconcile: standby unavailable; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    self.set_state(ReplayState::WaitingForStandby, Some(e.to_string()));
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(e @ SinkError::MassDelete { .. }) => {
-                    self.set_state("halted", Some(e.to_string()));
-                    return Err(anyhow::Error::new(e).context(
+                    self.set_state(ReplayState::Halted, Some(e.to_string()));
+                    return Err(Error::from(e).context(
                         "reconcile paused by the mass-delete guard; check the primary, then restart with --accept-mass-delete",
                     ));
                 }
-                Err(e) => return Err(anyhow::Error::new(e).context("reconciling the standby")),
+                Err(e @ SinkError::Fenced { .. }) => {
+                    self.set_state(ReplayState::Fenced, Some(e.to_string()));
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    self.set_state(ReplayState::Halted, Some(e.to_string()));
+                    return Err(Error::from(e).context("reconciling the standby"));
+                }
             }
         };
         tracing::info!(?report, "reconcile done");
         self.metrics.reconciles.inc();
         self.db_floor = db_index;
         self.model = Model::from_snapshot_with_config(self.opts.model.clone(), state);
-        self.publish();
+        self.publish(reader);
         Ok(())
     }
 
-    /// Applies committed entries from the local WAL after the model's index
-    /// up to `up_to`, reconciling when the log jumps over a snapshot.
-    async fn catch_up_from_wal(&mut self, up_to: u64, stop: &watch::Receiver<bool>) -> Result<()> {
+    /// Rebuilds the model at the standby's checkpoint ([`rebuild_plan`]).
+    async fn rebuild(&mut self, reader: &CommittedReader) -> Result<()> {
+        let checkpoint = self.sink.checkpoint_index();
+        let saved = newest_model(&self.layout, checkpoint)?;
+        let db = newest_db(&self.layout, checkpoint)?;
+        let newest = newest_db(&self.layout, u64::MAX)?.map(|(i, _)| i);
+        let have = Rebuildable {
+            saved_model: saved.as_ref().map(|(i, _)| *i),
+            db_at_or_below: db.as_ref().map(|(i, _)| *i),
+            newest_db: newest,
+            wal_has_index_one: wal_has_index_one(&self.layout)?,
+        };
+        self.db_floor = have.db_at_or_below.unwrap_or(0);
+        let plan = rebuild_plan(checkpoint, have);
+        tracing::info!(
+            checkpoint,
+            ?plan,
+            "rebuilding the shadow model to the standby's checkpoint"
+        );
+        match plan {
+            RebuildFrom::Start => {}
+            RebuildFrom::SavedModel(i) => {
+                let Some((_, path)) = saved else {
+                    bail!("saved model {i} vanished")
+                };
+                let state = blocking(|| load_model(&path))?;
+                self.model = Model::from_snapshot_with_config(self.opts.model.clone(), state);
+                self.saved = (i, Instant::now());
+            }
+            RebuildFrom::SnapshotDb(i) => {
+                let Some((_, path)) = db else {
+                    bail!("snapshot db {i} vanished")
+                };
+                let mut state = blocking(|| load_db(&path))?;
+                state.consistent_index = state.consistent_index.max(i);
+                self.model = Model::from_snapshot_with_config(self.opts.model.clone(), state);
+            }
+            RebuildFrom::Reconcile(i) => self.reconcile(i, reader).await?,
+            RebuildFrom::Impossible => bail!(
+                "the standby is at raft index {checkpoint}, but the local log can rebuild neither from index 1 nor from a snapshot db; \
+                 wait for a leader snapshot or start over with a fresh standby"
+            ),
+        }
+        if checkpoint > 0 {
+            self.set_state(ReplayState::RebuildingModel, None);
+        }
+        Ok(())
+    }
+
+    /// Applies everything committed after the model's index: reads from
+    /// the reader until it has nothing more, reconciling at snapshot jumps.
+    async fn drain(
+        &mut self,
+        reader: &CommittedReader,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<()> {
         loop {
             let after = self.model.applied_index();
-            if after >= up_to {
-                return Ok(());
+            let max = self.opts.max_batch.max(1);
+            let (read, _) = blocking(|| reader.read(after, max))?;
+            match read {
+                Read::Entries(entries) => {
+                    for (at, e) in &entries {
+                        if e.index != self.model.applied_index() + 1 {
+                            bail!(
+                                "committed entries out of order: got {} after {} (local log damaged?)",
+                                e.index,
+                                self.model.applied_index()
+                            );
+                        }
+                        self.apply_entry(e, *at)?;
+                        if self.batch.len() >= max {
+                            self.flush(reader, stop).await?;
+                        }
+                    }
+                }
+                Read::NeedSnapshot { index } => {
+                    self.flush(reader, stop).await?;
+                    self.reconcile(index, reader).await?;
+                }
+                Read::Nothing => {
+                    self.flush(reader, stop).await?;
+                    return Ok(());
+                }
             }
-            let mut entries = Vec::new();
-            let limit = self.opts.max_batch;
-            let wal = self.layout.wal();
-            let end = tokio::task::block_in_place(|| {
-                for_each_committed(&wal, after, up_to, |e| {
-                    entries.push(e);
-                    entries.len() < limit
-                })
-            })
-            .with_context(|| {
-                format!(
-                    "reading committed entries after {after} from {}",
-                    wal.display()
-                )
-            })?;
-            let now = Instant::now();
-            for e in &entries {
-                self.apply_entry(e, now)?;
-            }
-            self.flush(stop).await?;
-            match end {
-                CommittedEnd::NeedSnapshot { index, .. } => self.reconcile(index).await?,
-                CommittedEnd::Done(last) if last == after => return Ok(()), // nothing more on disk yet
-                _ => {}
+        }
+    }
+
+    /// Runs until stopped, the node loop ends, or a fatal error (fenced,
+    /// refused, undecodable).
+    pub async fn run(
+        mut self,
+        mut reader: CommittedReader,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<()> {
+        self.rebuild(&reader).await?;
+        self.publish(&reader);
+        self.drain(&reader, &stop).await?;
+        self.set_state(ReplayState::Replaying, None);
+        self.publish(&reader);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let applied = self.model.applied_index();
+            tokio::select! {
+                more = reader.wait_beyond(applied) => {
+                    if !more {
+                        // The node loop is gone: write what we have and stop.
+                        self.drain(&reader, &stop).await?;
+                        return Ok(());
+                    }
+                    self.drain(&reader, &stop).await?;
+                    self.publish(&reader);
+                }
+                _ = tick.tick() => {
+                    self.refresh_standby_revision().await;
+                    self.publish(&reader);
+                }
+                _ = stop.changed() => {
+                    if let Err(e) = self.flush(&reader, &stop).await {
+                        tracing::warn!(error = %e, "final standby write at shutdown failed; it is replayed on restart");
+                    }
+                    return Ok(());
+                }
             }
         }
     }
 }
 
-/// Runs replay until stopped or a fatal error (fenced, refused, undecodable).
+/// What replay shares with the rest of the daemon.
+pub struct ReplayLinks {
+    /// Replay's status record (replay writes it).
+    pub status: StatusCell<ReplayStatus>,
+    /// Replay's metrics.
+    pub metrics: ReplayMetrics,
+    /// The WAL retention floor (replay advances it).
+    pub retention: Retention,
+    /// Committed entries from the node loop.
+    pub reader: CommittedReader,
+}
+
+/// Connects to the standby (retrying while it is unreachable) and runs
+/// replay until stopped or a fatal error.
 pub async fn run(
     mut opts: ReplayOptions,
     layout: Layout,
     cluster_id: u64,
-    shared: Arc<Shared>,
-    metrics: ReplayMetrics,
-    mut live: mpsc::Receiver<Committed>,
+    links: ReplayLinks,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
+    let ReplayLinks {
+        status,
+        metrics,
+        retention,
+        reader,
+    } = links;
     opts.sink.source_cluster_id = cluster_id;
-    let set = |state: &str, err: Option<String>| {
-        if let Ok(mut s) = shared.replay.lock() {
-            s.state = state.into();
+    let set = |state: ReplayState, err: Option<String>| {
+        metrics.set_replay_state(state);
+        status.update(|s| {
+            s.state = state;
             s.error = err;
-        }
+        });
     };
-    set("connecting to standby", None);
-    let mut backoff = Duration::from_millis(200);
+    set(ReplayState::ConnectingToStandby, None);
+    let mut backoff = Backoff::standby();
     let sink = loop {
         match Sink::connect(opts.sink.clone()).await {
             Ok(s) => break s,
             Err(e) if e.is_retryable() => {
-                set("waiting for standby", Some(e.to_string()));
+                set(ReplayState::WaitingForStandby, Some(e.to_string()));
                 tracing::warn!(error = %e, "standby unreachable; retrying");
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                     _ = stop.changed() => return Ok(()),
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                set("halted", Some(e.to_string()));
-                return Err(anyhow::Error::new(e).context("connecting to the standby"));
+                set(ReplayState::Halted, Some(e.to_string()));
+                return Err(Error::from(e).context("connecting to the standby"));
             }
         }
     };
-    let checkpoint = sink.checkpoint().map_or(0, |c| c.index);
-    let mut r = Replay {
-        model: Model::with_config(opts.model.clone()),
-        opts,
-        layout,
-        shared: shared.clone(),
-        metrics,
-        sink,
-        batch: Vec::new(),
-        oldest: None,
-        saved: (0, Instant::now()),
-        replayed_bytes: 0,
-        db_floor: 0,
-    };
-    // Rebuild the model at the standby's checkpoint: from the newest saved
-    // model or snapshot db at or below it (or index 1), plus the WAL.
-    let saved = newest_model(&r.layout, checkpoint);
-    let db = newest_db(&r.layout, checkpoint);
-    r.db_floor = db.as_ref().map_or(0, |(i, _)| *i);
-    if checkpoint > 0 {
-        match (saved, db) {
-            (Some((mi, mpath)), db) if db.as_ref().is_none_or(|(di, _)| *di <= mi) => {
-                let state = load_model(&mpath)?;
-                r.model = Model::from_snapshot_with_config(r.opts.model.clone(), state);
-                r.saved = (mi, Instant::now());
-            }
-            (_, Some((db_index, path))) => {
-                let mut state = load_db(&path)?;
-                state.consistent_index = state.consistent_index.max(db_index);
-                r.model = Model::from_snapshot_with_config(r.opts.model.clone(), state);
-            }
-            (None, None) if wal_has_index_one(&r.layout) => {}
-            (_, None) => {
-                // Nothing to rebuild from: reconcile from the newest db.
-                let newest = newest_db(&r.layout, u64::MAX).map(|(i, _)| i);
-                match newest {
-                    Some(i) => r.reconcile(i).await?,
-                    None => bail!(
-                        "the standby is at raft index {checkpoint}, but the local log can rebuild neither from index 1 nor from a snapshot db; \
-                         wait for a leader snapshot or start over with a fresh standby"
-                    ),
-                }
-            }
-        }
-        tracing::info!(
-            checkpoint,
-            from = r.model.applied_index(),
-            "rebuilding the shadow model to the standby's checkpoint"
-        );
-        r.set_state("rebuilding model", None);
-    } else if !wal_has_index_one(&r.layout)
-        && let Some((i, _)) = newest_db(&r.layout, u64::MAX)
-    {
-        r.reconcile(i).await?;
-    }
-    r.publish();
-    // Catch up with what is already committed, then follow the live channel.
-    let commit = shared.snapshot().commit_index;
-    r.catch_up_from_wal(commit, &stop).await?;
-    r.set_state("replaying", None);
-    r.publish();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let mut last_applied = (r.model.applied_index(), Instant::now());
-    loop {
-        tokio::select! {
-            item = live.recv() => {
-                let Some((at, entries)) = item else { return Ok(()) };
-                let mut items = vec![(at, entries)];
-                while let Ok(x) = live.try_recv() {
-                    items.push(x);
-                    if items.len() >= 64 { break; }
-                }
-                for (at, entries) in items {
-                    let Some(first) = entries.first() else { continue };
-                    if first.index > r.model.applied_index() + 1 {
-                        // The channel dropped some: read them back from the WAL.
-                        r.catch_up_from_wal(first.index - 1, &stop).await?;
-                    }
-                    for e in &entries {
-                        if e.index == r.model.applied_index() + 1 {
-                            r.apply_entry(e, at)?;
-                        }
-                    }
-                    if r.batch.len() >= r.opts.max_batch {
-                        r.flush(&stop).await?;
-                    }
-                }
-                r.flush(&stop).await?;
-                r.publish();
-            }
-            _ = tick.tick() => {
-                // Entries dropped at the tail of the channel: nothing newer
-                // arrives to reveal the gap, so look at the commit index.
-                let applied = r.model.applied_index();
-                if applied != last_applied.0 {
-                    last_applied = (applied, Instant::now());
-                } else if applied < shared.snapshot().commit_index
-                    && last_applied.1.elapsed() > Duration::from_millis(400)
-                {
-                    let commit = shared.snapshot().commit_index;
-                    r.catch_up_from_wal(commit, &stop).await?;
-                }
-                r.refresh_standby_revision().await;
-                r.publish();
-            }
-            _ = stop.changed() => {
-                r.flush(&stop).await.ok();
-                return Ok(());
-            }
-        }
-    }
+    Replay::new(opts, layout, sink, status, metrics, retention)
+        .run(reader, stop)
+        .await
 }

@@ -12,10 +12,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use crate::committed::Retention;
+use crate::error::{Context, Result, bail};
+use crate::node::LogStore;
 use etcd_standby_follower::{Membership, Ready, Restored, v2store};
 use etcd_standby_proto::{etcdserverpb, raftpb, walpb};
-use etcd_standby_wal::{WalWriter, read_log, snap};
+use etcd_standby_wal::{WalWriter, names, read_log, snap};
 use serde::{Deserialize, Serialize};
 
 /// Who we are; written once after MemberAdd, before anything else.
@@ -69,21 +71,30 @@ impl Layout {
     }
     /// `member/snap/<index %016x>.snap.db`: the db of a leader snapshot.
     pub fn snap_db(&self, index: u64) -> PathBuf {
-        self.snap().join(format!("{index:016x}.snap.db"))
+        self.snap().join(names::snap_db_file_name(index))
     }
 
     /// The leader snapshot dbs present, by index, ascending.
     pub fn snap_dbs(&self) -> std::io::Result<Vec<(u64, PathBuf)>> {
-        let mut dbs: Vec<(u64, PathBuf)> = std::fs::read_dir(self.snap())?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let idx = u64::from_str_radix(name.strip_suffix(".snap.db")?, 16).ok()?;
-                Some((idx, e.path()))
-            })
-            .collect();
-        dbs.sort();
-        Ok(dbs)
+        indexed_files(&self.snap(), names::parse_snap_db_name)
+    }
+
+    /// `<root>/replay`: saved shadow models (`model-<index %016x>.bin`).
+    pub fn model_dir(&self) -> PathBuf {
+        self.root.join("replay")
+    }
+
+    /// The saved model at `index`.
+    pub fn saved_model(&self, index: u64) -> PathBuf {
+        self.model_dir()
+            .join(names::indexed_file_name(MODEL_PREFIX, index, MODEL_SUFFIX))
+    }
+
+    /// The saved models present, by index, ascending.
+    pub fn saved_models(&self) -> std::io::Result<Vec<(u64, PathBuf)>> {
+        indexed_files(&self.model_dir(), |n| {
+            names::parse_indexed_name(n, MODEL_PREFIX, MODEL_SUFFIX)
+        })
     }
 
     /// `<root>/standby.json`.
@@ -122,6 +133,25 @@ impl Layout {
     }
 }
 
+const MODEL_PREFIX: &str = "model-";
+const MODEL_SUFFIX: &str = ".bin";
+
+/// Files in `dir` whose names `parse` gives an index, by index, ascending.
+fn indexed_files(
+    dir: &Path,
+    parse: impl Fn(&str) -> Option<u64>,
+) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if let Some(i) = e.file_name().to_str().and_then(&parse) {
+            out.push((i, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
@@ -146,6 +176,8 @@ pub struct LocalLog {
     /// Last durable entry (index, term).
     last: (u64, u64),
     durable_commit: u64,
+    identity: Identity,
+    retention: Retention,
 }
 
 impl LocalLog {
@@ -177,6 +209,8 @@ impl LocalLog {
             base: (0, 0),
             last: (0, 0),
             durable_commit: 0,
+            identity: id.clone(),
+            retention: Retention::unneeded(),
         })
     }
 
@@ -253,9 +287,18 @@ impl LocalLog {
                 base: (base.index, base.term),
                 last,
                 durable_commit: hard_state.commit,
+                identity: id.clone(),
+                retention: Retention::unneeded(),
             },
             restored,
         ))
+    }
+
+    /// Makes WAL release wait for replay: from now on nothing at or after
+    /// the returned handle's floor is released; replay advances it.
+    pub fn retain_for_replay(&mut self) -> Retention {
+        self.retention = Retention::keep_all();
+        self.retention.clone()
     }
 
     /// Base snapshot (index, term).
@@ -358,7 +401,7 @@ impl LocalLog {
     /// `.snap` / `.snap.db` files older than the newest few. Returns the
     /// number of files removed.
     pub fn release(&mut self, keep_from: u64) -> Result<usize> {
-        let keep_from = keep_from.min(self.base.0);
+        let keep_from = keep_from.min(self.base.0).min(self.retention.floor());
         let wal_dir = self.layout.wal();
         let segs = etcd_standby_wal::list_segments(&wal_dir).context("listing segments")?;
         let mut removed = 0;
@@ -390,9 +433,39 @@ impl LocalLog {
             }
         }
         if removed > 0 {
-            sync_dir(&wal_dir).ok();
-            sync_dir(&snap_dir).ok();
+            // Removals are not acknowledgements: a lost one only means a file is deleted again.
+            for d in [&wal_dir, &snap_dir] {
+                if let Err(e) = sync_dir(d) {
+                    tracing::warn!(dir = %d.display(), error = %e, "fsync after releasing files");
+                }
+            }
         }
         Ok(removed)
+    }
+}
+
+impl LogStore for LocalLog {
+    fn persist(&mut self, rd: &Ready, db: Option<&Path>) -> Result<PersistStats> {
+        LocalLog::persist(self, rd, db)
+    }
+    fn mark(&mut self, index: u64, term: u64, membership: &Membership) -> Result<()> {
+        LocalLog::mark(self, index, term, membership)
+    }
+    fn release(&mut self, keep_from: u64) -> Result<usize> {
+        LocalLog::release(self, keep_from)
+    }
+    fn base(&self) -> (u64, u64) {
+        self.base
+    }
+    fn last(&self) -> (u64, u64) {
+        self.last
+    }
+    fn durable_commit(&self) -> u64 {
+        self.durable_commit
+    }
+    fn record_removal(&mut self) -> Result<()> {
+        let mut id = self.identity.clone();
+        id.removed = true;
+        self.layout.write_identity(&id)
     }
 }

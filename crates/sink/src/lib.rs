@@ -3,7 +3,7 @@
 //!
 //! The daemon feeds [`Sink::apply`] the effects the model computed for
 //! committed entries, in index order. The sink keeps the standby equal to
-//! the primary at some raft index (invariants 3 and 4 of the design):
+//! the primary at some raft index (Architecture Invariants 2 and 4 in ARCHITECTURE.md):
 //!
 //! * **Batched txns with a checkpoint and a fence.** Consecutive entries go
 //!   into one standby `Txn` — whole entries only, within `max_txn_ops` (the

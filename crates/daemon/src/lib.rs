@@ -1,0 +1,39 @@
+//! The etcd-standby replicator daemon (`etcd-standby run`, `leave`).
+//!
+//! * [`node`]: the learner's node loop (peer inbound → raft core → durable
+//!   log → acknowledgements), written against the [`node::LogStore`] and
+//!   [`node::Outbound`] traits;
+//! * [`store`]: the durable local log in etcd's layout and the data dir;
+//! * [`committed`]: the one source of committed entries for replay (an
+//!   in-memory tail backed by the WAL) and the WAL [`committed::Retention`];
+//! * [`replay`]: committed entries → shadow model → standby, written against
+//!   the [`replay::StandbySink`] trait;
+//! * [`admin`], [`metrics`], [`status`]: `/status`, `/metrics`, `/healthz`,
+//!   `/readyz` and the typed states behind them;
+//! * [`daemon`]: preflight, join, and wiring the tasks together.
+//!
+//! Invariants are listed in `ARCHITECTURE.md`.
+
+pub mod admin;
+pub mod backoff;
+pub mod committed;
+pub mod daemon;
+pub mod error;
+pub mod metrics;
+pub mod node;
+pub mod replay;
+pub mod status;
+pub mod store;
+pub mod tls;
+
+pub use daemon::{EXIT_REMOVED, RunOptions, leave, run};
+pub use error::{Error, Result};
+
+/// Runs blocking file IO on a runtime worker without stalling the others
+/// (on a current-thread runtime, as in some unit tests, it just runs).
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}

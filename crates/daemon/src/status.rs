@@ -1,0 +1,224 @@
+//! Typed daemon and replay states and the status records `/status`,
+//! `/healthz`, `/readyz` and the metrics are built from.
+//!
+//! The node loop owns [`NodeStatus`], replay owns [`ReplayStatus`]; each
+//! publishes into its own [`StatusCell`] and the admin listener reads both.
+//! Neither task reads the other's record.
+
+use std::sync::{Arc, Mutex};
+
+use etcd_standby_follower::{Alarm, MemberInfo};
+use serde::{Deserialize, Serialize};
+
+/// Where the learner node loop is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Joined or restarted; the first Ready cycle has not finished.
+    #[default]
+    Starting,
+    /// Receiving and acknowledging the leader's log.
+    Following,
+    /// The cluster removed this member (exit code 3).
+    Removed,
+    /// Shut down on request.
+    Stopped,
+    /// The loop stopped on an error (see `error`).
+    Failed,
+}
+
+impl NodeState {
+    /// Every state, for bounded metric labels and docs.
+    pub const ALL: [NodeState; 5] = [
+        NodeState::Starting,
+        NodeState::Following,
+        NodeState::Removed,
+        NodeState::Stopped,
+        NodeState::Failed,
+    ];
+
+    /// The serde / metric label name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Starting => "starting",
+            NodeState::Following => "following",
+            NodeState::Removed => "removed",
+            NodeState::Stopped => "stopped",
+            NodeState::Failed => "failed",
+        }
+    }
+
+    /// `/healthz` fails in these states: the process needs an operator.
+    pub fn is_unhealthy(self) -> bool {
+        matches!(self, NodeState::Removed | NodeState::Failed)
+    }
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where replay to the standby is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayState {
+    /// Connecting to the standby and reading its checkpoint.
+    #[default]
+    ConnectingToStandby,
+    /// Rebuilding the shadow model up to the standby's checkpoint.
+    RebuildingModel,
+    /// Reconciling the standby with a leader snapshot.
+    Reconciling,
+    /// Applying committed entries as they arrive.
+    Replaying,
+    /// The standby is unreachable; retrying (the learner keeps receiving).
+    WaitingForStandby,
+    /// The standby's fencing epoch is not ours: it was promoted or another
+    /// replicator took over. Replay stopped for good.
+    Fenced,
+    /// Replay stopped on an entry or a refusal that needs an operator.
+    Halted,
+}
+
+impl ReplayState {
+    /// Every state, for bounded metric labels and docs.
+    pub const ALL: [ReplayState; 7] = [
+        ReplayState::ConnectingToStandby,
+        ReplayState::RebuildingModel,
+        ReplayState::Reconciling,
+        ReplayState::Replaying,
+        ReplayState::WaitingForStandby,
+        ReplayState::Fenced,
+        ReplayState::Halted,
+    ];
+
+    /// The serde / metric label name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayState::ConnectingToStandby => "connecting_to_standby",
+            ReplayState::RebuildingModel => "rebuilding_model",
+            ReplayState::Reconciling => "reconciling",
+            ReplayState::Replaying => "replaying",
+            ReplayState::WaitingForStandby => "waiting_for_standby",
+            ReplayState::Fenced => "fenced",
+            ReplayState::Halted => "halted",
+        }
+    }
+
+    /// Replay will not move again without an operator.
+    pub fn is_stopped(self) -> bool {
+        matches!(self, ReplayState::Fenced | ReplayState::Halted)
+    }
+}
+
+impl std::fmt::Display for ReplayState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The node loop's part of `/status`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct NodeStatus {
+    /// Our member ID (hex).
+    pub member_id: String,
+    /// Source cluster ID (hex).
+    pub cluster_id: String,
+    /// Leader member ID (hex, empty when unknown).
+    pub leader_id: String,
+    /// Raft term.
+    pub term: u64,
+    /// Highest index received.
+    pub last_received_index: u64,
+    /// Highest index fsynced locally.
+    pub last_durable_index: u64,
+    /// Commit index.
+    pub commit_index: u64,
+    /// Commit index the leader announced (our target).
+    pub leader_commit_index: u64,
+    /// Newest snapshot or marker index.
+    pub snapshot_index: u64,
+    /// Where the loop is.
+    pub state: NodeState,
+    /// Alarms raised since start.
+    pub alarms: Vec<Alarm>,
+    /// Members as the log says.
+    pub members: Vec<MemberInfo>,
+    /// Leader snapshots received since start.
+    pub snapshots_received: u64,
+    /// The last error, if the loop failed.
+    pub error: Option<String>,
+}
+
+/// Replay's part of `/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReplayStatus {
+    /// Where replay is.
+    pub state: ReplayState,
+    /// Last entry applied to the model.
+    pub applied_index: u64,
+    /// The standby's checkpoint.
+    pub standby_checkpoint: u64,
+    /// Commit index minus the standby's checkpoint.
+    pub lag_entries: u64,
+    /// Payload bytes of committed entries not yet applied (approximate).
+    pub lag_bytes: u64,
+    /// Age of the oldest committed entry not yet on the standby, in seconds.
+    pub lag_seconds: f64,
+    /// The standby's current revision.
+    pub standby_revision: i64,
+    /// Standby write batch latency, median of recent ones (ms).
+    pub txn_latency_ms_p50: f64,
+    /// Standby write batch latency, 99th percentile of recent ones (ms).
+    pub txn_latency_ms_p99: f64,
+    /// The last error (kept until replay is healthy again).
+    pub error: Option<String>,
+    /// Sink counters.
+    pub sink: Option<etcd_standby_sink::SinkStats>,
+}
+
+/// A status record shared by its one writer and its readers.
+#[derive(Debug, Default)]
+pub struct StatusCell<T>(Arc<Mutex<T>>);
+
+impl<T> Clone for StatusCell<T> {
+    fn clone(&self) -> Self {
+        StatusCell(self.0.clone())
+    }
+}
+
+impl<T: Clone + Default> StatusCell<T> {
+    /// A copy of the record (the default if a writer panicked mid-update).
+    pub fn get(&self) -> T {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Changes the record in place.
+    pub fn update(&self, f: impl FnOnce(&mut T)) {
+        if let Ok(mut s) = self.0.lock() {
+            f(&mut s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_are_the_serde_names_and_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for s in NodeState::ALL {
+            let json = serde_json::to_string(&s).unwrap_or_default();
+            assert_eq!(json, format!("\"{s}\""));
+            assert!(seen.insert(s.as_str()));
+        }
+        for s in ReplayState::ALL {
+            let json = serde_json::to_string(&s).unwrap_or_default();
+            assert_eq!(json, format!("\"{s}\""));
+            assert!(seen.insert(s.as_str()));
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The node loop driven with an in-memory log store and outbound transport.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use etcd_standby_daemon::committed::{CommittedTail, Read, TailLimits};
+use etcd_standby_daemon::metrics::LearnerMetrics;
+use etcd_standby_daemon::node::{Exit, LogStore, Node, NodeOptions, Outbound};
+use etcd_standby_daemon::status::{NodeState, NodeStatus, StatusCell};
+use etcd_standby_daemon::store::PersistStats;
+use etcd_standby_daemon::{Error, Result};
+use etcd_standby_follower::{Follower, Membership, Ready, Restored};
+use etcd_standby_peer::{Inbound, Member};
+use etcd_standby_proto::raftpb::{self, MessageType as T};
+use prost::Message as _;
+use tokio::sync::{mpsc, watch};
+
+const LEADER: u64 = 0xaaa9;
+const ME: u64 = 0x6ad828d59d630;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Ev {
+    /// A Ready made durable: last entry index in it (or 0) and its commit.
+    Durable {
+        last: u64,
+    },
+    /// A message left: type and index.
+    Sent {
+        ty: i32,
+        index: u64,
+        reject: bool,
+    },
+    Removed,
+}
+
+type Journal = Arc<Mutex<Vec<Ev>>>;
+
+struct FakeLog {
+    journal: Journal,
+    last: (u64, u64),
+    commit: u64,
+    /// Fail every persist from this call on (a full disk).
+    fail_after: Option<usize>,
+    calls: usize,
+}
+
+impl LogStore for FakeLog {
+    fn persist(&mut self, rd: &Ready, _db: Option<&Path>) -> Result<PersistStats> {
+        self.calls += 1;
+        if self.fail_after.is_some_and(|n| self.calls > n) {
+            return Err(Error::Io(std::io::Error::other("No space left on device")));
+        }
+        if let Some(e) = rd.entries.last() {
+            self.last = (e.index, e.term);
+        }
+        if let Some(hs) = &rd.hard_state {
+            self.commit = hs.commit;
+        }
+        self.journal
+            .lock()
+            .unwrap()
+            .push(Ev::Durable { last: self.last.0 });
+        Ok(PersistStats {
+            entries: rd.entries.len() as u64,
+            ..Default::default()
+        })
+    }
+    fn mark(&mut self, _: u64, _: u64, _: &Membership) -> Result<()> {
+        Ok(())
+    }
+    fn release(&mut self, _: u64) -> Result<usize> {
+        Ok(0)
+    }
+    fn base(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn last(&self) -> (u64, u64) {
+        self.last
+    }
+    fn durable_commit(&self) -> u64 {
+        self.commit
+    }
+    fn record_removal(&mut self) -> Result<()> {
+        self.journal.lock().unwrap().push(Ev::Removed);
+        Ok(())
+    }
+}
+
+struct FakeOut {
+    journal: Journal,
+}
+
+impl Outbound for FakeOut {
+    fn send(&self, m: raftpb::Message) {
+        self.journal.lock().unwrap().push(Ev::Sent {
+            ty: m.r#type,
+            index: m.index,
+            reject: m.reject,
+        });
+    }
+    fn set_members(&self, _: Vec<Member>) {}
+    fn set_leader(&self, _: u64) {}
+}
+
+fn conf_change(ty: raftpb::ConfChangeType, id: u64, ctx: &str) -> Bytes {
+    raftpb::ConfChange {
+        id: 0,
+        r#type: ty as i32,
+        node_id: id,
+        context: Some(Bytes::copy_from_slice(ctx.as_bytes())),
+    }
+    .encode_to_vec()
+    .into()
+}
+
+fn entry(index: u64, term: u64, ty: i32, data: Option<Bytes>) -> raftpb::Entry {
+    raftpb::Entry {
+        r#type: ty,
+        term,
+        index,
+        data,
+    }
+}
+
+/// The first entries of a real cluster: bootstrap AddNode(leader), the new
+/// leader's empty entry, our AddLearnerNode.
+fn bootstrap_log() -> Vec<raftpb::Entry> {
+    vec![
+        entry(
+            1,
+            1,
+            1,
+            Some(conf_change(
+                raftpb::ConfChangeType::ConfChangeAddNode,
+                LEADER,
+                r#"{"id":43689,"peerURLs":["http://127.0.0.1:2380"],"name":"n1"}"#,
+            )),
+        ),
+        entry(2, 2, 0, None),
+        entry(
+            3,
+            2,
+            1,
+            Some(conf_change(
+                raftpb::ConfChangeType::ConfChangeAddLearnerNode,
+                ME,
+                r#"{"id":1,"peerURLs":["http://127.0.0.1:2480"],"isLearner":true}"#,
+            )),
+        ),
+    ]
+}
+
+fn app(prev: (u64, u64), entries: Vec<raftpb::Entry>, commit: u64) -> Inbound {
+    Inbound::Message(raftpb::Message {
+        r#type: T::MsgApp as i32,
+        to: ME,
+        from: LEADER,
+        term: 2,
+        index: prev.0,
+        log_term: prev.1,
+        entries,
+        commit,
+        ..Default::default()
+    })
+}
+
+fn payload(i: u64) -> Option<Bytes> {
+    Some(Bytes::from(format!("entry {i}")))
+}
+
+struct Harness {
+    journal: Journal,
+    status: StatusCell<NodeStatus>,
+    node: Node<FakeLog, FakeOut>,
+}
+
+fn harness(fail_after: Option<usize>, committed: Option<CommittedTail>) -> Harness {
+    let journal = Journal::default();
+    let status = StatusCell::<NodeStatus>::default();
+    let follower = Follower::new(
+        ME,
+        Restored::default(),
+        &etcd_standby_follower::raft_logger(),
+    )
+    .unwrap();
+    let mut registry = prometheus_client::registry::Registry::default();
+    let node = Node {
+        follower,
+        log: FakeLog {
+            journal: journal.clone(),
+            last: (0, 0),
+            commit: 0,
+            fail_after,
+            calls: 0,
+        },
+        outbound: FakeOut {
+            journal: journal.clone(),
+        },
+        member_id: ME,
+        cluster_id: 0x1234,
+        status: status.clone(),
+        metrics: LearnerMetrics::new(&mut registry),
+        opts: NodeOptions::default(),
+        initial_members: Vec::new(),
+        committed,
+    };
+    Harness {
+        journal,
+        status,
+        node,
+    }
+}
+
+/// Feeds `msgs` and ends the loop by closing its inbound channel.
+async fn drive(node: Node<FakeLog, FakeOut>, msgs: Vec<Inbound>) -> Result<Exit> {
+    let (tx, rx) = mpsc::channel(64);
+    for m in msgs {
+        tx.send(m).await.unwrap();
+    }
+    drop(tx);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    node.run(rx, stop_rx).await
+}
+
+fn acks(j: &[Ev]) -> Vec<(usize, u64)> {
+    j.iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e {
+            Ev::Sent { ty, index, reject } if *ty == T::MsgAppResp as i32 && !reject => {
+                Some((i, *index))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn acks_leave_only_after_their_entries_are_durable() {
+    let h = harness(None, None);
+    let mut msgs = vec![app((0, 0), bootstrap_log(), 3)];
+    // Then appends of five entries each, commit trailing by one batch.
+    let mut prev = (3, 2);
+    for round in 0..10u64 {
+        let first = 4 + round * 5;
+        let es: Vec<_> = (first..first + 5)
+            .map(|i| entry(i, 2, 0, payload(i)))
+            .collect();
+        msgs.push(app(prev, es, first - 1));
+        prev = (first + 4, 2);
+    }
+    let exit = drive(h.node, msgs).await.unwrap();
+    assert!(matches!(exit, Exit::Stopped));
+    let j = h.journal.lock().unwrap().clone();
+    let acks = acks(&j);
+    assert!(
+        acks.iter().any(|(_, i)| *i == 53),
+        "the last append was acked: {j:?}"
+    );
+    for (pos, index) in acks {
+        let durable = j[..pos].iter().rev().find_map(|e| match e {
+            Ev::Durable { last } => Some(*last),
+            _ => None,
+        });
+        assert!(
+            durable.is_some_and(|d| d >= index),
+            "ack of {index} at {pos} left before it was durable: {j:?}"
+        );
+    }
+    assert_eq!(h.status.get().state, NodeState::Stopped);
+}
+
+#[tokio::test]
+async fn a_failed_persist_stops_the_loop_without_acknowledging() {
+    // The first persist (the bootstrap append) works, the next fails (disk full).
+    let mut h = harness(Some(1), None);
+    // One message per Ready cycle, so the second append is its own persist.
+    h.node.opts.max_batch = 1;
+    let es: Vec<_> = (4..9).map(|i| entry(i, 2, 0, payload(i))).collect();
+    let msgs = vec![app((0, 0), bootstrap_log(), 3), app((3, 2), es, 3)];
+    let err = drive(h.node, msgs).await.err().map(|e| e.to_string());
+    assert!(
+        err.as_deref()
+            .is_some_and(|e| e.contains("persisting to the local log") && e.contains("No space")),
+        "{err:?}"
+    );
+    let j = h.journal.lock().unwrap().clone();
+    assert!(
+        acks(&j).iter().all(|(_, i)| *i <= 3),
+        "nothing beyond the durable prefix was acked: {j:?}"
+    );
+}
+
+#[tokio::test]
+async fn committed_entries_reach_the_tail_in_order_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tail, reader) = CommittedTail::new(TailLimits::default(), dir.path().join("wal"));
+    let h = harness(None, Some(tail));
+    let es: Vec<_> = (4..=20).map(|i| entry(i, 2, 0, payload(i))).collect();
+    let msgs = vec![
+        app((0, 0), bootstrap_log(), 3),
+        app((3, 2), es, 12),
+        // A heartbeat-like commit advance with no entries.
+        app((20, 2), Vec::new(), 20),
+    ];
+    drive(h.node, msgs).await.unwrap();
+    assert_eq!(reader.point().index, 20);
+    let (read, _) = reader.read(0, 100).unwrap();
+    let Read::Entries(got) = read else {
+        panic!("nothing read: {read:?}")
+    };
+    let idx: Vec<u64> = got.iter().map(|(_, e)| e.index).collect();
+    assert_eq!(idx, (1..=20).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn removal_is_recorded_and_ends_the_loop() {
+    let h = harness(None, None);
+    let msgs = vec![
+        app((0, 0), bootstrap_log(), 3),
+        Inbound::Removed {
+            detail: "410 from the leader".into(),
+        },
+    ];
+    let exit = drive(h.node, msgs).await.unwrap();
+    assert!(matches!(exit, Exit::Removed(_)));
+    assert!(h.journal.lock().unwrap().contains(&Ev::Removed));
+    assert_eq!(h.status.get().state, NodeState::Removed);
+}
+
+#[tokio::test]
+async fn a_restart_publishes_the_durable_commit_before_any_message() {
+    // A restarted log whose entries (up to 42) the core does not hand out
+    // again (they lie below its base): replay must still see them committed.
+    let dir = tempfile::tempdir().unwrap();
+    let (tail, reader) = CommittedTail::new(TailLimits::default(), dir.path().join("wal"));
+    let mut h = harness(None, Some(tail));
+    h.node.log.commit = 42;
+    drive(h.node, Vec::new()).await.unwrap();
+    assert_eq!(reader.point().index, 42);
+}

@@ -1,0 +1,338 @@
+//! Replay driven with an in-memory standby: halts, skips, exactly-once
+//! resume, retries, and the model-rebuild decision table.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use etcd_standby_client::{ClientConfig, ClientError};
+use etcd_standby_daemon::Error;
+use etcd_standby_daemon::committed::{CommittedTail, Retention, TailLimits};
+use etcd_standby_daemon::metrics::ReplayMetrics;
+use etcd_standby_daemon::replay::{
+    Batch, RebuildFrom, Rebuildable, Replay, ReplayOptions, StandbySink, rebuild_plan,
+};
+use etcd_standby_daemon::status::{ReplayState, ReplayStatus, StatusCell};
+use etcd_standby_daemon::store::Layout;
+use etcd_standby_model::{ModelConfig, SnapshotState};
+use etcd_standby_proto::{etcdserverpb, raftpb};
+use etcd_standby_sink::{ReconcileOptions, ReconcileReport, SinkConfig, SinkError, SinkStats};
+use etcd_standby_wal::WalWriter;
+use prost::Message as _;
+use tokio::sync::watch;
+
+/// What the fake standby saw.
+#[derive(Default)]
+struct Seen {
+    /// Raft indexes written, in order, each with its effect count.
+    written: Vec<(u64, usize)>,
+    /// Errors to return from the next apply calls.
+    fail: VecDeque<SinkError>,
+    checkpoint: u64,
+}
+
+#[derive(Clone, Default)]
+struct FakeStandby(Arc<Mutex<Seen>>);
+
+impl StandbySink for FakeStandby {
+    fn checkpoint_index(&self) -> u64 {
+        self.0.lock().unwrap().checkpoint
+    }
+    async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let mut s = self.0.lock().unwrap();
+        if let Some(e) = s.fail.pop_front() {
+            return Err(e);
+        }
+        for (i, _, effects) in batch {
+            assert!(
+                *i > s.checkpoint,
+                "entry {i} written at or below the checkpoint"
+            );
+            s.written.push((*i, effects.len()));
+            s.checkpoint = *i;
+        }
+        Ok(())
+    }
+    async fn resync(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+    async fn reconcile(
+        &mut self,
+        _: &SnapshotState,
+        index: u64,
+        _: u64,
+        _: ReconcileOptions,
+    ) -> Result<ReconcileReport, SinkError> {
+        self.0.lock().unwrap().checkpoint = index;
+        Ok(ReconcileReport::default())
+    }
+    async fn revision(&self) -> Option<i64> {
+        None
+    }
+    fn stats(&self) -> SinkStats {
+        SinkStats::default()
+    }
+}
+
+fn put(index: u64, key: &str) -> raftpb::Entry {
+    let req = etcdserverpb::InternalRaftRequest {
+        header: Some(etcdserverpb::RequestHeader {
+            id: index,
+            ..Default::default()
+        }),
+        put: Some(etcdserverpb::PutRequest {
+            key: Bytes::from(key.to_owned()),
+            value: Bytes::from_static(b"v"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    raftpb::Entry {
+        term: 2,
+        index,
+        r#type: 0,
+        data: Some(req.encode_to_vec().into()),
+    }
+}
+
+fn garbage(index: u64) -> raftpb::Entry {
+    raftpb::Entry {
+        term: 2,
+        index,
+        r#type: 0,
+        data: Some(Bytes::from_static(b"\xff\xff\xff not a request")),
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    layout: Layout,
+    standby: FakeStandby,
+    status: StatusCell<ReplayStatus>,
+}
+
+/// A data dir whose WAL holds `entries` (all committed), a fake standby at
+/// `checkpoint`.
+fn setup(entries: &[raftpb::Entry], checkpoint: u64) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout {
+        root: dir.path().to_path_buf(),
+        segment_bytes: None,
+    };
+    let mut w = WalWriter::create(&layout.wal(), &etcdserverpb::Metadata::default()).unwrap();
+    let commit = entries.last().map_or(0, |e| e.index);
+    w.save(
+        Some(&raftpb::HardState {
+            term: 2,
+            vote: 0,
+            commit,
+        }),
+        entries,
+    )
+    .unwrap();
+    w.sync().unwrap();
+    let standby = FakeStandby::default();
+    standby.0.lock().unwrap().checkpoint = checkpoint;
+    Setup {
+        _dir: dir,
+        layout,
+        standby,
+        status: StatusCell::default(),
+    }
+}
+
+fn options(skip_undecodable: bool) -> ReplayOptions {
+    ReplayOptions {
+        sink: SinkConfig::new(ClientConfig::new(Vec::<String>::new()), 1),
+        reconcile: ReconcileOptions::default(),
+        model: ModelConfig::default(),
+        skip_undecodable,
+        max_batch: 3,
+        model_save_every: 1_000_000,
+    }
+}
+
+/// Runs replay over the entries (handed out through the tail, as the node
+/// loop does) until the node side is gone.
+async fn replay(s: &Setup, entries: Vec<raftpb::Entry>, skip: bool) -> Result<(), Error> {
+    let (tail, reader) = CommittedTail::new(TailLimits::default(), s.layout.wal());
+    let commit = entries.last().map_or(0, |e| e.index);
+    tail.publish(entries, commit);
+    drop(tail);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let r = Replay::new(
+        options(skip),
+        s.layout.clone(),
+        s.standby.clone(),
+        s.status.clone(),
+        ReplayMetrics::new(&mut registry),
+        Retention::keep_all(),
+    );
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    r.run(reader, stop_rx).await
+}
+
+fn written(s: &Setup) -> Vec<u64> {
+    s.standby
+        .0
+        .lock()
+        .unwrap()
+        .written
+        .iter()
+        .map(|w| w.0)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_undecodable_entry_halts_replay_at_its_index_and_nothing_after_it_is_written() {
+    let entries = vec![put(1, "/a"), put(2, "/b"), garbage(3), put(4, "/c")];
+    let s = setup(&entries, 0);
+    let err = replay(&s, entries, false).await.err();
+    assert!(
+        matches!(
+            err.as_ref().map(Error::root),
+            Some(Error::Halt { index: 3, .. })
+        ),
+        "{err:?}"
+    );
+    let w = written(&s);
+    assert!(w.iter().all(|i| *i < 3), "{w:?}");
+}
+
+#[tokio::test]
+async fn skip_undecodable_writes_everything_else_once() {
+    let entries = vec![
+        put(1, "/a"),
+        put(2, "/b"),
+        garbage(3),
+        put(4, "/c"),
+        put(5, "/d"),
+    ];
+    let s = setup(&entries, 0);
+    replay(&s, entries, true).await.unwrap();
+    // The skipped entry is checkpointed with no effects; the rest with theirs.
+    let seen = s.standby.0.lock().unwrap().written.clone();
+    assert_eq!(seen, vec![(1, 1), (2, 1), (3, 0), (4, 1), (5, 1)]);
+}
+
+#[tokio::test]
+async fn entries_at_or_below_the_standby_checkpoint_are_never_written_again() {
+    let entries: Vec<_> = (1..=10).map(|i| put(i, &format!("/k{i}"))).collect();
+    // The standby already has 1..=6 (a restart); the model rebuilds from index 1.
+    let s = setup(&entries, 6);
+    replay(&s, entries, false).await.unwrap();
+    assert_eq!(written(&s), vec![7, 8, 9, 10]);
+}
+
+#[tokio::test]
+async fn a_standby_outage_is_retried_and_each_entry_lands_once() {
+    let entries: Vec<_> = (1..=7).map(|i| put(i, &format!("/k{i}"))).collect();
+    let s = setup(&entries, 0);
+    let unavailable = || SinkError::Unavailable {
+        index: 1,
+        source: ClientError::Transport {
+            endpoint: "http://127.0.0.1:1".into(),
+            message: "connection refused".into(),
+        },
+    };
+    s.standby
+        .0
+        .lock()
+        .unwrap()
+        .fail
+        .extend([unavailable(), unavailable()]);
+    replay(&s, entries, false).await.unwrap();
+    assert_eq!(written(&s), (1..=7).collect::<Vec<_>>());
+    let st = s.status.get();
+    assert_eq!(st.state, ReplayState::Replaying);
+    assert_eq!(
+        st.error, None,
+        "the error is cleared once replay is healthy again"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_write_halts_and_says_so() {
+    let entries: Vec<_> = (1..=3).map(|i| put(i, &format!("/k{i}"))).collect();
+    let s = setup(&entries, 0);
+    s.standby
+        .0
+        .lock()
+        .unwrap()
+        .fail
+        .push_back(SinkError::Refused {
+            first: 1,
+            last: 3,
+            source: ClientError::Grpc {
+                endpoint: "http://127.0.0.1:1".into(),
+                code: tonic::Code::ResourceExhausted,
+                message: "etcdserver: mvcc: database space exceeded".into(),
+            },
+        });
+    let err = replay(&s, entries, false)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("replay halted")),
+        "{err:?}"
+    );
+    assert_eq!(s.status.get().state, ReplayState::Halted);
+    assert!(written(&s).is_empty());
+}
+
+#[tokio::test]
+async fn a_fenced_standby_stops_replay_for_good() {
+    let entries: Vec<_> = (1..=5).map(|i| put(i, &format!("/k{i}"))).collect();
+    let s = setup(&entries, 0);
+    s.standby
+        .0
+        .lock()
+        .unwrap()
+        .fail
+        .push_back(SinkError::Fenced {
+            index: 1,
+            key: "__etcd_standby__/epoch".into(),
+            ours: 1,
+            found: "2".into(),
+        });
+    let err = replay(&s, entries, false).await.err();
+    assert!(err.as_ref().is_some_and(Error::is_fenced), "{err:?}");
+    assert_eq!(s.status.get().state, ReplayState::Fenced);
+    assert!(written(&s).is_empty(), "nothing is written after a fence");
+}
+
+#[test]
+fn model_rebuild_decision_table() {
+    use RebuildFrom::*;
+    let h = |saved_model, db_at_or_below, newest_db, wal_has_index_one| Rebuildable {
+        saved_model,
+        db_at_or_below,
+        newest_db,
+        wal_has_index_one,
+    };
+    let rows = [
+        // Fresh standby.
+        (0, h(None, None, None, true), Start),
+        (0, h(None, None, Some(50), true), Start),
+        (0, h(None, None, Some(50), false), Reconcile(50)),
+        // Restart: the newest of saved model and db at or below the checkpoint.
+        (100, h(Some(90), None, None, false), SavedModel(90)),
+        (100, h(Some(90), Some(80), Some(80), false), SavedModel(90)),
+        (100, h(Some(90), Some(90), Some(90), false), SavedModel(90)),
+        (100, h(Some(70), Some(80), Some(200), true), SnapshotDb(80)),
+        (100, h(None, Some(80), Some(80), false), SnapshotDb(80)),
+        (100, h(None, None, None, true), Start),
+        // Nothing below the checkpoint: reconcile from a newer db, or give up.
+        (100, h(None, None, Some(200), false), Reconcile(200)),
+        (100, h(None, None, None, false), Impossible),
+    ];
+    for (checkpoint, have, want) in rows {
+        assert_eq!(
+            rebuild_plan(checkpoint, have),
+            want,
+            "{checkpoint} {have:?}"
+        );
+    }
+}
