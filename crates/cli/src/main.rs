@@ -92,29 +92,35 @@ struct SourceArgs {
 
 impl SourceArgs {
     fn client(&self) -> etcd_standby_client::ClientConfig {
-        let mut c = etcd_standby_client::ClientConfig::new(self.source_endpoints.iter().cloned());
-        c.tls = self.tls();
-        c.user = self.user();
-        c
+        client_config(
+            &self.source_endpoints,
+            [&self.source_ca, &self.source_cert, &self.source_key],
+            &self.source_user,
+            &self.source_password,
+        )
     }
+}
 
-    fn user(&self) -> Option<(String, String)> {
-        match (&self.source_user, &self.source_password) {
-            (Some(u), Some(p)) => Some((u.clone(), p.clone())),
-            _ => None,
-        }
+/// One client config from endpoints, TLS files (`[ca, cert, key]`; TLS
+/// when any is given) and a user with its password.
+fn client_config(
+    endpoints: &[String],
+    [ca, cert, key]: [&Option<PathBuf>; 3],
+    user: &Option<String>,
+    password: &Option<String>,
+) -> etcd_standby_client::ClientConfig {
+    let mut c = etcd_standby_client::ClientConfig::new(endpoints.iter().cloned());
+    if ca.is_some() || cert.is_some() || key.is_some() {
+        c.tls = Some(etcd_standby_client::ClientTls {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        });
     }
-
-    fn tls(&self) -> Option<etcd_standby_client::ClientTls> {
-        if self.source_cert.is_none() && self.source_key.is_none() && self.source_ca.is_none() {
-            return None;
-        }
-        Some(etcd_standby_client::ClientTls {
-            ca: self.source_ca.clone(),
-            cert: self.source_cert.clone(),
-            key: self.source_key.clone(),
-        })
+    if let (Some(u), Some(p)) = (user, password) {
+        c.user = Some((u.clone(), p.clone()));
     }
+    c
 }
 
 /// How to reach the standby's client port.
@@ -142,18 +148,12 @@ struct StandbyArgs {
 
 impl StandbyArgs {
     fn client(&self) -> etcd_standby_client::ClientConfig {
-        let mut c = etcd_standby_client::ClientConfig::new(self.standby_endpoints.iter().cloned());
-        if self.standby_cert.is_some() || self.standby_key.is_some() || self.standby_ca.is_some() {
-            c.tls = Some(etcd_standby_client::ClientTls {
-                ca: self.standby_ca.clone(),
-                cert: self.standby_cert.clone(),
-                key: self.standby_key.clone(),
-            });
-        }
-        if let (Some(u), Some(p)) = (&self.standby_user, &self.standby_password) {
-            c.user = Some((u.clone(), p.clone()));
-        }
-        c
+        client_config(
+            &self.standby_endpoints,
+            [&self.standby_ca, &self.standby_cert, &self.standby_key],
+            &self.standby_user,
+            &self.standby_password,
+        )
     }
 }
 
