@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, btree_map};
 use std::fmt;
 
 use bytes::Bytes;
+use etcd_standby_decode::Member;
 use etcd_standby_proto::authpb::{Role, User};
 use etcd_standby_proto::etcdserverpb::AlarmMember;
 use etcd_standby_proto::leasepb::Lease;
@@ -139,25 +140,6 @@ pub struct AuthBucket {
     pub enabled: Option<bool>,
     /// `authRevision`, bumped by every auth store change.
     pub revision: Option<u64>,
-}
-
-/// A cluster member as stored in bucket `members` (JSON written by etcd).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    /// Member id.
-    pub id: u64,
-    /// Peer URLs.
-    #[serde(rename = "peerURLs", default)]
-    pub peer_urls: Vec<String>,
-    /// Name (empty until the member published its attributes).
-    #[serde(default)]
-    pub name: String,
-    /// Client URLs (3.5.1 never writes them to the backend).
-    #[serde(rename = "clientURLs", default)]
-    pub client_urls: Vec<String>,
-    /// Learner flag.
-    #[serde(rename = "isLearner", default)]
-    pub is_learner: bool,
 }
 
 /// Downgrade state in `cluster/downgrade` (3.5).
@@ -509,7 +491,8 @@ pub fn read_leases(db: &BoltFile) -> Result<Vec<Lease>> {
     Ok(out)
 }
 
-/// Reads bucket `members`, in key order.
+/// Reads bucket `members`, in key order (etcd's member JSON; the key must
+/// match the value's id).
 pub fn read_members(db: &BoltFile) -> Result<Vec<Member>> {
     let b = BUCKET_MEMBERS;
     let mut out = Vec::new();

@@ -6,8 +6,9 @@
 mod common;
 
 use common::{ExpectedBucket, fixture, parse_expected_db, parse_expected_pages};
-use etcd_standby_bolt::etcd::{self, ConfState, Member, Revision};
+use etcd_standby_bolt::etcd::{self, ConfState, Revision};
 use etcd_standby_bolt::{BoltFile, Bucket, Entry, Meta, PageKind};
+use etcd_standby_decode::Member;
 use etcd_standby_proto::authpb::{Role, User};
 use etcd_standby_proto::leasepb::Lease;
 use etcd_standby_proto::mvccpb::KeyValue;

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_standby_client::{Client, ClientConfig};
-use etcd_standby_follower::{Follower, MemberInfo, Restored};
+use etcd_standby_decode::Member;
+use etcd_standby_follower::{Follower, Restored};
 use etcd_standby_peer::{PeerConfig, PeerIdentity, Transport, VersionInfo};
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
@@ -63,8 +64,9 @@ fn source_client(cfg: &ClientConfig) -> ClientConfig {
     cfg
 }
 
-fn member_info(m: &etcd_standby_client::Member) -> MemberInfo {
-    MemberInfo {
+/// A MemberList entry as the workspace's [`Member`].
+fn member_from_client(m: &etcd_standby_client::Member) -> Member {
+    Member {
         id: m.id,
         peer_urls: m.peer_ur_ls.clone(),
         name: m.name.clone(),
@@ -75,7 +77,7 @@ fn member_info(m: &etcd_standby_client::Member) -> MemberInfo {
 
 /// Source cluster facts gathered before joining.
 struct Preflight {
-    members: Vec<MemberInfo>,
+    members: Vec<Member>,
     version: VersionInfo,
 }
 
@@ -91,7 +93,7 @@ async fn preflight(
         .member_list()
         .await
         .context("listing the source cluster's members")?;
-    let members: Vec<MemberInfo> = list.members.iter().map(member_info).collect();
+    let members: Vec<Member> = list.members.iter().map(member_from_client).collect();
     let mut version = None;
     for ep in &opts.source.endpoints {
         match client.status(ep).await {
@@ -275,7 +277,7 @@ async fn serve(
     identity: Identity,
     mut log: LocalLog,
     restored: Restored,
-    members: Vec<MemberInfo>,
+    members: Vec<Member>,
     version: VersionInfo,
 ) -> Result<i32> {
     let follower = Follower::new(
@@ -322,6 +324,12 @@ async fn serve(
         let rmetrics = metrics::ReplayMetrics::new(&mut registry);
         let (tail, reader) = CommittedTail::new(TailLimits::default(), layout.wal());
         committed = Some(tail);
+        tokio::spawn(watch_replay(
+            reader.clone(),
+            replay_status.clone(),
+            rmetrics.clone(),
+            stop_rx.clone(),
+        ));
         let retention = log.retain_for_replay();
         let (layout, status, stop) = (layout.clone(), replay_status.clone(), stop_rx.clone());
         let cluster_id = identity.cluster_id;
@@ -406,6 +414,69 @@ async fn serve(
             });
             Err(e)
         }
+    }
+}
+
+/// The replay watchdog and progress log ([`crate::monitor`]), once a second.
+async fn watch_replay(
+    reader: crate::committed::CommittedReader,
+    status: StatusCell<ReplayStatus>,
+    metrics: metrics::ReplayMetrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    use crate::monitor::{Monitor, MonitorOptions, Observation, Say};
+    let mut monitor = Monitor::new(MonitorOptions::default(), std::time::Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let st = status.get();
+        let now = std::time::Instant::now();
+        let o = Observation {
+            applied: st.applied_index,
+            committed: reader.point().index,
+            state: st.state,
+        };
+        for say in monitor.observe(o, now) {
+            match say {
+                Say::Stalled {
+                    for_secs,
+                    pending,
+                    state,
+                } => tracing::warn!(
+                    stalled_seconds = for_secs,
+                    pending,
+                    applied = o.applied,
+                    committed = o.committed,
+                    %state,
+                    error = st.error.as_deref().unwrap_or(""),
+                    "replay is not moving while committed entries are pending"
+                ),
+                Say::Resumed { after_secs } => {
+                    tracing::info!(
+                        after_seconds = after_secs,
+                        applied = o.applied,
+                        "replay moves again"
+                    )
+                }
+                Say::Progress {
+                    applied,
+                    committed,
+                    rate,
+                } => tracing::info!(
+                    applied,
+                    committed,
+                    lag_entries = committed.saturating_sub(applied),
+                    rate_per_second = format_args!("{rate:.0}"),
+                    "replay progress"
+                ),
+            }
+        }
+        let stalled = monitor.stalled_for(&o, now).as_secs();
+        metrics.stalled_seconds.set(stalled as i64);
+        status.update(|s| s.stalled_seconds = stalled);
     }
 }
 

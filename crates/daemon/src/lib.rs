@@ -20,6 +20,7 @@ pub mod committed;
 pub mod daemon;
 pub mod error;
 pub mod metrics;
+pub mod monitor;
 pub mod node;
 pub mod replay;
 pub mod status;

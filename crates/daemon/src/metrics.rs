@@ -193,6 +193,8 @@ pub struct ReplayMetrics {
     pub sink_errors: Counter,
     /// Replay's state (1 for the current one).
     pub replay_state: Family<StateLabel, Gauge>,
+    /// Seconds without progress while entries are pending.
+    pub stalled_seconds: Gauge,
 }
 
 impl ReplayMetrics {
@@ -214,6 +216,7 @@ impl ReplayMetrics {
             reconciles: Counter::default(),
             sink_errors: Counter::default(),
             replay_state: Family::default(),
+            stalled_seconds: Gauge::default(),
         };
         let r = reg.sub_registry_with_prefix("etcd_standby");
         r.register(
@@ -280,6 +283,11 @@ impl ReplayMetrics {
             "replay_state",
             "State of replay to the standby (1 for the current state)",
             m.replay_state.clone(),
+        );
+        r.register(
+            "replay_stalled_seconds",
+            "Seconds without an applied entry while committed entries are pending (0 when not stalled)",
+            m.stalled_seconds.clone(),
         );
         m
     }

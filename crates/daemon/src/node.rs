@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use etcd_standby_follower::{Alarm, Event, Follower, FollowerError, MemberInfo, Membership, Ready};
-use etcd_standby_peer::{Inbound, IncomingSnapshot, Member, Transport};
+use etcd_standby_decode::Member;
+use etcd_standby_follower::{Alarm, Event, Follower, FollowerError, Membership, Ready};
+use etcd_standby_peer::{Inbound, IncomingSnapshot, Transport};
 use etcd_standby_proto::raftpb;
 use tokio::sync::{mpsc, watch};
 
@@ -25,7 +26,17 @@ use crate::committed::CommittedTail;
 use crate::error::{Context, Error, Result};
 use crate::metrics::{AlarmLabel, LearnerMetrics};
 use crate::status::{NodeState, NodeStatus, StatusCell};
-use crate::store::PersistStats;
+
+/// Counters the node loop publishes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PersistStats {
+    /// Entries written.
+    pub entries: u64,
+    /// Payload bytes written.
+    pub bytes: u64,
+    /// Time spent in fsync for this call.
+    pub fsync: Option<Duration>,
+}
 
 /// The durable local log, as the node loop uses it.
 pub trait LogStore: Send {
@@ -121,7 +132,7 @@ pub struct Node<L: LogStore, T: Outbound> {
     /// Tunables.
     pub opts: NodeOptions,
     /// Voters from MemberList at start: dialled until the log says otherwise.
-    pub initial_members: Vec<MemberInfo>,
+    pub initial_members: Vec<Member>,
     /// Committed entries for replay (None: a log-only learner).
     pub committed: Option<CommittedTail>,
 }
@@ -129,18 +140,14 @@ pub struct Node<L: LogStore, T: Outbound> {
 impl<L: LogStore, T: Outbound> Node<L, T> {
     fn members_for_transport(&self) -> Vec<Member> {
         let m = self.follower.membership();
-        let mut all: BTreeMap<u64, &MemberInfo> =
+        let mut all: BTreeMap<u64, &Member> =
             self.initial_members.iter().map(|mi| (mi.id, mi)).collect();
         for (id, mi) in &m.members {
             all.insert(*id, mi);
         }
         all.into_values()
             .filter(|mi| mi.id != self.member_id && !m.removed.contains(&mi.id))
-            .map(|mi| Member {
-                id: mi.id,
-                peer_urls: mi.peer_urls.clone(),
-                is_learner: mi.is_learner,
-            })
+            .cloned()
             .collect()
     }
 

@@ -7,7 +7,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use etcd_standby_follower::{Alarm, MemberInfo};
+use etcd_standby_decode::Member;
+use etcd_standby_follower::Alarm;
 use serde::{Deserialize, Serialize};
 
 /// Where the learner node loop is.
@@ -145,7 +146,7 @@ pub struct NodeStatus {
     /// Alarms raised since start.
     pub alarms: Vec<Alarm>,
     /// Members as the log says.
-    pub members: Vec<MemberInfo>,
+    pub members: Vec<Member>,
     /// Leader snapshots received since start.
     pub snapshots_received: u64,
     /// The last error, if the loop failed.
@@ -175,6 +176,9 @@ pub struct ReplayStatus {
     pub txn_latency_ms_p99: f64,
     /// The last error (kept until replay is healthy again).
     pub error: Option<String>,
+    /// Seconds without an applied entry while committed entries are
+    /// pending (0: not stalled). Set by the watchdog.
+    pub stalled_seconds: u64,
     /// Sink counters.
     pub sink: Option<etcd_standby_sink::SinkStats>,
 }

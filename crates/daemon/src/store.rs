@@ -10,11 +10,11 @@
 //! are deleted.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::committed::Retention;
 use crate::error::{Context, Result, bail};
-use crate::node::LogStore;
+use crate::node::{LogStore, PersistStats};
 use etcd_standby_follower::{Membership, Ready, Restored, v2store};
 use etcd_standby_proto::{etcdserverpb, raftpb, walpb};
 use etcd_standby_wal::{WalWriter, names, read_log, snap};
@@ -154,17 +154,6 @@ fn indexed_files(
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
-}
-
-/// Counters the node loop publishes.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PersistStats {
-    /// Entries written.
-    pub entries: u64,
-    /// Payload bytes written.
-    pub bytes: u64,
-    /// Time spent in fsync for this call.
-    pub fsync: Option<Duration>,
 }
 
 /// The durable log.

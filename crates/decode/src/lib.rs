@@ -9,12 +9,15 @@
 //! * [`keys`] lists the keys and ranges an entry touches.
 //! * [`render`] turns any entry into a safe, redacted tree printable as JSON
 //!   or as a terminal line.
+//! * [`Member`] is the workspace's one cluster-member type (etcd's JSON).
 pub mod dispatch;
 mod kind;
+mod member;
 pub mod render;
 
 pub use dispatch::{APPLY_ORDER, ApplyRequest, ApplyRules, apply_request};
 pub use kind::{RequestKind, parse_kind_filter};
+pub use member::Member;
 
 use bytes::Bytes;
 use etcd_standby_proto::{Message, etcdserverpb, raftpb};

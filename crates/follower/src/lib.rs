@@ -20,7 +20,7 @@ pub mod membership;
 mod node;
 pub mod v2store;
 
-pub use membership::{Change, Invalid, MemberInfo, Membership};
+pub use membership::{Change, Invalid, Membership};
 pub use node::{Advanced, Alarm, Event, Follower, FollowerStatus, Ready, Restored};
 
 /// Errors of the learner core.

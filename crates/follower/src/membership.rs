@@ -11,31 +11,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use etcd_standby_decode::ConfContext;
+use etcd_standby_decode::{ConfContext, Member};
 use etcd_standby_proto::raftpb;
 use serde::{Deserialize, Serialize};
 
 /// etcd's `maxLearners` (1 in 3.4 and 3.5).
 pub const MAX_LEARNERS: usize = 1;
-
-/// One member as etcd's membership store knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberInfo {
-    /// Member ID.
-    pub id: u64,
-    /// Peer URLs (where other members dial it).
-    #[serde(rename = "peerURLs", default)]
-    pub peer_urls: Vec<String>,
-    /// Published name (empty until the member publishes).
-    #[serde(default)]
-    pub name: String,
-    /// Published client URLs.
-    #[serde(rename = "clientURLs", default)]
-    pub client_urls: Vec<String>,
-    /// Whether the member is a learner.
-    #[serde(rename = "isLearner", default)]
-    pub is_learner: bool,
-}
 
 /// Why etcd would ignore a committed conf change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,13 +59,13 @@ impl Invalid {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// A member was added (learner or voter).
-    Added(MemberInfo),
+    Added(Member),
     /// A learner became a voter.
     Promoted(u64),
     /// A member was removed.
     Removed(u64),
     /// A member's peer URLs changed.
-    Updated(MemberInfo),
+    Updated(Member),
     /// etcd ignores this entry.
     Ignored(Invalid),
 }
@@ -93,7 +74,7 @@ pub enum Change {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
     /// Current members by ID.
-    pub members: BTreeMap<u64, MemberInfo>,
+    pub members: BTreeMap<u64, Member>,
     /// IDs that were removed and can never come back.
     #[serde(default)]
     pub removed: BTreeSet<u64>,
@@ -103,7 +84,7 @@ impl Membership {
     /// Builds a membership from a member list (for example the `members`
     /// bucket of a snapshot db, or the cluster's MemberList answer).
     pub fn from_members(
-        members: impl IntoIterator<Item = MemberInfo>,
+        members: impl IntoIterator<Item = Member>,
         removed: impl IntoIterator<Item = u64>,
     ) -> Self {
         Membership {
@@ -126,7 +107,7 @@ impl Membership {
     }
 
     /// Voting members other than `me`: the peers a learner dials.
-    pub fn voters_except(&self, me: u64) -> impl Iterator<Item = &MemberInfo> {
+    pub fn voters_except(&self, me: u64) -> impl Iterator<Item = &Member> {
         self.members
             .values()
             .filter(move |m| !m.is_learner && m.id != me)
@@ -231,7 +212,7 @@ impl Membership {
                 None => Change::Ignored(Invalid::IdNotFound),
             },
             (ty, Some(ctx)) => {
-                let m = MemberInfo {
+                let m = Member {
                     id,
                     peer_urls: ctx.peer_urls.clone(),
                     name: ctx.name.clone().unwrap_or_default(),

@@ -7,9 +7,10 @@
 //! `/0/removed_members/<hex>`. The learner's own `.snap` files use the same
 //! layout (only those paths), so one reader serves both.
 
+use etcd_standby_decode::Member;
 use serde_json::{Map, Value, json};
 
-use crate::membership::{MemberInfo, Membership};
+use crate::membership::Membership;
 
 /// Why a v2 store document could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +65,7 @@ pub fn membership_from_v2_store(data: &[u8]) -> Result<Membership, V2StoreError>
             };
             out.members.insert(
                 id,
-                MemberInfo {
+                Member {
                     id,
                     peer_urls: strings(&raft, "peerURLs"),
                     name: attrs
@@ -176,7 +177,7 @@ mod tests {
         let mut m = Membership::default();
         m.members.insert(
             1,
-            MemberInfo {
+            Member {
                 id: 1,
                 peer_urls: vec!["http://a".into()],
                 name: "a".into(),
@@ -186,7 +187,7 @@ mod tests {
         );
         m.members.insert(
             0xfeed,
-            MemberInfo {
+            Member {
                 id: 0xfeed,
                 peer_urls: vec!["http://b".into()],
                 name: String::new(),

@@ -3,9 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
-use etcd_standby_follower::{
-    Alarm, Event, Follower, FollowerError, MemberInfo, Membership, Restored, v2store,
-};
+use etcd_standby_decode::Member;
+use etcd_standby_follower::{Alarm, Event, Follower, FollowerError, Membership, Restored, v2store};
 use etcd_standby_proto::raftpb::{self, MessageType as T};
 use prost::Message as _;
 
@@ -364,7 +363,7 @@ fn snapshot_is_restored_with_membership_from_the_v2_store_and_acked_at_its_index
     ] {
         members.members.insert(
             id,
-            MemberInfo {
+            Member {
                 id,
                 peer_urls: vec![url.into()],
                 name: String::new(),

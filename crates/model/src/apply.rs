@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use etcd_standby_decode::{ApplyRequest, ApplyRules, ConfChange, Decoded, apply_request};
+use etcd_standby_decode::{ApplyRequest, ApplyRules, ConfChange, Decoded, Member, apply_request};
 use etcd_standby_proto::authpb;
 use etcd_standby_proto::etcdserverpb::{
     self as pb, InternalRaftRequest, PutRequest, Request, TxnRequest, request_op,
@@ -14,8 +14,8 @@ use crate::auth::{Access, AuthInfo, AuthState, PermType, Permission, ROOT, Role,
 use crate::b64;
 use crate::kv::{KeyState, LeaseState, range};
 use crate::types::{
-    AlarmKind, Applied, ApplierChain, ClusterState, Effect, EtcdMinor, Member, ModelConfig,
-    Outcome, Password, Rejection, TxnRangeView,
+    AlarmKind, Applied, ApplierChain, ClusterState, Effect, EtcdMinor, ModelConfig, Outcome,
+    Password, Rejection, TxnRangeView,
 };
 
 /// etcd's `MaxLeaseTTL` (seconds).
@@ -327,7 +327,11 @@ impl Model {
                 Ok(Outcome::ClusterOnly)
             }
             ApplyRequest::ClusterMemberAttrSet(x) => {
-                let m = self.cluster.members.entry(x.member_id).or_default();
+                let id = x.member_id;
+                let m = self.cluster.members.entry(id).or_insert_with(|| Member {
+                    id,
+                    ..Member::default()
+                });
                 if let Some(a) = &x.member_attributes {
                     m.name = a.name.clone();
                     m.client_urls = a.client_urls.clone();
@@ -1261,7 +1265,10 @@ impl Model {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.val) else {
             return;
         };
-        let m = self.cluster.members.entry(id).or_default();
+        let m = self.cluster.members.entry(id).or_insert_with(|| Member {
+            id,
+            ..Member::default()
+        });
         if let Some(n) = v.get("name").and_then(|n| n.as_str()) {
             m.name = n.to_owned();
         }
@@ -1292,6 +1299,7 @@ impl Model {
                 members.insert(
                     id,
                     Member {
+                        id,
                         peer_urls: ctx.peer_urls,
                         name: ctx.name.unwrap_or_default(),
                         client_urls: ctx.client_urls,

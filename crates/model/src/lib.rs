@@ -57,8 +57,8 @@ pub use kv::KeyState;
 pub use persist::ModelIoError;
 pub use snapshot::{ModelExtras, SnapshotError, SnapshotKey, SnapshotLease, SnapshotState};
 pub use types::{
-    AlarmKind, Applied, ApplierChain, ClusterState, Effect, EtcdMinor, Member, ModelConfig,
-    Outcome, Password, Rejection, TxnRangeView,
+    AlarmKind, Applied, ApplierChain, ClusterState, Effect, EtcdMinor, ModelConfig, Outcome,
+    Password, Rejection, TxnRangeView,
 };
 
 /// The lease state the model keeps per lease.

@@ -45,13 +45,14 @@ use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
 use bytes::{Buf, Bytes};
+use etcd_standby_decode::Member;
 use etcd_standby_proto::{authpb, leasepb, mvccpb};
 use prost::Message;
 
 use crate::auth::{AuthState, PermType, Permission, Role, User};
 use crate::kv::KeyState;
 use crate::snapshot::{ModelExtras, SnapshotKey, SnapshotLease, SnapshotState};
-use crate::types::{AlarmKind, ApplierChain, ClusterState, Member, Password};
+use crate::types::{AlarmKind, ApplierChain, ClusterState, Password};
 
 /// The file's first 8 bytes.
 pub const MAGIC: [u8; 8] = *b"ESBMODEL";
@@ -416,6 +417,7 @@ impl SnapshotState {
             out.counts[5] += 1;
         }
         if let Some(x) = &self.extras {
+            // The map key is written as the ID (the reader sets `id` from it).
             for (id, m) in &x.cluster.members {
                 let b = out.begin(MEMBER);
                 put_u64(b, *id);
@@ -608,7 +610,9 @@ impl SnapshotState {
                 MEMBER => {
                     d.record = "member";
                     let id = d.u64()?;
+                    // The record's ID is the map key and the member's id.
                     let member = Member {
+                        id,
                         is_learner: d.bool()?,
                         name: d.string()?,
                         peer_urls: d.strings()?,

@@ -2,6 +2,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
+use etcd_standby_decode::Member;
 
 use crate::auth::Permission;
 
@@ -438,23 +439,11 @@ pub struct Applied {
     pub revision: i64,
 }
 
-/// A cluster member as tracked from conf changes and attribute publishes.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Member {
-    /// Peer URLs.
-    pub peer_urls: Vec<String>,
-    /// Name (from attributes or the add context).
-    pub name: String,
-    /// Client URLs (from attributes).
-    pub client_urls: Vec<String>,
-    /// Learner.
-    pub is_learner: bool,
-}
-
 /// Cluster bookkeeping (tracked, never replayed).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClusterState {
-    /// Members by ID.
+    /// Members by ID (each value's `id` is its key), as tracked from conf
+    /// changes and attribute publishes.
     pub members: BTreeMap<u64, Member>,
     /// Removed member IDs.
     pub removed: BTreeSet<u64>,

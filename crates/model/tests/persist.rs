@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use etcd_standby_decode::{ConfChange, ConfContext, Decoded, decode_entry};
+use etcd_standby_decode::{ConfChange, ConfContext, Decoded, Member, decode_entry};
 use etcd_standby_model::{
-    AlarmKind, ApplierChain, AuthState, ClusterState, EtcdMinor, KeyState, Member, Model,
-    ModelConfig, ModelExtras, ModelIoError, Password, PermType, Permission, Role, SnapshotKey,
-    SnapshotLease, SnapshotState, TxnRangeView, User,
+    AlarmKind, ApplierChain, AuthState, ClusterState, EtcdMinor, KeyState, Model, ModelConfig,
+    ModelExtras, ModelIoError, Password, PermType, Permission, Role, SnapshotKey, SnapshotLease,
+    SnapshotState, TxnRangeView, User,
 };
 use etcd_standby_proto::etcdserverpb::{
     self as pb, InternalRaftRequest as Irr, PutRequest, RequestHeader, TxnRequest, compare,
@@ -757,19 +757,27 @@ fn password_strategy() -> impl Strategy<Value = Password> {
     ]
 }
 
-fn member_strategy() -> impl Strategy<Value = Member> {
-    (
+/// Members by ID; each member's `id` is its key (the file stores it once).
+fn members_strategy() -> impl Strategy<Value = BTreeMap<u64, Member>> {
+    let member = (
         prop::collection::vec(".{0,8}", 0..3),
         ".{0,8}",
         prop::collection::vec(".{0,8}", 0..3),
         any::<bool>(),
     )
         .prop_map(|(peer_urls, name, client_urls, is_learner)| Member {
+            id: 0,
             peer_urls,
             name,
             client_urls,
             is_learner,
-        })
+        });
+    prop::collection::btree_map(any::<u64>(), member, 0..3).prop_map(|members| {
+        members
+            .into_iter()
+            .map(|(id, m)| (id, Member { id, ..m }))
+            .collect()
+    })
 }
 
 fn extras_strategy() -> impl Strategy<Value = ModelExtras> {
@@ -780,7 +788,7 @@ fn extras_strategy() -> impl Strategy<Value = ModelExtras> {
             prop::collection::btree_set(bytes_strategy(6), 1..4),
             0..4,
         ),
-        prop::collection::btree_map(any::<u64>(), member_strategy(), 0..3),
+        members_strategy(),
         prop::collection::btree_set(any::<u64>(), 0..3),
         prop::option::of(".{0,8}"),
         prop::option::of((".{0,8}", any::<bool>())),
@@ -896,7 +904,14 @@ fn small_state() -> SnapshotState {
     let mut s = m.to_snapshot_state();
     let x = s.extras.as_mut().unwrap();
     x.cluster.removed.insert(9);
-    x.cluster.members.entry(3).or_default().name = "m3".into();
+    x.cluster
+        .members
+        .entry(3)
+        .or_insert_with(|| Member {
+            id: 3,
+            ..Member::default()
+        })
+        .name = "m3".into();
     x.lease_keys.entry(1).or_default().insert(b("a"));
     s.alarms.push((AlarmKind::Corrupt, 2));
     s.auth.users.insert(

@@ -70,17 +70,6 @@ pub struct PeerConfig {
     pub initial_version: VersionInfo,
 }
 
-/// A remote cluster member as the transport needs to know it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    /// Member ID.
-    pub id: u64,
-    /// Its peer URLs (dialled in turn after failures).
-    pub peer_urls: Vec<String>,
-    /// Learners are not dialled (only the leader ever talks to a learner).
-    pub is_learner: bool,
-}
-
 /// What the transport hands to the daemon.
 #[derive(Debug)]
 pub enum Inbound {

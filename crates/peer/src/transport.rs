@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use etcd_standby_decode::Member;
 use etcd_standby_proto::raftpb::{Message, MessageType};
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
@@ -14,7 +15,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::metrics::PeerMetrics;
 use crate::util::{id_hex, major_minor};
-use crate::{Inbound, Member, PeerConfig, PeerError, VersionInfo, net, server};
+use crate::{Inbound, PeerConfig, PeerError, VersionInfo, net, server};
 
 /// Capacity of an attached stream's outgoing queue (etcd: 4096).
 pub(crate) const STREAM_QUEUE: usize = 4096;
@@ -473,8 +474,10 @@ impl Transport {
         self.inner.local_addr
     }
 
-    /// Replaces the member list (our own ID is ignored). Streams of every
-    /// voting member are dialled; learners are not. Removed members' dialers,
+    /// Replaces the member list (our own ID is ignored). Only `id`,
+    /// `peer_urls` (dialled in turn after failures) and `is_learner` are
+    /// read. Streams of every voting member are dialled; learners are not
+    /// (only the leader ever talks to a learner). Removed members' dialers,
     /// pipelines and attached streams are stopped.
     pub fn set_members(&self, members: Vec<Member>) {
         let inner = &self.inner;

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::*;
+use etcd_standby_decode::Member;
+use etcd_standby_peer::Inbound;
 use etcd_standby_peer::codec;
-use etcd_standby_peer::{Inbound, Member};
 use etcd_standby_proto::raftpb::{Entry, Message, MessageType};
 use http_body_util::BodyExt;
 use prost::Message as _;
@@ -133,12 +134,14 @@ async fn dialer_decodes_msgappv2_then_reports_removed_on_410() {
             id: LEADER,
             peer_urls: vec![format!("http://{addr}")],
             is_learner: false,
+            ..Default::default()
         },
         // Ourselves: ignored.
         Member {
             id: ME,
             peer_urls: vec!["http://127.0.0.1:9".to_string()],
             is_learner: true,
+            ..Default::default()
         },
     ]);
     match recv(&mut h.inbound).await {
@@ -227,6 +230,7 @@ async fn pipeline_posts_with_peer_headers_and_403_means_removed() {
         id: LEADER,
         peer_urls: vec![format!("http://{addr}")],
         is_learner: true,
+        ..Default::default()
     }]);
     let msgs: Vec<Message> = (0..10)
         .map(|i| Message {
@@ -323,6 +327,7 @@ async fn two_transports_over_mtls_streams() {
         id: A,
         peer_urls: vec![a_url],
         is_learner: false,
+        ..Default::default()
     }]);
     // A sees both streams B dialled.
     eventually(|| {
@@ -419,6 +424,7 @@ async fn silent_stream_is_dropped_after_the_read_deadline() {
         id: LEADER,
         peer_urls: vec![format!("http://{addr}")],
         is_learner: false,
+        ..Default::default()
     }]);
     match recv(&mut h.inbound).await {
         Inbound::Removed { detail } => assert!(detail.contains("410"), "{detail}"),

@@ -5,8 +5,9 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
+use etcd_standby_decode::Member;
+use etcd_standby_peer::Inbound;
 use etcd_standby_peer::codec::{self, LINK_HEARTBEAT_FRAME};
-use etcd_standby_peer::{Inbound, Member};
 use etcd_standby_proto::raftpb::{ConfState, Message, MessageType, Snapshot, SnapshotMetadata};
 use http_body_util::BodyExt;
 use prost::Message as _;
@@ -500,6 +501,7 @@ async fn version_mirrors_the_leader_and_never_drops_below_the_cluster_version() 
         id: LEADER,
         peer_urls: vec![format!("http://{leader}")],
         is_learner: false,
+        ..Default::default()
     }]);
     h.transport.set_leader(LEADER);
     let addr = h.transport.local_addr();

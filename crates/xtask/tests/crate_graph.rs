@@ -44,10 +44,12 @@ const LAYERS: &[(&str, Allowed)] = &[
     (DECODE, Only(&[PROTO])),
     // Sans-IO: no file reader (the db adapter is `etcd_standby_bolt::model_state`).
     (MODEL, Only(&[PROTO, DECODE])),
-    (BOLT, Only(&[PROTO, MODEL])),
+    // `decode` for the one `Member` type (the `members` bucket).
+    (BOLT, Only(&[PROTO, DECODE, MODEL])),
     (FOLLOWER, Only(&[PROTO, DECODE])),
-    // The transport carries raft messages; it knows nothing of the core.
-    (PEER, Only(&[PROTO])),
+    // The transport carries raft messages; it knows nothing of the core
+    // (`decode` only for the one `Member` type).
+    (PEER, Only(&[PROTO, DECODE])),
     (CLIENT, Only(&[PROTO])),
     (SINK, Only(&[PROTO, MODEL, CLIENT])),
     (
