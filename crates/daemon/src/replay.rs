@@ -217,11 +217,15 @@ fn load_model(path: &Path) -> Result<SnapshotState> {
         .with_context(|| format!("reading {}", path.display()))
 }
 
-fn load_db(path: &Path) -> Result<SnapshotState> {
+/// The state in the snapshot db at raft `index`: the log continues after
+/// that index even when the db's own consistent index is older.
+fn load_db(path: &Path, index: u64) -> Result<SnapshotState> {
     let db = etcd_standby_bolt::BoltFile::open(path)
         .with_context(|| format!("opening snapshot db {}", path.display()))?;
-    etcd_standby_bolt::model_state(&db)
-        .with_context(|| format!("reading snapshot db {}", path.display()))
+    let mut state = etcd_standby_bolt::model_state(&db)
+        .with_context(|| format!("reading snapshot db {}", path.display()))?;
+    state.consistent_index = state.consistent_index.max(index);
+    Ok(state)
 }
 
 /// Whether the local WAL still starts at raft index 1 (no segment released
@@ -497,9 +501,7 @@ impl<S: StandbySink> Replay<S> {
             );
         };
         self.set_state(ReplayState::Reconciling, None);
-        let mut state = blocking(|| load_db(&path))?;
-        // The log continues after the snapshot's index.
-        state.consistent_index = state.consistent_index.max(db_index);
+        let state = blocking(|| load_db(&path, db_index))?;
         let term = state.term;
         tracing::info!(
             index = db_index,
@@ -576,8 +578,7 @@ impl<S: StandbySink> Replay<S> {
                 let Some((_, path)) = db else {
                     bail!("snapshot db {i} vanished")
                 };
-                let mut state = blocking(|| load_db(&path))?;
-                state.consistent_index = state.consistent_index.max(i);
+                let state = blocking(|| load_db(&path, i))?;
                 self.model = Model::from_snapshot_with_config(self.opts.model.clone(), state);
             }
             RebuildFrom::Reconcile(i) => self.reconcile(i, reader).await?,
