@@ -330,7 +330,16 @@ fn status_and_leave_commands_work_against_a_running_learner() {
     let c = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("learner");
-    let mut s = Standby::start(&c, &data, &[]);
+    // The peer listener given in etcd's URL form (`--listen-peer-urls` style).
+    let url = format!(
+        "http://127.0.0.1:{}",
+        etcd_standby_testkit::free_port().unwrap()
+    );
+    let mut s = Standby::start(
+        &c,
+        &data,
+        &["--advertise-peer-url", &url, "--peer-listen", &url],
+    );
     block_on(varied_writes(c.client_urls(), 50, 4, 3));
     catch_up(&mut s, &c);
     let bin = etcd_standby_integration::etcd_standby_bin();

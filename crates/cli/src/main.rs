@@ -217,7 +217,9 @@ struct VerifyArgs {
 struct RunArgs {
     #[command(flatten)]
     source: SourceArgs,
-    /// Address the peer listener binds (default: the host and port of --advertise-peer-url).
+    /// Address the peer listener binds: `IP:PORT` or a URL like etcd's
+    /// `--listen-peer-urls` (`http://IP:PORT`, `https://` with the peer TLS
+    /// flags). Default: the host and port of --advertise-peer-url.
     #[arg(long, env = "ETCD_STANDBY_PEER_LISTEN")]
     peer_listen: Option<String>,
     /// The peer URL registered with the cluster; etcd members dial it.
@@ -427,8 +429,7 @@ fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
         ))
     })?;
     let listen = match &a.peer_listen {
-        Some(l) => l
-            .parse()
+        Some(l) => parse_peer_listen(l, a.peer_cert.is_some() || a.peer_key.is_some())
             .map_err(|e| UsageError(format!("--peer-listen {l:?}: {e}")))?,
         None => url.authority.parse().map_err(|e| {
             UsageError(format!(
@@ -457,6 +458,29 @@ fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
         wal_segment_bytes: a.wal_segment_bytes,
     };
     Ok(runtime()?.block_on(etcd_standby_daemon::run(opts))?)
+}
+
+/// `--peer-listen`: a bare `IP:PORT`, or an etcd-style listen URL whose
+/// scheme must agree with whether peer TLS is configured.
+fn parse_peer_listen(s: &str, tls: bool) -> Result<SocketAddr, String> {
+    if !s.contains("://") {
+        return s.parse().map_err(|e| format!("{e}"));
+    }
+    let url = etcd_standby_peer::util::parse_peer_url(s)
+        .ok_or_else(|| "not an http(s)://IP:PORT URL".to_owned())?;
+    match (url.tls, tls) {
+        (true, false) => return Err("https:// needs --peer-cert and --peer-key".into()),
+        (false, true) => {
+            return Err("http:// but peer TLS is configured; use https://".into());
+        }
+        _ => {}
+    }
+    url.authority.parse().map_err(|_| {
+        format!(
+            "{} is not an IP:PORT (listen URLs take an IP, as in etcd)",
+            url.authority
+        )
+    })
 }
 
 fn print_status(admin: &str, json: bool) -> anyhow::Result<()> {
@@ -702,4 +726,44 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_peer_listen;
+
+    #[test]
+    fn peer_listen_takes_etcd_style_urls_and_bare_addresses() {
+        let ok = |s: &str, tls: bool| parse_peer_listen(s, tls).map(|a| a.to_string());
+        assert_eq!(ok("127.0.0.1:2380", false).as_deref(), Ok("127.0.0.1:2380"));
+        assert_eq!(
+            ok("http://127.0.0.1:2380", false).as_deref(),
+            Ok("127.0.0.1:2380")
+        );
+        assert_eq!(
+            ok("https://127.0.0.1:2380", true).as_deref(),
+            Ok("127.0.0.1:2380")
+        );
+        assert_eq!(ok("http://[::1]:2380", false).as_deref(), Ok("[::1]:2380"));
+        assert_eq!(
+            ok("http://0.0.0.0:2380/", false).as_deref(),
+            Ok("0.0.0.0:2380")
+        );
+    }
+
+    #[test]
+    fn peer_listen_refuses_what_cannot_be_bound_as_asked() {
+        for (s, tls) in [
+            ("https://127.0.0.1:2380", false),
+            ("http://127.0.0.1:2380", true),
+            ("http://standby-b:2380", false),
+            ("unix:///tmp/x", false),
+            ("127.0.0.1", false),
+        ] {
+            assert!(
+                parse_peer_listen(s, tls).is_err(),
+                "{s} (tls {tls}) was accepted"
+            );
+        }
+    }
 }
