@@ -6,7 +6,6 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Backoff {
     next: Duration,
-    first: Duration,
     max: Duration,
 }
 
@@ -18,11 +17,7 @@ impl Backoff {
 
     /// Doubling from `first` up to `max`.
     pub fn new(first: Duration, max: Duration) -> Backoff {
-        Backoff {
-            next: first,
-            first,
-            max,
-        }
+        Backoff { next: first, max }
     }
 
     /// The delay to wait now; the next one is twice as long (capped).
@@ -31,11 +26,6 @@ impl Backoff {
         self.next = (self.next * 2).min(self.max);
         d
     }
-
-    /// Back to the first delay (after a success).
-    pub fn reset(&mut self) {
-        self.next = self.first;
-    }
 }
 
 #[cfg(test)]
@@ -43,11 +33,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn doubles_up_to_the_cap_and_resets() {
+    fn doubles_up_to_the_cap() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
         let got: Vec<u128> = (0..4).map(|_| b.next_delay().as_millis()).collect();
         assert_eq!(got, vec![100, 200, 350, 350]);
-        b.reset();
-        assert_eq!(b.next_delay().as_millis(), 100);
     }
 }

@@ -149,11 +149,6 @@ impl CommittedTail {
         }
         self.point.send_modify(|p| p.index = p.index.max(index));
     }
-
-    /// True while a reader exists.
-    pub fn has_reader(&self) -> bool {
-        !self.point.is_closed()
-    }
 }
 
 /// What [`CommittedReader::read`] found after an index.

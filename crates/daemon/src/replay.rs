@@ -296,16 +296,6 @@ impl<S: StandbySink> Replay<S> {
         }
     }
 
-    /// The model's applied index.
-    pub fn applied_index(&self) -> u64 {
-        self.model.applied_index()
-    }
-
-    /// The sink (tests inspect their fake through it).
-    pub fn sink(&self) -> &S {
-        &self.sink
-    }
-
     /// Sets the state; an error is kept until replay is healthy again.
     fn set_state(&self, state: ReplayState, error: Option<String>) {
         self.metrics.set_replay_state(state);

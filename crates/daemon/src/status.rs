@@ -107,11 +107,6 @@ impl ReplayState {
             ReplayState::Halted => "halted",
         }
     }
-
-    /// Replay will not move again without an operator.
-    pub fn is_stopped(self) -> bool {
-        matches!(self, ReplayState::Fenced | ReplayState::Halted)
-    }
 }
 
 impl std::fmt::Display for ReplayState {
