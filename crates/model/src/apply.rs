@@ -445,19 +445,10 @@ impl Model {
     /// `applierV3backend.Put` inside a write txn: resolves ignore_value /
     /// ignore_lease against the current state and writes.
     fn put(&mut self, p: &PutRequest, w: &mut Writer) -> Result<(), Rejection> {
-        let mut value = p.value.clone();
-        let mut lease = p.lease;
-        if p.ignore_value || p.ignore_lease {
-            let Some(cur) = self.kv.get(&p.key) else {
-                return Err(Rejection::KeyNotFound);
-            };
-            if p.ignore_value {
-                value = cur.value.clone();
-            }
-            if p.ignore_lease {
-                lease = cur.lease;
-            }
-        }
+        let (value, lease) = resolve_put(p, || {
+            self.kv.get(&p.key).map(|ks| (ks.value.clone(), ks.lease))
+        })
+        .ok_or(Rejection::KeyNotFound)?;
         self.write_put(w, p.key.clone(), value, lease);
         Ok(())
     }
@@ -789,19 +780,9 @@ impl Model {
         for op in ops {
             match &op.request {
                 Some(request_op::Request::RequestPut(p)) => {
-                    let mut value = p.value.clone();
-                    let mut lease = p.lease;
-                    if p.ignore_value || p.ignore_lease {
-                        let Some((cur_value, cur_lease)) = view.get(self, &p.key) else {
-                            return Err(p.key.clone());
-                        };
-                        if p.ignore_value {
-                            value = cur_value;
-                        }
-                        if p.ignore_lease {
-                            lease = cur_lease;
-                        }
-                    }
+                    let Some((value, lease)) = resolve_put(p, || view.get(self, &p.key)) else {
+                        return Err(p.key.clone());
+                    };
                     view.put(&p.key, &value, lease);
                     out.push(TxnWrite::Put {
                         key: &p.key,
@@ -1382,6 +1363,24 @@ fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 }
 
 /// `compareKV`.
+/// The value and lease a put writes: its own, or with `ignore_value` /
+/// `ignore_lease` the key's current ones (`cur`, looked up only then).
+/// `None`: the key is needed but does not exist (etcd's "key not found").
+fn resolve_put(p: &PutRequest, cur: impl FnOnce() -> Option<(Bytes, i64)>) -> Option<(Bytes, i64)> {
+    if !(p.ignore_value || p.ignore_lease) {
+        return Some((p.value.clone(), p.lease));
+    }
+    let (cur_value, cur_lease) = cur()?;
+    Some((
+        if p.ignore_value {
+            cur_value
+        } else {
+            p.value.clone()
+        },
+        if p.ignore_lease { cur_lease } else { p.lease },
+    ))
+}
+
 fn compare_kv(c: &pb::Compare, target: Option<pb::compare::CompareTarget>, ks: &KeyState) -> bool {
     use pb::compare::{CompareResult, CompareTarget, TargetUnion};
     use std::cmp::Ordering;
