@@ -233,7 +233,7 @@ impl LocalLog {
         let mut base = raftpb::SnapshotMetadata::default();
         let mut membership = Membership::default();
         for rec in all.snapshots.iter().rev() {
-            let path = snap_dir.join(snap::snap_file_name(rec.term, rec.index));
+            let path = snap_dir.join(names::snap_file_name(rec.term, rec.index));
             match snap::read_snap_file(&path) {
                 Ok(sf) => {
                     let s = sf.snapshot;

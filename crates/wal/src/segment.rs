@@ -1,5 +1,5 @@
 //! Segment listing; the names (`%016x-%016x.wal` = sequence, first index)
-//! are [`crate::names`]'.
+//! are parsed and formatted by [`crate::names`].
 use crate::error::{Result, WalError};
 use std::path::{Path, PathBuf};
 
@@ -14,7 +14,7 @@ pub struct Segment {
     pub index: u64,
 }
 
-pub use crate::names::{parse_segment_name, segment_file_name};
+use crate::names::parse_segment_name;
 
 /// Lists the segments of a WAL directory in name order and checks that their
 /// sequence numbers are consecutive, as etcd does when opening.

@@ -15,7 +15,7 @@ pub struct SnapFile {
     pub snapshot: raftpb::Snapshot,
 }
 
-pub use crate::names::{parse_snap_name, snap_file_name};
+use crate::names::{parse_snap_name, snap_file_name};
 
 /// Decodes and verifies `.snap` bytes (as etcd's snapshotter does: empty data,
 /// a zero CRC or a CRC mismatch are rejected).
