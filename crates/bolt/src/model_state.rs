@@ -6,8 +6,8 @@
 //! protobuf types and the decoder and never on a file reader.
 use base64::Engine;
 use etcd_standby_model::{
-    AlarmKind, AuthState, KeyState, Password, PermType, Permission, Role, SnapshotError,
-    SnapshotKey, SnapshotLease, SnapshotState, User,
+    AlarmKind, AuthState, KeyState, Password, PermType, Permission, Role, SnapshotKey,
+    SnapshotLease, SnapshotState, User,
 };
 
 use crate::{BoltError, BoltFile, etcd};
@@ -105,12 +105,4 @@ pub fn model_state(db: &BoltFile) -> Result<SnapshotState, BoltError> {
         term: meta.term.unwrap_or(0),
         extras: None,
     })
-}
-
-/// A damaged db as the model's snapshot error (for callers that keep one
-/// error type for every snapshot source).
-impl From<BoltError> for SnapshotError {
-    fn from(e: BoltError) -> Self {
-        SnapshotError::Db(Box::new(e))
-    }
 }

@@ -55,7 +55,7 @@ pub use apply::Model;
 pub use auth::{AuthState, PermType, Permission, Role, User};
 pub use kv::KeyState;
 pub use persist::ModelIoError;
-pub use snapshot::{ModelExtras, SnapshotError, SnapshotKey, SnapshotLease, SnapshotState};
+pub use snapshot::{ModelExtras, SnapshotKey, SnapshotLease, SnapshotState};
 pub use types::{
     AlarmKind, Applied, ApplierChain, ClusterState, Effect, EtcdMinor, ModelConfig, Outcome,
     Password, Rejection, TxnRangeView,

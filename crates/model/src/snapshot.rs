@@ -9,16 +9,6 @@ use crate::auth::AuthState;
 use crate::kv::{KeyState, LeaseState};
 use crate::types::{AlarmKind, ApplierChain, ClusterState, EtcdMinor, ModelConfig};
 
-/// Reading a snapshot db into a [`SnapshotState`] failed. The reader lives
-/// outside this crate (`etcd_standby_bolt::model_state`, which converts its
-/// `BoltError` into this), so the cause is boxed.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    /// The db file or etcd's schema in it is damaged.
-    #[error("snapshot db: {0}")]
-    Db(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
-}
-
 /// A live key in a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotKey {
