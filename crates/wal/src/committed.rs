@@ -35,7 +35,25 @@ pub enum CommittedEnd {
 /// order, each once. `f` returns `false` to stop. Segments that end before
 /// `after` are skipped. A torn tail ends the scan (a live writer may be
 /// mid-record).
-pub fn for_each_committed<F>(dir: &Path, after: u64, up_to: u64, mut f: F) -> Result<CommittedEnd>
+pub fn for_each_committed<F>(dir: &Path, after: u64, up_to: u64, f: F) -> Result<CommittedEnd>
+where
+    F: FnMut(raftpb::Entry) -> bool,
+{
+    for_each_assuming_committed(dir, after, up_to, 0, f)
+}
+
+/// [`for_each_committed`], but the entries left at the end of the log
+/// beyond the last hard state's commit (the *unconfirmed tail*: durable
+/// here, not known to be committed) count as committed up to
+/// `assume_committed`. Promotion uses it when the operator chooses to apply
+/// that tail (a new raft leader may well have committed it).
+pub fn for_each_assuming_committed<F>(
+    dir: &Path,
+    after: u64,
+    up_to: u64,
+    assume_committed: u64,
+    mut f: F,
+) -> Result<CommittedEnd>
 where
     F: FnMut(raftpb::Entry) -> bool,
 {
@@ -108,6 +126,12 @@ where
             return Ok(CommittedEnd::Done(st.emitted));
         }
     }
+    // The end of the log: what is still pending is the unconfirmed tail.
+    st.commit = st.commit.max(assume_committed);
+    st.flush(up_to, &mut f);
+    if st.stopped {
+        return Ok(CommittedEnd::Stopped(st.emitted));
+    }
     Ok(CommittedEnd::Done(st.emitted))
 }
 
@@ -132,4 +156,48 @@ impl State {
             }
         }
     }
+}
+
+/// Where a WAL ends: its last entry index and the highest commit its hard
+/// states record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalEnd {
+    /// Index of the last entry (or of a later snapshot record); 0 if none.
+    pub last_index: u64,
+    /// Highest hard-state commit; 0 if none.
+    pub commit: u64,
+}
+
+/// [`WalEnd`] of the WAL in `dir`, reading only the last segments (from the
+/// end backwards until both are known). A torn tail ends a segment.
+pub fn wal_end(dir: &Path) -> Result<WalEnd> {
+    let segments = list_segments(dir)?;
+    let mut end = WalEnd::default();
+    for seg in segments.iter().rev() {
+        let mut reader = WalReader::from_segments(vec![seg.clone()]);
+        let mut last = None;
+        loop {
+            let rec = match reader.next_record() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) if e.is_torn_tail() => break,
+                Err(e) => return Err(e),
+            };
+            match rec.decode()? {
+                WalRecord::Entry(e) => last = Some(e.index),
+                WalRecord::State(hs) => end.commit = end.commit.max(hs.commit),
+                WalRecord::Snapshot(s) => last = Some(last.unwrap_or(0).max(s.index)),
+                WalRecord::Metadata(_) | WalRecord::Crc(_) => {}
+            }
+        }
+        if end.last_index == 0
+            && let Some(l) = last
+        {
+            end.last_index = l;
+        }
+        if end.last_index > 0 && end.commit > 0 {
+            break;
+        }
+    }
+    Ok(end)
 }

@@ -20,7 +20,9 @@ pub mod segment;
 pub mod snap;
 mod writer;
 
-pub use committed::{CommittedEnd, for_each_committed};
+pub use committed::{
+    CommittedEnd, WalEnd, for_each_assuming_committed, for_each_committed, wal_end,
+};
 pub use error::{Location, Result, WalError};
 pub use frame::RecordType;
 pub use log::{WalLog, read_log};

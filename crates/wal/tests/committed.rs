@@ -109,3 +109,50 @@ fn limits_and_stopping_are_respected() {
     .unwrap();
     assert_eq!(end, CommittedEnd::Stopped(2));
 }
+
+#[test]
+fn the_unconfirmed_tail_comes_out_only_when_assumed_committed() {
+    let d = tempfile::tempdir().unwrap();
+    build(d.path());
+    let collect_assuming = |assume: u64, up_to: u64| {
+        let mut got = Vec::new();
+        let end =
+            etcd_standby_wal::for_each_assuming_committed(d.path(), 100, up_to, assume, |e| {
+                got.push(e.index);
+                true
+            })
+            .unwrap();
+        (got, end)
+    };
+    // 104 is durable beyond the last commit (103): the unconfirmed tail.
+    assert_eq!(collect_assuming(0, u64::MAX).0, vec![101, 102, 103]);
+    let (got, end) = collect_assuming(104, u64::MAX);
+    assert_eq!(got, vec![101, 102, 103, 104]);
+    assert_eq!(end, CommittedEnd::Done(104));
+    // The limit still holds.
+    assert_eq!(collect_assuming(104, 103).0, vec![101, 102, 103]);
+    // Overwritten entries never count, even when assumed committed:
+    // 7..10 at term 2 were replaced before the snapshot.
+    let mut early = Vec::new();
+    etcd_standby_wal::for_each_assuming_committed(d.path(), 0, 10, 10, |e| {
+        early.push((e.index, e.term));
+        true
+    })
+    .unwrap();
+    assert_eq!(early.last(), Some(&(9, 3)));
+}
+
+#[test]
+fn wal_end_reports_the_last_index_and_commit_from_the_last_segments() {
+    let d = tempfile::tempdir().unwrap();
+    build(d.path());
+    let end = etcd_standby_wal::wal_end(d.path()).unwrap();
+    assert_eq!(end.last_index, 104);
+    assert_eq!(end.commit, 103);
+    let empty = tempfile::tempdir().unwrap();
+    WalWriter::create(empty.path(), &etcdserverpb::Metadata::default()).unwrap();
+    assert_eq!(
+        etcd_standby_wal::wal_end(empty.path()).unwrap(),
+        etcd_standby_wal::WalEnd::default()
+    );
+}
