@@ -785,6 +785,23 @@ impl Client {
         call!(self, Retry::Write, MaintenanceClient, alarm, req)
     }
 
+    /// Activates `alarm` for `member_id` through raft (etcd 3.4 and 3.5 both
+    /// apply it cluster-wide: CORRUPT makes every member refuse writes,
+    /// NOSPACE refuses puts and lease grants; both survive restarts until
+    /// disarmed). `promote --fence-old-primary` uses CORRUPT.
+    pub async fn alarm_activate(
+        &self,
+        member_id: u64,
+        alarm: pb::AlarmType,
+    ) -> Result<AlarmResponse> {
+        let req = pb::AlarmRequest {
+            action: pb::alarm_request::AlarmAction::Activate as i32,
+            member_id,
+            alarm: alarm as i32,
+        };
+        call!(self, Retry::Write, MaintenanceClient, alarm, req)
+    }
+
     // --------------------------------------------------------------- Auth
 
     /// Checks `name` / `password` and returns a token (the client keeps using
