@@ -26,6 +26,25 @@ pub enum SinkError {
         /// What the standby holds (escaped; empty when the key is gone).
         found: String,
     },
+    /// The standby was promoted to a primary (`<reserved>promoted` exists):
+    /// no replicator may write to it again. Re-seed a standby to replicate.
+    #[error(
+        "the standby was promoted (key {key} holds the promotion record {record}); it is a primary \
+         now and no replicator writes to it. To replicate again, seed a fresh standby"
+    )]
+    Promoted {
+        /// The promotion key (escaped).
+        key: String,
+        /// The record (escaped, truncated).
+        record: String,
+    },
+    /// The promotion txn found the standby changed since it was inspected
+    /// (nothing was written).
+    #[error("promotion not applied (nothing was written): {detail}")]
+    PromoteConflict {
+        /// What moved.
+        detail: String,
+    },
     /// The standby refused a write (NOSPACE, permission denied, too many
     /// operations, request too large, ...). Nothing of that txn was applied;
     /// the replicator must not skip it.

@@ -54,7 +54,7 @@
 //! # Prefixes
 //! [`KeyMap`]: `--include-prefix` / `--exclude-prefix` (repeatable) select
 //! source keys, `--dest-prefix` is prepended on the standby; the reserved
-//! prefix (default `__etcd_standby__/`) holds the checkpoint and epoch keys,
+//! prefix (default `__etcd_standby__/`) holds the checkpoint, epoch, promotion and audit keys,
 //! is never written by replication, and is ignored by verify and
 //! reconcile. Lease attachments follow their keys; leases themselves are
 //! mirrored whole. Role permissions get the destination prefix.
@@ -66,6 +66,7 @@ mod auth;
 mod error;
 mod keymap;
 mod lease;
+pub mod promotion;
 mod reconcile;
 mod sink;
 mod stats;
@@ -74,6 +75,7 @@ pub mod verify;
 pub use error::{Result, SinkError, show_bytes, show_key};
 pub use keymap::{DEFAULT_RESERVED_PREFIX, KeyMap};
 pub use lease::{KeeperStats, LeaseKeeper};
+pub use promotion::{LeaseRefresh, Promotion, ReservedKeys, StandbyState};
 pub use reconcile::{ReconcileOptions, ReconcileReport};
 pub use sink::{
     ApplyStats, Checkpoint, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, Sink, SinkConfig,

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use crate::error::{Result, SinkError, show_bytes, show_key};
 use crate::keymap::KeyMap;
 use crate::lease::LeaseKeeper;
+use crate::promotion::{self, ReservedKeys};
 use crate::stats::{Counters, SinkStats};
 
 /// Default `max_txn_ops` (etcd's `--max-txn-ops` default).
@@ -94,7 +95,7 @@ impl Checkpoint {
         Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
     }
 
-    fn decode(key: &[u8], cluster_id: u64, value: &[u8]) -> Result<Checkpoint> {
+    pub(crate) fn decode(key: &[u8], cluster_id: u64, value: &[u8]) -> Result<Checkpoint> {
         let bad = |message: String| SinkError::BadReservedKey {
             key: show_key(key),
             message,
@@ -267,15 +268,17 @@ impl Sink {
         {
             return Err(SinkError::client("standby status", e));
         }
-        let reserved = cfg.keys.reserved().clone();
-        let mut epoch_key = reserved.to_vec();
-        epoch_key.extend_from_slice(b"epoch");
-        let epoch_key = Bytes::from(epoch_key);
-        let checkpoint_key = Bytes::from(format!(
-            "{}checkpoint/{:016x}",
-            String::from_utf8_lossy(&reserved),
-            cfg.source_cluster_id
-        ));
+        let reserved = ReservedKeys::new(&cfg.keys, cfg.source_cluster_id);
+        // A promoted standby is a primary now: never write to it again.
+        let state = promotion::read_state(&client, &reserved).await?;
+        if let Some(record) = &state.promoted {
+            return Err(SinkError::Promoted {
+                key: show_key(&reserved.promoted),
+                record: show_bytes(record, 512),
+            });
+        }
+        let epoch_key = reserved.epoch.clone();
+        let checkpoint_key = reserved.checkpoint.clone();
         // Epoch: create 1 if absent (create_revision == 0 compare), else read.
         let txn = pb::TxnRequest {
             compare: vec![pb::Compare {
@@ -297,7 +300,7 @@ impl Sink {
             1
         } else {
             let found = range_value(&resp).unwrap_or_default();
-            parse_epoch(&epoch_key, &found)?
+            promotion::parse_epoch(&epoch_key, &found)?
         };
         let got = client
             .range(pb::RangeRequest {
@@ -765,14 +768,4 @@ fn range_value(resp: &pb::TxnResponse) -> Option<Bytes> {
         }
         _ => None,
     })
-}
-
-fn parse_epoch(key: &[u8], v: &[u8]) -> Result<u64> {
-    std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .ok_or_else(|| SinkError::BadReservedKey {
-            key: show_key(key),
-            message: format!("epoch is not a number: {}", show_bytes(v, 32)),
-        })
 }
