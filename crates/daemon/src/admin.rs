@@ -1,5 +1,6 @@
 //! The admin listener: `/status` (JSON), `/metrics` (Prometheus text),
-//! `/healthz` and `/readyz`.
+//! `/healthz`, `/readyz`, and `POST /v1/stop` (loopback only; `promote`
+//! stops a running replicator with it).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::error::{Context, Error, Result};
 use crate::status::{NodeState, NodeStatus, ReplayState, ReplayStatus, StatusCell};
+use crate::times::ReceiveTimes;
 
 /// What the admin handlers read.
 pub struct AdminState {
@@ -29,6 +31,40 @@ pub struct AdminState {
     pub transport: Transport,
     /// Readiness: commit within this many entries of the leader's.
     pub ready_lag: u64,
+    /// Stops the daemon (`POST /v1/stop`, used by `promote`).
+    pub stop: tokio::sync::watch::Sender<bool>,
+    /// When entries were received (for the RPO report).
+    pub times: ReceiveTimes,
+}
+
+/// The recovery point if the standby were promoted now (in `/status` at all
+/// times, so a dashboard shows what a disaster would cost):
+/// committed-but-unapplied entries (bytes, when the oldest was received),
+/// the received-but-unconfirmed tail, the leader's last known commit and
+/// the last contact with the leader.
+pub fn rpo_now(
+    st: &NodeStatus,
+    replay: Option<&ReplayStatus>,
+    times: &ReceiveTimes,
+) -> serde_json::Value {
+    let applied = replay.map_or(0, |r| r.standby_checkpoint);
+    let unapplied = st.commit_index.saturating_sub(applied);
+    let oldest = (unapplied > 0)
+        .then(|| times.received_at(applied + 1))
+        .flatten()
+        .map(crate::clock::rfc3339);
+    let contact = (st.last_leader_contact_unix_ms > 0)
+        .then(|| crate::clock::rfc3339(crate::clock::from_unix_ms(st.last_leader_contact_unix_ms)));
+    serde_json::json!({
+        "standby_applied_index": applied,
+        "committed_not_applied": unapplied,
+        "committed_not_applied_bytes": replay.map_or(0, |r| r.lag_bytes),
+        "oldest_not_applied_received_at": oldest,
+        "unconfirmed_tail_entries": st.last_durable_index.saturating_sub(st.commit_index),
+        "leader_commit_index": st.leader_commit_index,
+        "committed_not_received_known": st.leader_commit_index.saturating_sub(st.last_durable_index),
+        "last_leader_contact": contact,
+    })
 }
 
 /// Readiness: following, caught up with the leader's commit, no alarm, and
@@ -69,7 +105,24 @@ fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full
     r
 }
 
-fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn handle(state: &AdminState, req: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    if req.method() == hyper::Method::POST && req.uri().path() == "/v1/stop" {
+        // Stopping the replicator is for the operator on this host only.
+        if !peer.ip().is_loopback() {
+            return reply(
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                "POST /v1/stop is accepted from loopback only\n",
+            );
+        }
+        tracing::warn!(%peer, "stop requested through the admin API (promote)");
+        let _ = state.stop.send(true);
+        return reply(
+            StatusCode::ACCEPTED,
+            "application/json",
+            "{\"stopping\":true}",
+        );
+    }
     if req.method() != hyper::Method::GET {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
     }
@@ -80,6 +133,7 @@ fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             let body = serde_json::json!({
                 "node": st,
                 "replay": replay,
+                "rpo": rpo_now(&st, replay.as_ref(), &state.times),
                 "peers": state.transport.status(),
             });
             reply(StatusCode::OK, "application/json", body.to_string())
@@ -135,13 +189,13 @@ pub async fn serve(addr: SocketAddr, state: Arc<AdminState>) -> Result<SocketAdd
     let local = listener.local_addr().context("admin listener address")?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
                 continue;
             };
             let state = state.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let resp = handle(&state, &req);
+                    let resp = handle(&state, &req, peer);
                     async move { Ok::<_, Infallible>(resp) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -153,8 +207,8 @@ pub async fn serve(addr: SocketAddr, state: Arc<AdminState>) -> Result<SocketAdd
     Ok(local)
 }
 
-/// `etcd-standby status`: fetches `/status` from a running daemon.
-pub async fn fetch_status(addr: &str) -> Result<serde_json::Value> {
+/// One request to a running daemon's admin listener; the JSON body back.
+async fn request(addr: &str, method: hyper::Method, path: &str) -> Result<serde_json::Value> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| {
@@ -164,21 +218,34 @@ pub async fn fetch_status(addr: &str) -> Result<serde_json::Value> {
         .await
         .context("admin HTTP handshake")?;
     tokio::spawn(conn);
-    let req = Request::get("/status")
+    let req = Request::builder()
+        .method(method.clone())
+        .uri(path)
         .header(hyper::header::HOST, addr)
         .body(http_body_util::Empty::<Bytes>::new())
         .context("building the request")?;
-    let resp = sender.send_request(req).await.context("GET /status")?;
+    let what = format!("{method} {path}");
+    let resp = sender.send_request(req).await.context(what.clone())?;
     let code = resp.status();
     let body = http_body_util::BodyExt::collect(resp.into_body())
         .await
-        .context("reading /status")?
+        .with_context(|| format!("reading the answer to {what}"))?
         .to_bytes();
     if !code.is_success() {
         return Err(Error::msg(format!(
-            "GET /status: {code}: {}",
-            String::from_utf8_lossy(&body)
+            "{what}: {code}: {}",
+            String::from_utf8_lossy(&body).trim()
         )));
     }
-    serde_json::from_slice(&body).context("parsing /status")
+    serde_json::from_slice(&body).with_context(|| format!("parsing the answer to {what}"))
+}
+
+/// `etcd-standby status`: fetches `/status` from a running daemon.
+pub async fn fetch_status(addr: &str) -> Result<serde_json::Value> {
+    request(addr, hyper::Method::GET, "/status").await
+}
+
+/// A POST to a running daemon's admin listener (`/v1/stop`).
+pub async fn post(addr: &str, path: &str) -> Result<serde_json::Value> {
+    request(addr, hyper::Method::POST, path).await
 }

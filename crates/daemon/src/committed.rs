@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use etcd_standby_proto::raftpb;
-use etcd_standby_wal::{CommittedEnd, for_each_committed};
+use etcd_standby_wal::{CommittedEnd, for_each_assuming_committed};
 use tokio::sync::watch;
 
 use crate::error::{Context, Result};
@@ -89,6 +89,7 @@ impl CommittedTail {
                 tail,
                 point: rx,
                 wal_dir,
+                assume_committed: 0,
             },
         )
     }
@@ -181,9 +182,19 @@ pub struct CommittedReader {
     tail: Arc<Mutex<Tail>>,
     point: watch::Receiver<CommitPoint>,
     wal_dir: PathBuf,
+    /// WAL entries beyond the hard state's commit count as committed up to here.
+    assume_committed: u64,
 }
 
 impl CommittedReader {
+    /// A reader that also delivers the WAL's unconfirmed tail (entries
+    /// durable beyond the last commit we were told) up to `index`: only
+    /// promotion with `--apply-unconfirmed-tail` wants that.
+    pub fn assuming_committed(mut self, index: u64) -> CommittedReader {
+        self.assume_committed = index;
+        self
+    }
+
     /// The latest commit point.
     pub fn point(&self) -> CommitPoint {
         *self.point.borrow()
@@ -213,16 +224,17 @@ impl CommittedReader {
         }
         let mut out = Vec::new();
         let now = Instant::now();
-        let end = for_each_committed(&self.wal_dir, after, up_to, |e| {
-            out.push((now, e));
-            out.len() < max
-        })
-        .with_context(|| {
-            format!(
-                "reading committed entries after {after} from {}",
-                self.wal_dir.display()
-            )
-        })?;
+        let end =
+            for_each_assuming_committed(&self.wal_dir, after, up_to, self.assume_committed, |e| {
+                out.push((now, e));
+                out.len() < max
+            })
+            .with_context(|| {
+                format!(
+                    "reading committed entries after {after} from {}",
+                    self.wal_dir.display()
+                )
+            })?;
         if !out.is_empty() {
             return Ok((Read::Entries(out), Source::Wal));
         }

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use crate::admin;
 use crate::backoff::Backoff;
 use crate::committed::{CommittedTail, TailLimits};
+use crate::datadir;
 use crate::error::{Context, Error, Result, bail};
 use crate::metrics;
 use crate::node::{Exit, Node, NodeOptions};
@@ -176,6 +177,12 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         root: opts.data_dir.clone(),
         segment_bytes: opts.wal_segment_bytes,
     };
+    // Refused for good after a promotion, and while one is under way.
+    datadir::refuse_if_promoted(&layout)?;
+    let lock = datadir::lock(&layout)?;
+    if let Some(r) = &opts.replay {
+        refuse_promoted_standby(r).await?;
+    }
     let existing = layout.read_identity()?;
     if let Some(id) = &existing
         && id.removed
@@ -233,7 +240,7 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
             opts.advertise_peer_url
         );
     }
-    serve(
+    let code = serve(
         opts,
         layout,
         identity,
@@ -242,7 +249,42 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         pre.members,
         pre.version,
     )
-    .await
+    .await;
+    drop(lock);
+    code
+}
+
+/// A standby that was promoted is a primary: `run` must not write to it.
+/// Checked at start when the standby answers within a few seconds (replay
+/// refuses it again at connect otherwise).
+async fn refuse_promoted_standby(r: &replay::ReplayOptions) -> Result<()> {
+    let mut cfg = r.sink.client.clone();
+    cfg.connect_timeout = cfg.connect_timeout.min(Duration::from_secs(3));
+    cfg.request_timeout = cfg.request_timeout.min(Duration::from_secs(3));
+    let check = async {
+        let client = Client::connect(cfg).await.ok()?;
+        let mut key = r.sink.keys.reserved().to_vec();
+        key.extend_from_slice(b"promoted");
+        let got = client
+            .range(etcd_standby_client::pb::RangeRequest {
+                key: key.into(),
+                ..Default::default()
+            })
+            .await
+            .ok()?;
+        got.kvs.first().map(|kv| kv.value.clone())
+    };
+    if let Ok(Some(record)) = tokio::time::timeout(Duration::from_secs(6), check).await {
+        let v: serde_json::Value = serde_json::from_slice(&record).unwrap_or_default();
+        bail!(
+            "the standby was promoted to primary at {} by {} (epoch {}); `run` never writes to a promoted standby. \
+             To replicate again, seed a fresh standby",
+            v["at"].as_str().unwrap_or("?"),
+            v["by"].as_str().unwrap_or("?"),
+            v["epoch"].as_u64().unwrap_or(0)
+        );
+    }
+    Ok(())
 }
 
 /// MemberAdd as a learner. etcd refuses membership changes until its
@@ -331,21 +373,28 @@ async fn serve(
             stop_rx.clone(),
         ));
         let retention = log.retain_for_replay();
+        let times = log.receive_times();
         let (layout, status, stop) = (layout.clone(), replay_status.clone(), stop_rx.clone());
         let cluster_id = identity.cluster_id;
+        let fence_stop = stop_tx.clone();
         replay_task = Some(tokio::spawn(async move {
             let links = replay::ReplayLinks {
                 status: status.clone(),
                 metrics: rmetrics.clone(),
                 retention,
                 reader,
+                times,
             };
             let res = replay::run(ropts, layout, cluster_id, links, stop).await;
             if let Err(e) = &res {
-                tracing::error!(error = %e, "replay stopped; the learner keeps receiving");
                 let state = if e.is_fenced() {
+                    // The standby is someone else's now (promoted, or
+                    // another replicator): following the primary is pointless.
+                    tracing::error!(error = %e, "replay fenced; stopping the replicator");
+                    let _ = fence_stop.send(true);
                     ReplayState::Fenced
                 } else {
+                    tracing::error!(error = %e, "replay stopped; the learner keeps receiving");
                     ReplayState::Halted
                 };
                 rmetrics.set_replay_state(state);
@@ -363,8 +412,11 @@ async fn serve(
         registry: Mutex::new(registry),
         transport: transport.clone(),
         ready_lag: 1000,
+        stop: stop_tx.clone(),
+        times: log.receive_times(),
     });
     let admin_addr = admin::serve(opts.admin_listen, admin_state).await?;
+    datadir::write_admin_addr(&layout, &admin_addr.to_string())?;
     tracing::info!(peer = %transport.local_addr(), admin = %admin_addr, "serving");
     let node = Node {
         follower,

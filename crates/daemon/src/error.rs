@@ -118,9 +118,13 @@ impl Error {
         }
     }
 
-    /// True when the standby's fencing epoch is no longer ours.
+    /// True when the standby is not ours to write any more: its fencing
+    /// epoch moved, or it was promoted.
     pub fn is_fenced(&self) -> bool {
-        matches!(self.sink_error(), Some(SinkError::Fenced { .. }))
+        matches!(
+            self.sink_error(),
+            Some(SinkError::Fenced { .. } | SinkError::Promoted { .. })
+        )
     }
 }
 

@@ -16,15 +16,19 @@
 
 pub mod admin;
 pub mod backoff;
+pub mod clock;
 pub mod committed;
 pub mod daemon;
+pub mod datadir;
 pub mod error;
 pub mod metrics;
 pub mod monitor;
 pub mod node;
+pub mod promote;
 pub mod replay;
 pub mod status;
 pub mod store;
+pub mod times;
 pub mod tls;
 
 pub use daemon::{EXIT_REMOVED, RunOptions, leave, run};

@@ -10,10 +10,15 @@
 //! log) and [`Outbound`] (the peer transport), so it can be driven in unit
 //! tests with in-memory fakes. Committed entries go to a [`CommittedTail`]
 //! that replay reads; the loop never waits on replay.
+//!
+//! Besides the fsync per Ready, the loop flushes the log store's auxiliary
+//! state ([`LogStore::flush_aux`]: the receive times, [`crate::times`]) at
+//! most once per second and when it ends. It publishes when the current
+//! leader was last heard from and when entries were last made durable.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use etcd_standby_decode::Member;
 use etcd_standby_follower::{Alarm, Event, Follower, FollowerError, Membership, Ready};
@@ -22,10 +27,14 @@ use etcd_standby_proto::raftpb;
 use tokio::sync::{mpsc, watch};
 
 use crate::blocking;
+use crate::clock::unix_ms;
 use crate::committed::CommittedTail;
 use crate::error::{Context, Error, Result};
 use crate::metrics::{AlarmLabel, LearnerMetrics};
 use crate::status::{NodeState, NodeStatus, StatusCell};
+
+/// Least time between two [`LogStore::flush_aux`] calls while the loop runs.
+const AUX_FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Counters the node loop publishes.
 #[derive(Debug, Default, Clone, Copy)]
@@ -56,6 +65,13 @@ pub trait LogStore: Send {
     fn durable_commit(&self) -> u64;
     /// Records that the cluster removed us, so the data dir never rejoins.
     fn record_removal(&mut self) -> Result<()>;
+    /// Makes informational state the log keeps beside the WAL durable (the
+    /// receive times): called at most once per second and when the loop
+    /// ends, never per Ready, so it adds no fsync to the acknowledgement
+    /// path. A failure is logged, not fatal. The default has nothing to flush.
+    fn flush_aux(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Where responses go: the peer transport, or a fake in tests.
@@ -254,6 +270,10 @@ impl<L: LogStore, T: Outbound> Node<L, T> {
                     inc.accept();
                 }
             }
+            if stats.entries > 0 {
+                let now = unix_ms(SystemTime::now());
+                self.status.update(|s| s.last_received_at_unix_ms = now);
+            }
             self.metrics.entries_persisted.inc_by(stats.entries);
             self.metrics.bytes_persisted.inc_by(stats.bytes);
             if let Some(d) = stats.fsync {
@@ -320,11 +340,47 @@ impl<L: LogStore, T: Outbound> Node<L, T> {
         Ok(())
     }
 
-    /// Runs until removal, shutdown or an error.
+    /// Flushes the log's auxiliary state when [`AUX_FLUSH_EVERY`] passed
+    /// since `last` (or always with `force`). Failures are only logged.
+    fn flush_aux(&mut self, last: &mut Instant, force: bool) {
+        if !force && last.elapsed() < AUX_FLUSH_EVERY {
+            return;
+        }
+        *last = Instant::now();
+        let log = &mut self.log;
+        if let Err(e) = blocking(|| log.flush_aux()) {
+            tracing::warn!(error = %e, "flushing the log's auxiliary state (receive times)");
+        }
+    }
+
+    /// Publishes that the current leader was heard from, if one of `from` is it.
+    fn note_contact(&self, from: &[u64]) {
+        let leader = self.follower.status().leader;
+        if leader != 0 && from.contains(&leader) {
+            let now = unix_ms(SystemTime::now());
+            self.status
+                .update(|s| s.last_leader_contact_unix_ms = s.last_leader_contact_unix_ms.max(now));
+        }
+    }
+
+    /// Runs until removal, shutdown or an error, then flushes the log's
+    /// auxiliary state (whichever way the loop ended).
     pub async fn run(
         mut self,
+        inbound: mpsc::Receiver<Inbound>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Exit> {
+        let mut last_flush = Instant::now();
+        let exit = self.run_loop(inbound, stop, &mut last_flush).await;
+        self.flush_aux(&mut last_flush, true);
+        exit
+    }
+
+    async fn run_loop(
+        &mut self,
         mut inbound: mpsc::Receiver<Inbound>,
         mut stop: watch::Receiver<bool>,
+        last_flush: &mut Instant,
     ) -> Result<Exit> {
         self.publish_status(NodeState::Starting);
         if let Some(tail) = &self.committed {
@@ -343,6 +399,7 @@ impl<L: LogStore, T: Outbound> Node<L, T> {
                 m = inbound.recv() => m,
                 _ = tick.tick() => {
                     self.housekeeping()?;
+                    self.flush_aux(last_flush, false);
                     self.publish_status(NodeState::Following);
                     continue;
                 }
@@ -369,7 +426,17 @@ impl<L: LogStore, T: Outbound> Node<L, T> {
                 }
             }
             let mut snapshot = None;
+            // Senders in this batch (a handful of members at most).
+            let mut from: Vec<u64> = Vec::new();
             for item in batch {
+                let sender = match &item {
+                    Inbound::Message(m) => Some(m.from),
+                    Inbound::Snapshot(inc) => Some(inc.message.from),
+                    Inbound::Removed { .. } => None,
+                };
+                if let Some(f) = sender.filter(|f| !from.contains(f)) {
+                    from.push(f);
+                }
                 match item {
                     Inbound::Message(m) => self.step(m)?,
                     Inbound::Snapshot(inc) => {
@@ -391,9 +458,12 @@ impl<L: LogStore, T: Outbound> Node<L, T> {
                     }
                 }
             }
+            // After stepping, so the first message of a new leader counts.
+            self.note_contact(&from);
             if let Some(exit) = self.cycle(&mut snapshot).await? {
                 return Ok(self.finish(exit));
             }
+            self.flush_aux(last_flush, false);
             self.publish_status(NodeState::Following);
         }
     }

@@ -14,7 +14,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use etcd_standby_decode::{Decoded, decode_entry};
 use etcd_standby_model::{Effect, Model, ModelConfig, SnapshotState};
@@ -32,6 +32,7 @@ use crate::error::{Context, Error, Result, bail};
 use crate::metrics::{OutcomeLabel, ReplayMetrics};
 use crate::status::{ReplayState, ReplayStatus, StatusCell};
 use crate::store::Layout;
+use crate::times::ReceiveTimes;
 
 /// What replay needs.
 #[derive(Debug, Clone)]
@@ -48,6 +49,9 @@ pub struct ReplayOptions {
     pub max_batch: usize,
     /// Save the shadow model every this many applied entries.
     pub model_save_every: u64,
+    /// Keep this much of the newest received log unapplied (`--apply-delay`):
+    /// the log stays durable, only replay waits.
+    pub apply_delay: Option<Duration>,
 }
 
 /// Whole entries' effects, in index order: (index, term, effects).
@@ -248,6 +252,16 @@ fn wal_has_index_one(layout: &Layout) -> Result<bool> {
     Ok(first == Some(1))
 }
 
+/// What the data dir holds to rebuild the model at `checkpoint`.
+pub fn rebuildable(layout: &Layout, checkpoint: u64) -> Result<Rebuildable> {
+    Ok(Rebuildable {
+        saved_model: newest_model(layout, checkpoint)?.map(|(i, _)| i),
+        db_at_or_below: newest_db(layout, checkpoint)?.map(|(i, _)| i),
+        newest_db: newest_db(layout, u64::MAX)?.map(|(i, _)| i),
+        wal_has_index_one: wal_has_index_one(layout)?,
+    })
+}
+
 /// Replay's owned state.
 pub struct Replay<S: StandbySink> {
     opts: ReplayOptions,
@@ -268,6 +282,8 @@ pub struct Replay<S: StandbySink> {
     /// Index of the snapshot db a restart would rebuild from (0: none);
     /// set at start and by each reconcile, the only times it changes.
     db_floor: u64,
+    /// When entries were received (for `--apply-delay`).
+    times: Option<ReceiveTimes>,
 }
 
 impl<S: StandbySink> Replay<S> {
@@ -293,7 +309,43 @@ impl<S: StandbySink> Replay<S> {
             saved: (0, Instant::now()),
             replayed_bytes: 0,
             db_floor: 0,
+            times: None,
         }
+    }
+
+    /// Gives replay the received-times index (needed by `--apply-delay`;
+    /// without it a delay holds everything back).
+    pub fn with_receive_times(mut self, times: ReceiveTimes) -> Replay<S> {
+        self.times = Some(times);
+        self
+    }
+
+    /// The highest index replay may apply now: everything, or with
+    /// `--apply-delay D` only entries received at least D ago.
+    fn release_limit(&self) -> u64 {
+        let Some(delay) = self.opts.apply_delay else {
+            return u64::MAX;
+        };
+        let Some(cutoff) = SystemTime::now().checked_sub(delay) else {
+            return 0;
+        };
+        self.times
+            .as_ref()
+            .map_or(0, |t| t.last_index_received_by(cutoff))
+    }
+
+    /// How long until the next held-back entry may be applied (bounded, so
+    /// a missing time record is retried).
+    fn next_release_in(&self) -> Duration {
+        let (Some(delay), Some(times)) = (self.opts.apply_delay, &self.times) else {
+            return Duration::from_secs(1);
+        };
+        let next = self.model.applied_index() + 1;
+        times
+            .received_at(next)
+            .and_then(|t| (t + delay).duration_since(SystemTime::now()).ok())
+            .unwrap_or(Duration::from_millis(10))
+            .clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
 
     /// Sets the state; an error is kept until replay is healthy again.
@@ -333,6 +385,10 @@ impl<S: StandbySink> Replay<S> {
         let lag_s = self.oldest.map_or(0.0, |t| t.elapsed().as_secs_f64());
         let lag_entries = commit.saturating_sub(checkpoint);
         let lag_bytes = point.bytes_total.saturating_sub(self.replayed_bytes);
+        let delayed = match self.opts.apply_delay {
+            Some(_) => commit.saturating_sub(self.release_limit().max(applied)),
+            None => 0,
+        };
         self.metrics.applied_index.set(applied as i64);
         self.metrics.standby_checkpoint.set(checkpoint as i64);
         self.metrics.lag_entries.set(lag_entries as i64);
@@ -345,6 +401,8 @@ impl<S: StandbySink> Replay<S> {
             .set(stats.keepalive_failures as i64);
         self.metrics.lag_bytes.set(lag_bytes as i64);
         self.status.update(|s| {
+            s.delayed_entries = delayed;
+            s.apply_delay_seconds = self.opts.apply_delay.map_or(0.0, |d| d.as_secs_f64());
             s.lag_bytes = lag_bytes;
             s.applied_index = applied;
             s.standby_checkpoint = checkpoint;
@@ -422,7 +480,7 @@ impl<S: StandbySink> Replay<S> {
                     self.publish(reader);
                     return Ok(());
                 }
-                Err(e @ SinkError::Fenced { .. }) => {
+                Err(e @ (SinkError::Fenced { .. } | SinkError::Promoted { .. })) => {
                     self.set_state(ReplayState::Fenced, Some(e.to_string()));
                     return Err(e.into());
                 }
@@ -540,13 +598,7 @@ impl<S: StandbySink> Replay<S> {
         let checkpoint = self.sink.checkpoint_index();
         let saved = newest_model(&self.layout, checkpoint)?;
         let db = newest_db(&self.layout, checkpoint)?;
-        let newest = newest_db(&self.layout, u64::MAX)?.map(|(i, _)| i);
-        let have = Rebuildable {
-            saved_model: saved.as_ref().map(|(i, _)| *i),
-            db_at_or_below: db.as_ref().map(|(i, _)| *i),
-            newest_db: newest,
-            wal_has_index_one: wal_has_index_one(&self.layout)?,
-        };
+        let have = rebuildable(&self.layout, checkpoint)?;
         self.db_floor = have.db_at_or_below.unwrap_or(0);
         let plan = rebuild_plan(checkpoint, have);
         tracing::info!(
@@ -592,7 +644,16 @@ impl<S: StandbySink> Replay<S> {
     ) -> Result<()> {
         loop {
             let after = self.model.applied_index();
-            let max = self.opts.max_batch.max(1);
+            let limit = self.release_limit();
+            if after >= limit {
+                self.flush(reader, stop).await?;
+                return Ok(());
+            }
+            let max = self
+                .opts
+                .max_batch
+                .max(1)
+                .min((limit - after).min(1 << 20) as usize);
             let (read, _) = blocking(|| reader.read(after, max))?;
             match read {
                 Read::Entries(entries) => {
@@ -622,6 +683,23 @@ impl<S: StandbySink> Replay<S> {
         }
     }
 
+    /// Applies the committed entries up to the reader's commit point and
+    /// stops (promotion's drain): rebuilds the model at the standby's
+    /// checkpoint, writes everything after it, and returns the model and
+    /// the sink. `Err` when replay cannot get there (the standby is then
+    /// at whatever whole entries were written, as after any halt).
+    pub async fn run_to(
+        mut self,
+        reader: &CommittedReader,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(Model, S)> {
+        self.rebuild(reader).await?;
+        self.publish(reader);
+        self.drain(reader, stop).await?;
+        self.publish(reader);
+        Ok((self.model, self.sink))
+    }
+
     /// Runs until stopped, the node loop ends, or a fatal error (fenced,
     /// refused, undecodable).
     pub async fn run(
@@ -637,8 +715,16 @@ impl<S: StandbySink> Replay<S> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let applied = self.model.applied_index();
+            // With --apply-delay, committed entries may be waiting for their
+            // time: then sleep until the next one is due instead of waking
+            // on the commit point (which is already beyond).
+            let held = self.opts.apply_delay.is_some() && reader.point().index > applied;
             tokio::select! {
-                more = reader.wait_beyond(applied) => {
+                _ = tokio::time::sleep(self.next_release_in()), if held => {
+                    self.drain(&reader, &stop).await?;
+                    self.publish(&reader);
+                }
+                more = reader.wait_beyond(applied), if !held => {
                     if !more {
                         // The node loop is gone: write what we have and stop.
                         self.drain(&reader, &stop).await?;
@@ -672,6 +758,8 @@ pub struct ReplayLinks {
     pub retention: Retention,
     /// Committed entries from the node loop.
     pub reader: CommittedReader,
+    /// When entries were received (`--apply-delay`).
+    pub times: ReceiveTimes,
 }
 
 /// Connects to the standby (retrying while it is unreachable) and runs
@@ -688,6 +776,7 @@ pub async fn run(
         metrics,
         retention,
         reader,
+        times,
     } = links;
     opts.sink.source_cluster_id = cluster_id;
     let set = |state: ReplayState, err: Option<String>| {
@@ -711,12 +800,18 @@ pub async fn run(
                 }
             }
             Err(e) => {
-                set(ReplayState::Halted, Some(e.to_string()));
+                let state = if matches!(e, SinkError::Promoted { .. }) {
+                    ReplayState::Fenced
+                } else {
+                    ReplayState::Halted
+                };
+                set(state, Some(e.to_string()));
                 return Err(Error::from(e).context("connecting to the standby"));
             }
         }
     };
     Replay::new(opts, layout, sink, status, metrics, retention)
+        .with_receive_times(times)
         .run(reader, stop)
         .await
 }

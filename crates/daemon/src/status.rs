@@ -144,6 +144,13 @@ pub struct NodeStatus {
     pub members: Vec<Member>,
     /// Leader snapshots received since start.
     pub snapshots_received: u64,
+    /// When a raft message from the current leader was last stepped, in
+    /// milliseconds since the Unix epoch (0: never since start). How stale
+    /// our view of the source cluster may be, when the leader went quiet.
+    pub last_leader_contact_unix_ms: u64,
+    /// When the last batch of entries was made durable, in milliseconds
+    /// since the Unix epoch (0: none since start).
+    pub last_received_at_unix_ms: u64,
     /// The last error, if the loop failed.
     pub error: Option<String>,
 }
@@ -174,6 +181,10 @@ pub struct ReplayStatus {
     /// Seconds without an applied entry while committed entries are
     /// pending (0: not stalled). Set by the watchdog.
     pub stalled_seconds: u64,
+    /// `--apply-delay` in seconds (0: none).
+    pub apply_delay_seconds: f64,
+    /// Committed entries held back by `--apply-delay` (the pending window).
+    pub delayed_entries: u64,
     /// Sink counters.
     pub sink: Option<etcd_standby_sink::SinkStats>,
 }

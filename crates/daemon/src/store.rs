@@ -1,7 +1,9 @@
 //! The learner's durable local log, in etcd's own on-disk layout:
 //! `<data-dir>/member/wal/*.wal`, `<data-dir>/member/snap/*.snap` and
 //! `*.snap.db`, so `etcd-standby wal dump <data-dir>` (and etcd's tools) read
-//! it. Plus `<data-dir>/standby.json`, our identity.
+//! it. Plus `<data-dir>/standby.json`, our identity, and
+//! `<data-dir>/received-times.log`, when each entry was received
+//! ([`crate::times`]).
 //!
 //! Entries and the hard state are fsynced before the follower acknowledges
 //! them. Periodically a snapshot *marker* (a `.snap` file holding the
@@ -10,11 +12,12 @@
 //! are deleted.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::committed::Retention;
 use crate::error::{Context, Result, bail};
 use crate::node::{LogStore, PersistStats};
+use crate::times::{self, ReceiveTimes};
 use etcd_standby_follower::{Membership, Ready, Restored, v2store};
 use etcd_standby_proto::{etcdserverpb, raftpb, walpb};
 use etcd_standby_wal::{WalWriter, names, read_log, snap};
@@ -97,6 +100,12 @@ impl Layout {
         })
     }
 
+    /// `<root>/received-times.log`: when each entry was received
+    /// ([`crate::times`]; etcd's WAL has no place for times).
+    pub fn received_times(&self) -> PathBuf {
+        self.root.join(times::FILE_NAME)
+    }
+
     /// `<root>/standby.json`.
     pub fn identity(&self) -> PathBuf {
         self.root.join(IDENTITY_FILE)
@@ -167,6 +176,37 @@ pub struct LocalLog {
     durable_commit: u64,
     identity: Identity,
     retention: Retention,
+    /// When entries were received; informational, so its failures are
+    /// logged, never returned from `persist`.
+    times: ReceiveTimes,
+}
+
+/// Opens the receive times of a data dir. They are informational: a file
+/// that cannot be used is moved aside (`.broken`) and a fresh one started,
+/// with a warning, rather than keeping the learner from starting. Entries
+/// it covered then have no time until the next record (the conservative
+/// answer, see [`crate::times`]); as a last resort the times are kept in
+/// memory only.
+fn open_receive_times(layout: &Layout) -> ReceiveTimes {
+    let path = layout.received_times();
+    let err = match ReceiveTimes::open(&path) {
+        Ok(t) => return t,
+        Err(e) => e,
+    };
+    let broken = path.with_extension("log.broken");
+    tracing::warn!(
+        path = %path.display(),
+        moved_to = %broken.display(),
+        error = %err,
+        "receive times unusable; moved aside, starting a new file (entries received so far have no time)"
+    );
+    let reopened = std::fs::rename(&path, &broken)
+        .context("moving it aside")
+        .and_then(|()| ReceiveTimes::open(&path));
+    reopened.unwrap_or_else(|e| {
+        tracing::warn!(path = %path.display(), error = %e, "receive times kept in memory only");
+        ReceiveTimes::in_memory()
+    })
 }
 
 impl LocalLog {
@@ -182,6 +222,14 @@ impl LocalLog {
         std::fs::create_dir_all(layout.snap())
             .with_context(|| format!("creating {}", layout.snap().display()))?;
         std::fs::create_dir_all(layout.root.join("member")).ok();
+        // Times of some earlier log (no WAL, no identity) describe nothing here.
+        let times_path = layout.received_times();
+        if times_path.exists() {
+            tracing::warn!(path = %times_path.display(), "removing receive times left without a WAL");
+            std::fs::remove_file(&times_path)
+                .with_context(|| format!("removing {}", times_path.display()))?;
+        }
+        let times = open_receive_times(layout);
         let md = etcdserverpb::Metadata {
             node_id: id.member_id,
             cluster_id: id.cluster_id,
@@ -200,6 +248,7 @@ impl LocalLog {
             durable_commit: 0,
             identity: id.clone(),
             retention: Retention::unneeded(),
+            times,
         })
     }
 
@@ -263,6 +312,11 @@ impl LocalLog {
             .entries
             .last()
             .map_or((base.index, base.term), |e| (e.index, e.term));
+        let times = open_receive_times(layout);
+        // No record may vouch for entries the WAL does not hold.
+        if let Err(e) = times.forget_from(last.0.saturating_add(1)) {
+            tracing::warn!(error = %e, "receive times: dropping records beyond the log");
+        }
         let restored = Restored {
             base: base.clone(),
             membership,
@@ -278,6 +332,7 @@ impl LocalLog {
                 durable_commit: hard_state.commit,
                 identity: id.clone(),
                 retention: Retention::unneeded(),
+                times,
             },
             restored,
         ))
@@ -305,6 +360,26 @@ impl LocalLog {
         self.durable_commit
     }
 
+    /// When entries were received (a handle sharing the log's state; replay
+    /// and the admin listener look up through it while the log records).
+    pub fn receive_times(&self) -> ReceiveTimes {
+        self.times.clone()
+    }
+
+    /// Makes the receive times say nothing about entries from `index` on,
+    /// durably, before the WAL replaces them (an overwritten suffix or a
+    /// leader snapshot). A crash right after leaves those entries without
+    /// a time, the conservative answer.
+    fn forget_times_from(&self, index: u64) {
+        if let Err(e) = self
+            .times
+            .forget_from(index)
+            .and_then(|()| self.times.flush())
+        {
+            tracing::warn!(index, error = %e, "receive times: forgetting replaced entries");
+        }
+    }
+
     /// Persists one Ready: the snapshot (with its db, renamed into place),
     /// entries and hard state, then fsyncs once. Returns what was written.
     pub fn persist(&mut self, rd: &Ready, db: Option<&Path>) -> Result<PersistStats> {
@@ -317,6 +392,10 @@ impl LocalLog {
                 std::fs::rename(db, &dest)
                     .with_context(|| format!("moving snapshot db to {}", dest.display()))?;
             }
+            if self.last.0 > self.durable_commit {
+                // The snapshot replaces the log, our uncommitted entries included.
+                self.forget_times_from(self.durable_commit.saturating_add(1));
+            }
             snap::write_snap_file(&snap_dir, s).context("writing .snap")?;
             sync_dir(&snap_dir).context("fsync snap dir")?;
             self.wal
@@ -328,6 +407,12 @@ impl LocalLog {
                 .context("WAL snapshot record")?;
             self.base = (meta.index, meta.term);
             self.last = (meta.index, meta.term);
+        }
+        if let Some(first) = rd.entries.first()
+            && first.index <= self.last.0
+        {
+            // A new leader overwrites our uncommitted suffix from `first`.
+            self.forget_times_from(first.index);
         }
         if !rd.entries.is_empty() || rd.hard_state.is_some() {
             self.wal
@@ -352,6 +437,12 @@ impl LocalLog {
         }
         if let Some(hs) = &rd.hard_state {
             self.durable_commit = hs.commit;
+        }
+        if !rd.entries.is_empty() || rd.snapshot.is_some() {
+            // Durable now. Times are informational: a failure is only logged.
+            if let Err(e) = self.times.record(self.last.0, SystemTime::now()) {
+                tracing::warn!(index = self.last.0, error = %e, "receive times: recording");
+            }
         }
         Ok(stats)
     }
@@ -421,6 +512,10 @@ impl LocalLog {
                 removed += 1;
             }
         }
+        // Times of released entries are not needed (rewrites in large steps only).
+        if let Err(e) = self.times.prune_below(keep_from) {
+            tracing::warn!(keep_from, error = %e, "receive times: pruning");
+        }
         if removed > 0 {
             // Removals are not acknowledgements: a lost one only means a file is deleted again.
             for d in [&wal_dir, &snap_dir] {
@@ -452,9 +547,78 @@ impl LogStore for LocalLog {
     fn durable_commit(&self) -> u64 {
         self.durable_commit
     }
+    fn flush_aux(&mut self) -> Result<()> {
+        self.times.flush().context("flushing receive times")
+    }
     fn record_removal(&mut self) -> Result<()> {
         let mut id = self.identity.clone();
         id.removed = true;
         self.layout.write_identity(&id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<raftpb::Entry> {
+        range
+            .map(|index| raftpb::Entry {
+                r#type: 0,
+                term,
+                index,
+                data: Some(format!("e{index}").into_bytes().into()),
+            })
+            .collect()
+    }
+
+    fn ready(es: Vec<raftpb::Entry>, commit: u64) -> Ready {
+        Ready {
+            hard_state: Some(raftpb::HardState {
+                term: es.last().map_or(0, |e| e.term),
+                vote: 0,
+                commit,
+            }),
+            entries: es,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn persisted_entries_get_receive_times_that_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            root: dir.path().to_path_buf(),
+            segment_bytes: None,
+        };
+        let id = Identity {
+            member_id: 0x10,
+            cluster_id: 0x20,
+            peer_urls: vec!["http://127.0.0.1:2480".into()],
+            name: "standby".into(),
+            removed: false,
+        };
+        let mut log = LocalLog::create(&layout, &id).unwrap();
+        let times = log.receive_times();
+        let before = SystemTime::now();
+        log.persist(&ready(entries(1..=5, 1), 2), None).unwrap();
+        assert_eq!(times.records().last().map(|r| r.0), Some(5));
+        let t5 = times.received_at(5).unwrap();
+        assert!(t5 >= before && t5 <= SystemTime::now() + std::time::Duration::from_millis(1));
+        // A hard state alone records nothing.
+        log.persist(&ready(Vec::new(), 3), None).unwrap();
+        assert_eq!(times.len(), 1);
+        // A new leader overwrites 4..: the old times no longer vouch for 4 and 5.
+        log.persist(&ready(entries(4..=6, 2), 3), None).unwrap();
+        assert_eq!(times.records().first().map(|r| r.0), Some(3));
+        assert_eq!(times.records().last().map(|r| r.0), Some(6));
+        assert!(times.received_at(4).unwrap() >= t5);
+        LogStore::flush_aux(&mut log).unwrap();
+        let want = times.records();
+        drop(log);
+        assert!(layout.received_times().exists());
+        let (log, _) = LocalLog::open(&layout, &id).unwrap();
+        assert_eq!(log.receive_times().records(), want);
     }
 }

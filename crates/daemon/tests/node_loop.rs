@@ -33,6 +33,8 @@ enum Ev {
         reject: bool,
     },
     Removed,
+    /// The log's auxiliary state (receive times) was flushed.
+    FlushedAux,
 }
 
 type Journal = Arc<Mutex<Vec<Ev>>>;
@@ -84,6 +86,10 @@ impl LogStore for FakeLog {
     }
     fn record_removal(&mut self) -> Result<()> {
         self.journal.lock().unwrap().push(Ev::Removed);
+        Ok(())
+    }
+    fn flush_aux(&mut self) -> Result<()> {
+        self.journal.lock().unwrap().push(Ev::FlushedAux);
         Ok(())
     }
 }
@@ -339,4 +345,50 @@ async fn a_restart_publishes_the_durable_commit_before_any_message() {
     h.node.log.commit = 42;
     drive(h.node, Vec::new()).await.unwrap();
     assert_eq!(reader.point().index, 42);
+}
+
+#[tokio::test]
+async fn leader_contact_and_receive_time_are_published_and_aux_state_flushed_at_the_end() {
+    let h = harness(None, None);
+    assert_eq!(h.status.get().last_leader_contact_unix_ms, 0);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    drive(h.node, vec![app((0, 0), bootstrap_log(), 3)])
+        .await
+        .unwrap();
+    let st = h.status.get();
+    assert!(
+        st.last_leader_contact_unix_ms >= before,
+        "contact {} before {before}",
+        st.last_leader_contact_unix_ms
+    );
+    assert!(st.last_received_at_unix_ms >= before);
+    let j = h.journal.lock().unwrap().clone();
+    assert_eq!(
+        j.last(),
+        Some(&Ev::FlushedAux),
+        "flushed when the loop ended: {j:?}"
+    );
+    // Not once per Ready: one flush in a run much shorter than a second.
+    assert_eq!(j.iter().filter(|e| **e == Ev::FlushedAux).count(), 1);
+}
+
+#[tokio::test]
+async fn a_message_from_a_member_that_is_not_the_leader_is_not_leader_contact() {
+    let h = harness(None, None);
+    // From a member, while no leader is known (a type a learner refuses, so
+    // it makes nobody leader): it says nothing about the leader.
+    let m = Inbound::Message(raftpb::Message {
+        r#type: T::MsgAppResp as i32,
+        to: ME,
+        from: 0x77,
+        term: 2,
+        ..Default::default()
+    });
+    drive(h.node, vec![m]).await.unwrap();
+    let st = h.status.get();
+    assert_eq!(st.last_leader_contact_unix_ms, 0);
+    assert_eq!(st.last_received_at_unix_ms, 0);
 }

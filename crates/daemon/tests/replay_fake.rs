@@ -150,6 +150,7 @@ fn options(skip_undecodable: bool) -> ReplayOptions {
         skip_undecodable,
         max_batch: 3,
         model_save_every: 1_000_000,
+        apply_delay: None,
     }
 }
 
