@@ -4,6 +4,7 @@
 //! checksum), 2 usage or IO error.
 mod dbcmd;
 mod output;
+mod promotecmd;
 mod snapcmd;
 mod walcmd;
 
@@ -36,6 +37,9 @@ enum Command {
     },
     /// Compare the standby with the source: keys and values, leases, users, roles and permissions.
     Verify(Box<VerifyArgs>),
+    /// Turn the standby into the primary: checks, plan, fencing, lease
+    /// hand-over, audit record (see `promote --help`; exit codes in the README).
+    Promote(Box<promotecmd::PromoteArgs>),
     /// Remove this learner from the source cluster (MemberRemove).
     Leave {
         /// The data dir of the learner.
@@ -64,13 +68,10 @@ enum Command {
 /// How to reach the primary's client port.
 #[derive(clap::Args, Clone)]
 struct SourceArgs {
-    /// Client URLs of the primary cluster, comma separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        required = true,
-        env = "ETCD_STANDBY_SOURCE_ENDPOINTS"
-    )]
+    /// Client URLs of the primary cluster, comma separated (required by
+    /// run, verify and leave; optional for promote, which then cannot check
+    /// or leave the old primary).
+    #[arg(long, value_delimiter = ',', env = "ETCD_STANDBY_SOURCE_ENDPOINTS")]
     source_endpoints: Vec<String>,
     /// Client certificate for the primary.
     #[arg(long, env = "ETCD_STANDBY_SOURCE_CERT")]
@@ -91,13 +92,22 @@ struct SourceArgs {
 }
 
 impl SourceArgs {
-    fn client(&self) -> etcd_standby_client::ClientConfig {
-        client_config(
-            &self.source_endpoints,
-            [&self.source_ca, &self.source_cert, &self.source_key],
-            &self.source_user,
-            &self.source_password,
-        )
+    /// The primary's client config; `--source-endpoints` must be given.
+    fn client(&self) -> Result<etcd_standby_client::ClientConfig, UsageError> {
+        self.optional()
+            .ok_or_else(|| UsageError("--source-endpoints is required".into()))
+    }
+
+    /// The primary's client config, when `--source-endpoints` was given.
+    fn optional(&self) -> Option<etcd_standby_client::ClientConfig> {
+        (!self.source_endpoints.is_empty()).then(|| {
+            client_config(
+                &self.source_endpoints,
+                [&self.source_ca, &self.source_cert, &self.source_key],
+                &self.source_user,
+                &self.source_password,
+            )
+        })
     }
 }
 
@@ -198,6 +208,17 @@ impl PrefixArgs {
     }
 }
 
+/// The mass-delete guard of snapshot reconciles.
+#[derive(clap::Args, Clone)]
+struct ReconcileArgs {
+    /// Let a snapshot reconcile delete more than --mass-delete-ratio of the standby's keys.
+    #[arg(long, env = "ETCD_STANDBY_ACCEPT_MASS_DELETE")]
+    accept_mass_delete: bool,
+    /// Share of the standby's keys a reconcile may delete without --accept-mass-delete.
+    #[arg(long, default_value_t = 0.5, env = "ETCD_STANDBY_MASS_DELETE_RATIO")]
+    mass_delete_ratio: f64,
+}
+
 /// `etcd-standby verify` flags.
 #[derive(clap::Args)]
 struct VerifyArgs {
@@ -252,12 +273,13 @@ struct RunArgs {
     standby: StandbyArgs,
     #[command(flatten)]
     prefixes: PrefixArgs,
-    /// Let a snapshot reconcile delete more than --mass-delete-ratio of the standby's keys.
-    #[arg(long, env = "ETCD_STANDBY_ACCEPT_MASS_DELETE")]
-    accept_mass_delete: bool,
-    /// Share of the standby's keys a reconcile may delete without --accept-mass-delete.
-    #[arg(long, default_value_t = 0.5, env = "ETCD_STANDBY_MASS_DELETE_RATIO")]
-    mass_delete_ratio: f64,
+    #[command(flatten)]
+    reconcile: ReconcileArgs,
+    /// Keep this much of the newest log unapplied (e.g. `1h`): the log is
+    /// durable at once, only replay waits, so `promote --to-time` can stop
+    /// before a mistake (a fat-fingered `del --prefix`) reached the standby.
+    #[arg(long, env = "ETCD_STANDBY_APPLY_DELAY")]
+    apply_delay: Option<String>,
     /// Skip committed entries that cannot be decoded instead of halting replay.
     #[arg(long, env = "ETCD_STANDBY_SKIP_UNDECODABLE")]
     skip_undecodable: bool,
@@ -406,21 +428,18 @@ fn init_logging(format: LogFormat) {
 
 fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
     init_logging(a.log_format);
+    let apply_delay = a
+        .apply_delay
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(|e| UsageError(format!("--apply-delay: {e}")))?;
     let replay = (!a.standby.standby_endpoints.is_empty()).then(|| {
-        let mut sink = etcd_standby_sink::SinkConfig::new(a.standby.client(), 0);
-        sink.keys = a.prefixes.key_map();
-        sink.standby_user = a.standby.standby_user.clone();
-        etcd_standby_daemon::replay::ReplayOptions {
-            sink,
-            reconcile: etcd_standby_sink::ReconcileOptions {
-                accept_mass_delete: a.accept_mass_delete,
-                mass_delete_ratio: a.mass_delete_ratio,
-            },
-            model: etcd_standby_model::ModelConfig::default(),
-            skip_undecodable: a.skip_undecodable,
-            max_batch: 4096,
-            model_save_every: a.model_save_every,
-        }
+        let mut r = replay_options(&a.standby, &a.prefixes, &a.reconcile);
+        r.skip_undecodable = a.skip_undecodable;
+        r.model_save_every = a.model_save_every;
+        r.apply_delay = apply_delay;
+        r
     });
     let url = etcd_standby_peer::util::parse_peer_url(&a.advertise_peer_url).ok_or_else(|| {
         UsageError(format!(
@@ -438,7 +457,7 @@ fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
         })?,
     };
     let opts = etcd_standby_daemon::RunOptions {
-        source: a.source.client(),
+        source: a.source.client()?,
         peer_listen: listen,
         advertise_peer_url: a.advertise_peer_url,
         peer_tls: etcd_standby_daemon::tls::PeerTlsFiles {
@@ -458,6 +477,53 @@ fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
         wal_segment_bytes: a.wal_segment_bytes,
     };
     Ok(runtime()?.block_on(etcd_standby_daemon::run(opts))?)
+}
+
+/// Replay settings shared by `run` and `promote` (which drains with them).
+fn replay_options(
+    standby: &StandbyArgs,
+    prefixes: &PrefixArgs,
+    reconcile: &ReconcileArgs,
+) -> etcd_standby_daemon::replay::ReplayOptions {
+    let mut sink = etcd_standby_sink::SinkConfig::new(standby.client(), 0);
+    sink.keys = prefixes.key_map();
+    sink.standby_user = standby.standby_user.clone();
+    etcd_standby_daemon::replay::ReplayOptions {
+        sink,
+        reconcile: etcd_standby_sink::ReconcileOptions {
+            accept_mass_delete: reconcile.accept_mass_delete,
+            mass_delete_ratio: reconcile.mass_delete_ratio,
+        },
+        model: etcd_standby_model::ModelConfig::default(),
+        skip_undecodable: false,
+        max_batch: 4096,
+        model_save_every: 100_000,
+        apply_delay: None,
+    }
+}
+
+/// A duration like `500ms`, `30s`, `5m`, `2h` or `1d` (`--apply-delay`).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 1h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a duration"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// `--peer-listen`: a bare `IP:PORT`, or an etcd-style listen URL whose
@@ -582,7 +648,7 @@ async fn verify_cmd(
     if standby.standby_endpoints.is_empty() {
         return Err(UsageError("verify needs --standby-endpoints".into()).into());
     }
-    let src = etcd_standby_client::Client::connect(source.client())
+    let src = etcd_standby_client::Client::connect(source.client()?)
         .await
         .context("connecting to the source")?;
     let dst = etcd_standby_client::Client::connect(standby.client())
@@ -621,6 +687,10 @@ fn run(cli: Cli) -> anyhow::Result<Verdict> {
             let code = run_daemon(*a)?;
             std::process::exit(code);
         }
+        Command::Promote(p) => {
+            let code = promotecmd::promote(*p)?;
+            std::process::exit(code);
+        }
         Command::Status { admin, json } => {
             print_status(&admin, json)?;
             Ok(Verdict::Clean)
@@ -630,7 +700,7 @@ fn run(cli: Cli) -> anyhow::Result<Verdict> {
             runtime()?.block_on(verify_cmd(v.source, v.standby, v.prefixes, v.json))
         }
         Command::Leave { data_dir, source } => {
-            runtime()?.block_on(etcd_standby_daemon::leave(data_dir, source.client()))?;
+            runtime()?.block_on(etcd_standby_daemon::leave(data_dir, source.client()?))?;
             Ok(Verdict::Clean)
         }
         Command::Wal { cmd } => match cmd {

@@ -8,6 +8,10 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_DATA_PROBLEM: i32 = 1;
 /// Exit code: usage or IO error.
 pub const EXIT_USAGE_OR_IO: i32 = 2;
+/// Exit code of `promote`: refused by its checks (or not confirmed); nothing changed.
+pub const EXIT_REFUSED: i32 = 4;
+/// Exit code of `promote`: already promoted (anti-flap); nothing changed.
+pub const EXIT_ALREADY_PROMOTED: i32 = 5;
 
 /// What a command concluded about the data it read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 use crate::output::{Out, Verdict, table};
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use etcd_standby_daemon::times::{self, ReceiveTimes};
 use etcd_standby_decode::render::{Node, RenderOptions, render_entry, write_json_str};
 use etcd_standby_decode::{Decoded, RequestKind, decode_entry, keys};
 use etcd_standby_proto::raftpb;
@@ -85,6 +86,41 @@ fn report(problem: Option<WalError>) -> Verdict {
         }
         None => Verdict::Clean,
     }
+}
+
+/// The receive times of the data dir `path` is in, when it is one of ours
+/// (it has a `received-times.log`): `path` is the data dir, its `member/`
+/// or `member/wal` dir, or a segment in it. `None` for etcd's own data dirs.
+/// Opened read-only: inspecting never repairs (truncates) the file.
+fn receive_times_for(path: &Path) -> Option<ReceiveTimes> {
+    let dir = if path.is_file() { path.parent()? } else { path };
+    let named = |p: &Path, n: &str| p.file_name().is_some_and(|f| f == n);
+    let mut candidates = vec![dir.to_path_buf()];
+    if named(dir, "member") {
+        candidates.extend(dir.parent().map(Path::to_path_buf));
+    }
+    if named(dir, "wal")
+        && let Some(member) = dir.parent().filter(|m| named(m, "member"))
+    {
+        candidates.extend(member.parent().map(Path::to_path_buf));
+    }
+    let file = candidates
+        .into_iter()
+        .map(|d| d.join(times::FILE_NAME))
+        .find(|f| f.is_file())?;
+    match ReceiveTimes::read_only(&file) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("etcd-standby: receive times not shown: {e}");
+            None
+        }
+    }
+}
+
+/// `received_at` of an entry: RFC 3339 UTC, or `None` when no record covers it.
+fn received_text(t: &ReceiveTimes, index: u64) -> Option<String> {
+    t.received_at(index)
+        .map(etcd_standby_daemon::clock::rfc3339)
 }
 
 /// Options of `wal dump`.
@@ -214,6 +250,7 @@ fn walk(
 /// `wal dump`.
 pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
     let (dir, segments) = resolve_segments(path)?;
+    let receive_times = receive_times_for(path);
     let mut out = Out::new();
     let total_bytes: u64 = segments
         .iter()
@@ -319,6 +356,8 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
                 let kind = RequestKind::of(&decoded);
                 let data = e.data.as_deref().unwrap_or_default();
                 let node = render_entry(e.r#type, data, &decoded, ropts);
+                // Only our data dirs have times (`None`: etcd's own).
+                let received = receive_times.as_ref().map(|t| received_text(t, e.index));
                 if opts.json {
                     // Hot path of large dumps: render straight into a line buffer.
                     line.clear();
@@ -336,6 +375,14 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
                         write_json_str(&mut line, o);
                         let _ = write!(line, ",\"effects\":{n}");
                     }
+                    match &received {
+                        Some(Some(at)) => {
+                            line.extend_from_slice(b",\"received_at\":");
+                            write_json_str(&mut line, at);
+                        }
+                        Some(None) => line.extend_from_slice(b",\"received_at\":null"),
+                        None => {}
+                    }
                     line.extend_from_slice(b",\"file\":");
                     write_json_str(&mut line, &file);
                     let _ = write!(line, ",\"offset\":{}}}", rec.offset);
@@ -348,12 +395,16 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
                             "TERM", "INDEX", "TYPE", "KIND"
                         ))?;
                     }
+                    let received_col = received
+                        .as_ref()
+                        .map(|r| format!("received={} ", r.as_deref().unwrap_or("?")))
+                        .unwrap_or_default();
                     let outcome_col = outcome
                         .as_ref()
                         .map(|(o, n)| format!("[{o}, {n} effect(s)] "))
                         .unwrap_or_default();
                     out.line(&format!(
-                        "{:>6} {:>10}  {:<5} {:<27} {outcome_col}{}",
+                        "{:>6} {:>10}  {:<5} {:<27} {received_col}{outcome_col}{}",
                         e.term,
                         e.index,
                         entry_type_short(e.r#type),
@@ -762,6 +813,42 @@ pub fn stats(path: &Path, json_out: bool, depth: usize, top: usize) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn receive_times_are_found_only_in_our_data_dirs() {
+        #![allow(clippy::unwrap_used)]
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let wal = root.join("member").join("wal");
+        std::fs::create_dir_all(&wal).unwrap();
+        let seg = wal.join("0000000000000000-0000000000000000.wal");
+        std::fs::write(&seg, b"").unwrap();
+        // etcd's own data dir: no times file.
+        for p in [root, &root.join("member"), &wal, &seg] {
+            assert!(receive_times_for(p).is_none(), "{}", p.display());
+        }
+        let t = ReceiveTimes::open(&root.join(times::FILE_NAME)).unwrap();
+        t.record(
+            7,
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_796_236_301_123),
+        )
+        .unwrap();
+        t.flush().unwrap();
+        for p in [root, &root.join("member"), &wal, &seg] {
+            let found = receive_times_for(p);
+            assert!(found.is_some(), "{}", p.display());
+            let found = found.unwrap();
+            assert_eq!(
+                received_text(&found, 7).as_deref(),
+                Some("2026-12-02T18:31:41.123Z")
+            );
+            assert_eq!(received_text(&found, 8), None);
+        }
+        // A `wal` dir not under `member/` does not look two levels up.
+        let other = root.join("x").join("wal");
+        std::fs::create_dir_all(&other).unwrap();
+        assert!(receive_times_for(&other).is_none());
+    }
 
     #[test]
     fn key_buckets_group_by_leading_path_components() {
