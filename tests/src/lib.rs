@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 pub mod fidelity;
 pub mod load;
+pub mod promote;
 pub mod standby;
 
 use std::path::PathBuf;
