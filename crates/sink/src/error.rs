@@ -26,6 +26,18 @@ pub enum SinkError {
         /// What the standby holds (escaped; empty when the key is gone).
         found: String,
     },
+    /// The HA lock is not ours (any more): another instance is active, or
+    /// our lease expired. Nothing of the txn was written. Stop.
+    #[error(
+        "lost the HA lock: {key} holds {found:?}, not this instance's record (another instance \
+         took over, or this one's lock lease expired); stopping, nothing more is written"
+    )]
+    LostLock {
+        /// The lock key (escaped).
+        key: String,
+        /// What it holds now (escaped; empty when gone).
+        found: String,
+    },
     /// The standby was promoted to a primary (`<reserved>promoted` exists):
     /// no replicator may write to it again. Re-seed a standby to replicate.
     #[error(

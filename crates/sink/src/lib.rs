@@ -37,6 +37,11 @@
 //!   differs). The entry is checkpointed by a txn right after its RPCs, so a
 //!   crash in between replays them, which is harmless.
 //!
+//! * **HA fence.** With [`SinkConfig::lock`] set (an `--ha` instance), every
+//!   write txn also compares the HA lock key with this instance's value and
+//!   fails with [`SinkError::LostLock`] when another instance holds it; auth
+//!   RPCs are preceded by a txn making both compares. See [`ha`].
+//!
 //! # Standby authentication
 //! When the standby has auth enabled, the replicator authenticates as a
 //! **dedicated user with the `root` role** (e.g. `etcd-standby`), either
@@ -64,6 +69,7 @@
 //! users and roles only; [`verify::Difference`] never carries passwords).
 mod auth;
 mod error;
+pub mod ha;
 mod keymap;
 mod lease;
 pub mod promotion;

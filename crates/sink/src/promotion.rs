@@ -31,6 +31,10 @@ pub struct ReservedKeys {
     pub audit_prefix: Bytes,
     /// `<reserved>checkpoint/<source cluster id>`: the replay checkpoint.
     pub checkpoint: Bytes,
+    /// `<reserved>ha/<source cluster id>/lock`: the HA lock (see [`crate::ha`]).
+    pub ha_lock: Bytes,
+    /// `<reserved>ha/<source cluster id>/member`: the learner identity HA instances share.
+    pub ha_member: Bytes,
     /// The source cluster the checkpoint belongs to.
     pub source_cluster_id: u64,
 }
@@ -49,6 +53,8 @@ impl ReservedKeys {
             promoted: with("promoted"),
             audit_prefix: with("audit/"),
             checkpoint: with(&format!("checkpoint/{source_cluster_id:016x}")),
+            ha_lock: with(&format!("ha/{source_cluster_id:016x}/lock")),
+            ha_member: with(&format!("ha/{source_cluster_id:016x}/member")),
             source_cluster_id,
         }
     }
@@ -69,7 +75,7 @@ pub struct StandbyState {
     pub revision: i64,
 }
 
-fn range_op(key: &Bytes) -> pb::RequestOp {
+pub(crate) fn range_op(key: &Bytes) -> pb::RequestOp {
     pb::RequestOp {
         request: Some(pb::request_op::Request::RequestRange(pb::RangeRequest {
             key: key.clone(),
@@ -78,7 +84,7 @@ fn range_op(key: &Bytes) -> pb::RequestOp {
     }
 }
 
-fn put_op(key: Bytes, value: Bytes) -> pb::RequestOp {
+pub(crate) fn put_op(key: Bytes, value: Bytes) -> pb::RequestOp {
     pb::RequestOp {
         request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
             key,
@@ -89,12 +95,34 @@ fn put_op(key: Bytes, value: Bytes) -> pb::RequestOp {
 }
 
 /// The value of the single-key range at position `i` of a txn's responses.
-fn value_at(resp: &pb::TxnResponse, i: usize) -> Option<Bytes> {
+pub(crate) fn value_at(resp: &pb::TxnResponse, i: usize) -> Option<Bytes> {
     match resp.responses.get(i).and_then(|r| r.response.as_ref()) {
         Some(pb::response_op::Response::ResponseRange(rr)) => {
             rr.kvs.first().map(|kv| kv.value.clone())
         }
         _ => None,
+    }
+}
+
+/// Compare: `key` holds exactly `v`.
+pub(crate) fn value_eq(key: &Bytes, v: &Bytes) -> pb::Compare {
+    pb::Compare {
+        result: pb::compare::CompareResult::Equal as i32,
+        target: pb::compare::CompareTarget::Value as i32,
+        key: key.clone(),
+        target_union: Some(pb::compare::TargetUnion::Value(v.clone())),
+        ..Default::default()
+    }
+}
+
+/// Compare: `key` does not exist.
+pub(crate) fn absent(key: &Bytes) -> pb::Compare {
+    pb::Compare {
+        result: pb::compare::CompareResult::Equal as i32,
+        target: pb::compare::CompareTarget::Create as i32,
+        key: key.clone(),
+        target_union: Some(pb::compare::TargetUnion::CreateRevision(0)),
+        ..Default::default()
     }
 }
 
@@ -173,20 +201,6 @@ pub async fn promote(
     record: Bytes,
     audit_id: &str,
 ) -> Result<Promotion> {
-    let value_eq = |key: &Bytes, v: &Bytes| pb::Compare {
-        result: pb::compare::CompareResult::Equal as i32,
-        target: pb::compare::CompareTarget::Value as i32,
-        key: key.clone(),
-        target_union: Some(pb::compare::TargetUnion::Value(v.clone())),
-        ..Default::default()
-    };
-    let absent = |key: &Bytes| pb::Compare {
-        result: pb::compare::CompareResult::Equal as i32,
-        target: pb::compare::CompareTarget::Create as i32,
-        key: key.clone(),
-        target_union: Some(pb::compare::TargetUnion::CreateRevision(0)),
-        ..Default::default()
-    };
     let epoch = expect.epoch.unwrap_or(0);
     let mut compare = vec![absent(&keys.promoted)];
     compare.push(match expect.epoch {

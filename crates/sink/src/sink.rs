@@ -12,9 +12,10 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::error::{Result, SinkError, show_bytes, show_key};
+use crate::ha::{self, LockFence};
 use crate::keymap::KeyMap;
 use crate::lease::LeaseKeeper;
-use crate::promotion::{self, ReservedKeys};
+use crate::promotion::{self, ReservedKeys, value_at};
 use crate::stats::{Counters, SinkStats};
 
 /// Default `max_txn_ops` (etcd's `--max-txn-ops` default).
@@ -49,6 +50,10 @@ pub struct SinkConfig {
     /// name in `client.user`. The sink refuses to mirror changes to this
     /// user and creates / checks it before mirroring `AuthEnable`.
     pub standby_user: Option<String>,
+    /// The HA lock this instance holds (`run --ha`): compared in every
+    /// write txn. `None` (a single instance) refuses a standby on which an
+    /// HA lock is held, so the two modes never write side by side.
+    pub lock: Option<LockFence>,
 }
 
 impl SinkConfig {
@@ -63,6 +68,7 @@ impl SinkConfig {
             max_batch_entries: 10_000,
             keepalive_per_sec: 200,
             standby_user: None,
+            lock: None,
         }
     }
 }
@@ -277,17 +283,20 @@ impl Sink {
                 record: show_bytes(record, 512),
             });
         }
+        if cfg.lock.is_none()
+            && let Some(h) = ha::holder(&client, &reserved).await?
+        {
+            return Err(SinkError::Config(format!(
+                "the standby's HA lock {} is held by {h}: HA instances replicate this source; \
+                 run with --ha too, or stop them first",
+                show_key(&reserved.ha_lock)
+            )));
+        }
         let epoch_key = reserved.epoch.clone();
         let checkpoint_key = reserved.checkpoint.clone();
         // Epoch: create 1 if absent (create_revision == 0 compare), else read.
         let txn = pb::TxnRequest {
-            compare: vec![pb::Compare {
-                result: pb::compare::CompareResult::Equal as i32,
-                target: pb::compare::CompareTarget::Create as i32,
-                key: epoch_key.clone(),
-                target_union: Some(pb::compare::TargetUnion::CreateRevision(0)),
-                ..Default::default()
-            }],
+            compare: vec![promotion::absent(&epoch_key)],
             success: vec![op_put(epoch_key.clone(), Bytes::from_static(b"1"), 0)],
             failure: vec![get_op(&epoch_key)],
         };
@@ -440,16 +449,59 @@ impl Sink {
         self.standby_version.starts_with("3.4") || self.standby_version.starts_with("3.3")
     }
 
-    /// The compare on our epoch.
-    pub(crate) fn epoch_compare(&self) -> pb::Compare {
-        pb::Compare {
-            result: pb::compare::CompareResult::Equal as i32,
-            target: pb::compare::CompareTarget::Value as i32,
-            key: self.epoch_key.clone(),
-            target_union: Some(pb::compare::TargetUnion::Value(Bytes::from(
-                self.epoch.to_string(),
-            ))),
-            ..Default::default()
+    /// A txn guarded by our fence: the epoch compare and, for an HA
+    /// instance, the lock compare. The failure branch reads both keys for
+    /// [`Sink::fence_error`].
+    pub(crate) fn fenced_txn(&self, success: Vec<pb::RequestOp>) -> pb::TxnRequest {
+        let mut compare = vec![promotion::value_eq(
+            &self.epoch_key,
+            &Bytes::from(self.epoch.to_string()),
+        )];
+        let mut failure = vec![get_op(&self.epoch_key)];
+        if let Some(l) = &self.cfg.lock {
+            compare.push(l.compare());
+            failure.push(get_op(&l.key));
+        }
+        pb::TxnRequest {
+            compare,
+            success,
+            failure,
+        }
+    }
+
+    /// Why a [`Sink::fenced_txn`] did not succeed: the epoch moved
+    /// ([`SinkError::Fenced`]) or the HA lock is someone else's
+    /// ([`SinkError::LostLock`]). The sink stops either way.
+    fn fence_error(&self, index: u64, resp: &pb::TxnResponse) -> SinkError {
+        self.keeper.stop();
+        let epoch = value_at(resp, 0).unwrap_or_default();
+        if epoch.as_ref() != self.epoch.to_string().as_bytes() || self.cfg.lock.is_none() {
+            return SinkError::Fenced {
+                index,
+                key: show_key(&self.epoch_key),
+                ours: self.epoch,
+                found: show_bytes(&epoch, 32),
+            };
+        }
+        let lock_key = self.cfg.lock.as_ref().map(|l| l.key.clone());
+        SinkError::LostLock {
+            key: lock_key.map(|k| show_key(&k)).unwrap_or_default(),
+            found: show_bytes(&value_at(resp, 1).unwrap_or_default(), 256),
+        }
+    }
+
+    /// Checks the fence without writing (before RPCs that cannot join a
+    /// txn: auth changes).
+    async fn check_fence(&self, index: u64) -> Result<()> {
+        let resp = self
+            .client
+            .txn(self.fenced_txn(Vec::new()))
+            .await
+            .map_err(|e| SinkError::write(index, index, e))?;
+        if resp.succeeded {
+            Ok(())
+        } else {
+            Err(self.fence_error(index, &resp))
         }
     }
 
@@ -534,6 +586,7 @@ impl Sink {
                 // Auth RPCs cannot join a txn: flush what came before, make
                 // the calls, then checkpoint this entry right away.
                 self.flush(&mut pending, &mut st).await?;
+                self.check_fence(index).await?;
                 for e in auth {
                     self.apply_auth(index, e)
                         .instrument(tracing::debug_span!("auth", index))
@@ -703,11 +756,7 @@ impl Sink {
         if let Some(cp) = checkpoint {
             success.push(op_put(self.checkpoint_key.clone(), cp.encode(), 0));
         }
-        let txn = pb::TxnRequest {
-            compare: vec![self.epoch_compare()],
-            success,
-            failure: vec![get_op(&self.epoch_key)],
-        };
+        let txn = self.fenced_txn(success);
         let bytes = txn.encoded_len();
         let started = Instant::now();
         let resp = self
@@ -717,14 +766,7 @@ impl Sink {
             .map_err(|e| SinkError::write(first, last, e))?;
         let took = started.elapsed();
         if !resp.succeeded {
-            self.keeper.stop();
-            let found = range_value(&resp).unwrap_or_default();
-            return Err(SinkError::Fenced {
-                index: first,
-                key: show_key(&self.epoch_key),
-                ours: self.epoch,
-                found: show_bytes(&found, 32),
-            });
+            return Err(self.fence_error(first, &resp));
         }
         lock(&self.counters).txn(n_ops, bytes, 0, took);
         tracing::debug!(
