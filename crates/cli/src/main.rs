@@ -280,6 +280,20 @@ struct RunArgs {
     /// before a mistake (a fat-fingered `del --prefix`) reached the standby.
     #[arg(long, env = "ETCD_STANDBY_APPLY_DELAY")]
     apply_delay: Option<String>,
+    /// Run as one of several instances for this source: only the holder of
+    /// a lock on the standby runs the learner and writes; the others wait
+    /// and take over (same learner member) when it dies. Needs
+    /// --standby-endpoints. Exit code 6: this instance lost the lock.
+    #[arg(long, env = "ETCD_STANDBY_HA")]
+    ha: bool,
+    /// This instance's name in the HA lock (default: the host name).
+    #[arg(long, env = "ETCD_STANDBY_HA_INSTANCE")]
+    ha_instance: Option<String>,
+    /// TTL of the HA lock's lease: a dead active instance is replaced after
+    /// about this long; an active one that cannot reach the standby for
+    /// about this long stops (exit 6).
+    #[arg(long, default_value = "6s", env = "ETCD_STANDBY_HA_LOCK_TTL")]
+    ha_lock_ttl: String,
     /// Skip committed entries that cannot be decoded instead of halting replay.
     #[arg(long, env = "ETCD_STANDBY_SKIP_UNDECODABLE")]
     skip_undecodable: bool,
@@ -434,6 +448,31 @@ fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
         .map(parse_duration)
         .transpose()
         .map_err(|e| UsageError(format!("--apply-delay: {e}")))?;
+    let ha = if a.ha {
+        if a.standby.standby_endpoints.is_empty() {
+            return Err(UsageError(
+                "--ha needs --standby-endpoints: the HA lock lives on the standby".into(),
+            )
+            .into());
+        }
+        let lock_ttl = parse_duration(&a.ha_lock_ttl)
+            .map_err(|e| UsageError(format!("--ha-lock-ttl: {e}")))?;
+        if lock_ttl < std::time::Duration::from_secs(2) {
+            return Err(UsageError(
+                "--ha-lock-ttl must be at least 2s (etcd's minimum lease TTL)".into(),
+            )
+            .into());
+        }
+        Some(etcd_standby_daemon::ha::HaOptions {
+            instance: a
+                .ha_instance
+                .clone()
+                .unwrap_or_else(etcd_standby_daemon::promote::default_host),
+            lock_ttl,
+        })
+    } else {
+        None
+    };
     let replay = (!a.standby.standby_endpoints.is_empty()).then(|| {
         let mut r = replay_options(&a.standby, &a.prefixes, &a.reconcile);
         r.skip_undecodable = a.skip_undecodable;
@@ -474,6 +513,7 @@ fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
             ..Default::default()
         },
         replay,
+        ha,
         wal_segment_bytes: a.wal_segment_bytes,
     };
     Ok(runtime()?.block_on(etcd_standby_daemon::run(opts))?)

@@ -23,6 +23,7 @@ use crate::backoff::Backoff;
 use crate::committed::{CommittedTail, TailLimits};
 use crate::datadir;
 use crate::error::{Context, Error, Result, bail};
+use crate::ha;
 use crate::metrics;
 use crate::node::{Exit, Node, NodeOptions};
 use crate::replay;
@@ -56,6 +57,8 @@ pub struct RunOptions {
     pub wal_segment_bytes: Option<u64>,
     /// Replay to a standby (None: log-only learner).
     pub replay: Option<replay::ReplayOptions>,
+    /// `--ha`: one active instance among several (needs `replay`).
+    pub ha: Option<ha::HaOptions>,
 }
 
 /// The daemon's calls to the source fail fast (10 s) rather than hang.
@@ -197,7 +200,36 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     let client = Client::connect(source_client(&opts.source))
         .await
         .context("connecting to the source cluster")?;
-    let (pre, adopt) = preflight(&client, &opts, existing.as_ref()).await?;
+    let mut opts = opts;
+    let active = match &opts.ha {
+        Some(h) => match become_active(&opts, h, &client).await? {
+            Some(a) => Some(a),
+            None => return Ok(0),
+        },
+        None => None,
+    };
+    // Taking over: the member ID comes from the standby's record, our
+    // (empty) local log starts fresh and the leader fills it.
+    let takeover = match (&existing, active.as_ref().and_then(|a| a.record.as_ref())) {
+        (Some(id), Some(rec)) if rec.member() != Some(id.member_id) => bail!(
+            "{} holds member {:x}, but the standby's HA record names member {} (instance {:?}); \
+             this data dir belongs to an older learner. Move it away and run again",
+            opts.data_dir.join("standby.json").display(),
+            id.member_id,
+            rec.member_id,
+            rec.instance
+        ),
+        (None, Some(rec)) => Some(Identity {
+            member_id: rec.member().unwrap_or_default(),
+            cluster_id: rec.cluster().unwrap_or_default(),
+            peer_urls: vec![opts.advertise_peer_url.clone()],
+            name: opts.name.clone(),
+            removed: false,
+        }),
+        _ => None,
+    };
+    let (pre, adopt) = preflight(&client, &opts, existing.as_ref().or(takeover.as_ref())).await?;
+    let adopt = adopt.or(takeover.as_ref().map(|t| t.member_id));
     let (identity, log, restored) = match existing {
         Some(id) => {
             let (log, restored) = LocalLog::open(&layout, &id)?;
@@ -233,6 +265,16 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
             (id, log, Restored::default())
         }
     };
+    let identity = match &active {
+        Some(a) => {
+            a.register(&client, &layout, identity, &pre.members, &opts)
+                .await?
+        }
+        None => identity,
+    };
+    if let (Some(a), Some(r)) = (&active, opts.replay.as_mut()) {
+        r.sink.lock = Some(a.held.fence.clone());
+    }
     if identity.peer_urls.first() != Some(&opts.advertise_peer_url) {
         bail!(
             "this data dir registered peer URL {:?}, but --advertise-peer-url is {}; the cluster dials the registered one",
@@ -246,12 +288,123 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         identity,
         log,
         restored,
-        pre.members,
-        pre.version,
+        pre,
+        active,
     )
     .await;
     drop(lock);
     code
+}
+
+/// This instance, active: it holds the HA lock.
+struct Active {
+    standby: Client,
+    keys: etcd_standby_sink::ReservedKeys,
+    held: etcd_standby_sink::ha::HeldLock,
+    acquired: std::time::Instant,
+    lock_ttl: Duration,
+    /// The learner identity on the standby (None: no instance joined yet).
+    record: Option<etcd_standby_sink::ha::MemberRecord>,
+}
+
+impl Active {
+    /// Makes the primary dial us for `identity` (MemberUpdate of its peer
+    /// URL when another instance registered its own; never MemberAdd for an
+    /// existing member) and records the identity on the standby.
+    async fn register(
+        &self,
+        client: &Client,
+        layout: &Layout,
+        mut identity: Identity,
+        members: &[Member],
+        opts: &RunOptions,
+    ) -> Result<Identity> {
+        let url = opts.advertise_peer_url.clone();
+        let registered = members
+            .iter()
+            .find(|m| m.id == identity.member_id)
+            .map(|m| m.peer_urls.clone())
+            .unwrap_or_default();
+        if registered != [url.clone()] {
+            tracing::warn!(member = %format_args!("{:x}", identity.member_id), from = ?registered, to = %url, "taking over the learner: updating its peer URL on the primary (MemberUpdate)");
+            retry_membership("updating the learner's peer URL (MemberUpdate)", || {
+                client.member_update(identity.member_id, vec![url.clone()])
+            })
+            .await?;
+        }
+        if identity.peer_urls != [url.clone()] {
+            identity.peer_urls = vec![url.clone()];
+            layout.write_identity(&identity)?;
+        }
+        let rec = etcd_standby_sink::ha::MemberRecord::new(
+            identity.member_id,
+            identity.cluster_id,
+            vec![url],
+            &self.held.holder.instance,
+        );
+        etcd_standby_sink::ha::write_member(&self.standby, &self.keys, &self.held.fence, &rec)
+            .await
+            .context("recording the learner identity on the standby")?;
+        Ok(identity)
+    }
+}
+
+/// `--ha`: waits (passive) until this instance holds the lock on the
+/// standby. `None` when stopped by a signal while passive.
+async fn become_active(
+    opts: &RunOptions,
+    h: &ha::HaOptions,
+    source: &Client,
+) -> Result<Option<Active>> {
+    let Some(r) = &opts.replay else {
+        bail!("--ha needs --standby-endpoints: the HA lock lives on the standby");
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let cluster_id = loop {
+        match source.member_list().await {
+            Ok(l) => break l.header.map(|h| h.cluster_id).unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %e, "HA: cannot reach the source to learn its cluster ID; retrying");
+                let mut stop = stop_rx.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stop.changed() => return Ok(None),
+                }
+            }
+        }
+    };
+    let standby = Client::connect(r.sink.client.clone())
+        .await
+        .context("connecting to the standby (for the HA lock)")?;
+    let keys = etcd_standby_sink::ReservedKeys::new(&r.sink.keys, cluster_id);
+    let me = etcd_standby_sink::ha::LockHolder {
+        instance: h.instance.clone(),
+        host: crate::promote::default_host(),
+        pid: std::process::id(),
+        peer_url: opts.advertise_peer_url.clone(),
+        lease: String::new(),
+        acquired_at: crate::clock::rfc3339(std::time::SystemTime::now()),
+    };
+    let got = ha::wait_for_lock(&standby, &keys, me, h, stop_rx).await;
+    signal.abort();
+    let Some((held, acquired)) = got? else {
+        return Ok(None);
+    };
+    let record = etcd_standby_sink::ha::read_member(&standby, &keys)
+        .await
+        .context("reading the learner identity on the standby")?;
+    Ok(Some(Active {
+        standby,
+        keys,
+        held,
+        acquired,
+        lock_ttl: h.lock_ttl,
+        record,
+    }))
 }
 
 /// A standby that was promoted is a primary: `run` must not write to it.
@@ -295,20 +448,33 @@ async fn member_add_with_retry(
     client: &Client,
     url: &str,
 ) -> Result<etcd_standby_client::MemberAddResponse> {
+    retry_membership("adding this process as a learner (MemberAdd)", || {
+        client.member_add_learner(vec![url.to_owned()])
+    })
+    .await
+}
+
+/// A membership call, retried for a minute while etcd says "unhealthy
+/// cluster" or is unavailable; anything else fails at once with `what`.
+async fn retry_membership<T, F, Fut>(what: &str, mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = etcd_standby_client::Result<T>>,
+{
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_millis(500));
     loop {
-        match client.member_add_learner(vec![url.to_owned()]).await {
+        match call().await {
             Ok(r) => return Ok(r),
             Err(e)
                 if (e.etcd_error() == Some(etcd_standby_client::EtcdError::Unhealthy)
                     || e.is_unavailable())
                     && tokio::time::Instant::now() < deadline =>
             {
-                tracing::warn!(error = %e, "MemberAdd refused for now; retrying");
+                tracing::warn!(error = %e, "{what}: refused for now; retrying");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
-            Err(e) => return Err(e).context("adding this process as a learner (MemberAdd)"),
+            Err(e) => return Err(e).context(what.to_owned()),
         }
     }
 }
@@ -319,9 +485,10 @@ async fn serve(
     identity: Identity,
     mut log: LocalLog,
     restored: Restored,
-    members: Vec<Member>,
-    version: VersionInfo,
+    pre: Preflight,
+    active: Option<Active>,
 ) -> Result<i32> {
+    let Preflight { members, version } = pre;
     let follower = Follower::new(
         identity.member_id,
         restored,
@@ -360,6 +527,26 @@ async fn serve(
     let node_status = StatusCell::<NodeStatus>::default();
     let replay_status = StatusCell::<ReplayStatus>::default();
     let (stop_tx, stop_rx) = watch::channel(false);
+    // HA: keep the lock; losing it stops everything at once.
+    let (lost_tx, lost_rx) = watch::channel(false);
+    let mut lock_task = None;
+    let (release_tx, release_rx) = watch::channel(false);
+    if let Some(a) = active {
+        let clock = ha::LockClock::new(a.acquired, a.lock_ttl);
+        lock_task = Some(tokio::spawn(ha::keep_lock(
+            a.standby,
+            a.held,
+            clock,
+            lost_tx.clone(),
+            release_rx,
+        )));
+        let (mut lost, stop) = (lost_rx.clone(), stop_tx.clone());
+        tokio::spawn(async move {
+            if lost.wait_for(|l| *l).await.is_ok() {
+                let _ = stop.send(true);
+            }
+        });
+    }
     let mut committed = None;
     let mut replay_task = None;
     if let Some(ropts) = opts.replay.clone() {
@@ -387,6 +574,9 @@ async fn serve(
             };
             let res = replay::run(ropts, layout, cluster_id, links, stop).await;
             if let Err(e) = &res {
+                if e.is_lost_lock() {
+                    let _ = lost_tx.send(true);
+                }
                 let state = if e.is_fenced() {
                     // The standby is someone else's now (promoted, or
                     // another replicator): following the primary is pointless.
@@ -447,7 +637,21 @@ async fn serve(
             );
         }
     }
+    if let Some(t) = lock_task {
+        // Replay has written its last txn: release the lock so a passive
+        // instance takes over at once (bounded inside).
+        let _ = release_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
     match result {
+        Ok(Exit::Stopped) if *lost_rx.borrow() => {
+            eprintln!(
+                "etcd-standby: this instance lost the HA lock (another instance is active, or the \
+                 standby was unreachable for longer than --ha-lock-ttl); it stopped writing. \
+                 Restart it to wait as a passive instance."
+            );
+            Ok(ha::EXIT_LOST_LOCK)
+        }
         Ok(Exit::Stopped) => {
             tracing::info!("stopped");
             Ok(0)

@@ -119,12 +119,19 @@ impl Error {
     }
 
     /// True when the standby is not ours to write any more: its fencing
-    /// epoch moved, or it was promoted.
+    /// epoch moved, it was promoted, or another HA instance holds the lock.
     pub fn is_fenced(&self) -> bool {
         matches!(
             self.sink_error(),
-            Some(SinkError::Fenced { .. } | SinkError::Promoted { .. })
+            Some(
+                SinkError::Fenced { .. } | SinkError::Promoted { .. } | SinkError::LostLock { .. }
+            )
         )
+    }
+
+    /// True when another HA instance holds the lock (this one must stop).
+    pub fn is_lost_lock(&self) -> bool {
+        matches!(self.sink_error(), Some(SinkError::LostLock { .. }))
     }
 }
 

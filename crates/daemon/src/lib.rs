@@ -10,6 +10,8 @@
 //!   the [`replay::StandbySink`] trait;
 //! * [`admin`], [`metrics`], [`status`]: `/status`, `/metrics`, `/healthz`,
 //!   `/readyz` and the typed states behind them;
+//! * [`ha`]: `run --ha`, one active instance among several (the lock on the standby);
+//! * [`promote`]: `etcd-standby promote` (plan, then execute);
 //! * [`daemon`]: preflight, join, and wiring the tasks together.
 //!
 //! Invariants are listed in `ARCHITECTURE.md`.
@@ -21,6 +23,7 @@ pub mod committed;
 pub mod daemon;
 pub mod datadir;
 pub mod error;
+pub mod ha;
 pub mod metrics;
 pub mod monitor;
 pub mod node;
