@@ -707,6 +707,21 @@ impl<S: StandbySink> Replay<S> {
         mut reader: CommittedReader,
         mut stop: watch::Receiver<bool>,
     ) -> Result<()> {
+        if self.sink.checkpoint_index() > 0 && reader.point().index == 0 {
+            // An empty local log (an HA instance taking over, or a data dir
+            // started afresh) under a standby that was replicated to: the
+            // leader is about to send the log from index 1 or a snapshot.
+            // Decide how to rebuild once it started arriving.
+            tracing::info!(
+                checkpoint = self.sink.checkpoint_index(),
+                "the local log is empty: waiting for the leader's first entries before rebuilding the model"
+            );
+            self.set_state(ReplayState::RebuildingModel, None);
+            tokio::select! {
+                more = reader.wait_beyond(0) => if !more { return Ok(()) },
+                _ = stop.changed() => return Ok(()),
+            }
+        }
         self.rebuild(&reader).await?;
         self.publish(&reader);
         self.drain(&reader, &stop).await?;
