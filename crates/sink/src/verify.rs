@@ -318,11 +318,18 @@ pub async fn verify_with(
             None
         };
         let dl = if dst_leases.contains(&id) {
-            standby
-                .lease_time_to_live(id, false)
+            let t = standby
+                .lease_time_to_live(id, true)
                 .await
-                .map_err(|e| SinkError::client("standby lease TTL", e))
-                .map(|t| (t.ttl >= 0).then_some((t.granted_ttl, t.ttl)))?
+                .map_err(|e| SinkError::client("standby lease TTL", e))?;
+            // The replicator's own lease (the HA lock): only reserved keys.
+            let own = sl.is_none()
+                && !t.keys.is_empty()
+                && t.keys.iter().all(|k| k.starts_with(keys.reserved()));
+            if own {
+                continue;
+            }
+            (t.ttl >= 0).then_some((t.granted_ttl, t.ttl))
         } else {
             None
         };
