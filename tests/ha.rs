@@ -1,0 +1,257 @@
+//! `run --ha` against real etcd 3.4.23 and 3.5.1: two instances for one
+//! source, the active one SIGKILLed under load several times, the passive
+//! one taking over the same learner member; verify finds no difference;
+//! and an instance whose lock was taken writes nothing more and exits 6.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use etcd_standby_client::pb::{PutRequest, RangeRequest};
+use etcd_standby_integration::fidelity::{Replicator, connect, verify};
+use etcd_standby_integration::load::{block_on, cluster_raft_index};
+use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion};
+
+const LOCK_PREFIX: &[u8] = b"__etcd_standby__/ha/";
+
+fn lock_value(standby: &EtcdCluster) -> Option<serde_json::Value> {
+    let urls = standby.client_urls();
+    let got = block_on(async {
+        let mut end = LOCK_PREFIX.to_vec();
+        *end.last_mut().unwrap() += 1;
+        connect(urls, None)
+            .await
+            .range(RangeRequest {
+                key: Bytes::from_static(LOCK_PREFIX),
+                range_end: Bytes::from(end),
+                ..Default::default()
+            })
+            .await
+    })
+    .unwrap();
+    got.kvs
+        .iter()
+        .find(|kv| kv.key.ends_with(b"/lock"))
+        .map(|kv| serde_json::from_slice(&kv.value).unwrap())
+}
+
+fn key_on(cluster: &EtcdCluster, key: &str) -> bool {
+    let urls = cluster.client_urls();
+    let key = Bytes::from(key.to_owned());
+    block_on(async {
+        let c = connect(urls, None).await;
+        c.range(RangeRequest {
+            key,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .count
+            > 0
+    })
+}
+
+/// A writer that puts `/ha/w/<n>` until stopped.
+fn writer(primary: &EtcdCluster, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    let urls = primary.client_urls();
+    std::thread::spawn(move || {
+        block_on(async move {
+            let c = connect(urls, None).await;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = c
+                    .put(PutRequest {
+                        key: Bytes::from(format!("/ha/w/{:06}", n % 500)),
+                        value: Bytes::from(format!("v{n}")),
+                        ..Default::default()
+                    })
+                    .await;
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            n
+        })
+    })
+}
+
+fn instance(
+    primary: &EtcdCluster,
+    standby: &EtcdCluster,
+    dir: &std::path::Path,
+    name: &str,
+) -> Replicator {
+    Replicator::start(
+        primary,
+        standby,
+        &dir.join(name),
+        &["--ha", "--ha-instance", name, "--ha-lock-ttl", "3s"],
+    )
+}
+
+fn ha_pair(version: EtcdVersion) {
+    let primary = EtcdCluster::start(version, 3, ClusterOptions::default()).unwrap();
+    let standby = EtcdCluster::start(version, 1, ClusterOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut reps = [
+        instance(&primary, &standby, dir.path(), "a"),
+        instance(&primary, &standby, dir.path(), "b"),
+    ];
+    let mut active = loop {
+        if let Some(v) = lock_value(&standby) {
+            break usize::from(v["instance"] == "b");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    reps[active].wait_joined(Duration::from_secs(60));
+    let member = reps[active].member_id().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = writer(&primary, stop.clone());
+    let mut takeovers = Vec::new();
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_secs(2));
+        let before = reps[active].replay_u64("standby_checkpoint").unwrap_or(0);
+        reps[active].kill();
+        let killed = Instant::now();
+        let next = 1 - active;
+        // The other instance takes the lock, the same member, and moves
+        // the standby's checkpoint past where the dead one left it.
+        let seen_member = loop {
+            if let Some(st) = reps[next].try_wait() {
+                panic!("instance exited ({st})\n{}", reps[next].log_tail(80));
+            }
+            if let Some(cp) = reps[next].replay_u64("standby_checkpoint")
+                && cp > before
+            {
+                break reps[next].member_id();
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(90),
+                "round {round}: no takeover within 90 s\n{}",
+                reps[next].log_tail(60)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        takeovers.push(killed.elapsed());
+        assert_eq!(
+            seen_member.as_deref(),
+            Some(member.as_str()),
+            "same learner member after takeover"
+        );
+        reps[active].restart();
+        active = next;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let written = load.join().unwrap();
+    eprintln!("ha {version:?}: {written} writes, takeovers {takeovers:?}");
+    reps[active].wait_replayed(Duration::from_secs(60));
+    let (same, report) = verify(&primary, &standby, &[]);
+    assert!(same, "differences after the takeovers:\n{report}");
+    // One learner only, ever.
+    let learners = block_on(async {
+        let c = connect(primary.client_urls(), None).await;
+        c.member_list()
+            .await
+            .unwrap()
+            .members
+            .iter()
+            .filter(|m| m.is_learner)
+            .count()
+    });
+    assert_eq!(learners, 1);
+
+    // Never two writers: another holder takes the lock (a foreign value,
+    // no lease) while `active` runs. Its next write fails the lock compare:
+    // nothing more reaches the standby, and it exits 6.
+    let holder = lock_value(&standby).unwrap();
+    assert_eq!(holder["instance"], if active == 0 { "a" } else { "b" });
+    let urls = standby.client_urls();
+    block_on(async {
+        let c = connect(urls, None).await;
+        let got = c
+            .range(RangeRequest {
+                key: Bytes::from_static(LOCK_PREFIX),
+                range_end: Bytes::from_static(b"__etcd_standby__/ha0"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let key = got
+            .kvs
+            .iter()
+            .find(|kv| kv.key.ends_with(b"/lock"))
+            .unwrap()
+            .key
+            .clone();
+        c.put(PutRequest {
+            key,
+            value: Bytes::from_static(br#"{"instance":"stray","host":"elsewhere","pid":1,"peer_url":"","lease":"0","acquired_at":""}"#),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    let ctl = primary.etcdctl();
+    ctl.put("/ha/after-the-lock-moved", "x").unwrap();
+    let st = reps[active].wait_exit(Duration::from_secs(30));
+    assert_eq!(
+        st.code(),
+        Some(6),
+        "lost lock exit code\n{}",
+        reps[active].log_tail(30)
+    );
+    let passive = 1 - active;
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !key_on(&standby, "/ha/after-the-lock-moved"),
+        "a write reached the standby while the lock was someone else's"
+    );
+    assert!(
+        reps[passive].try_wait().is_none(),
+        "the passive instance waits"
+    );
+    // The stray holder goes away: the passive one takes over and catches up.
+    block_on(async {
+        let c = connect(standby.client_urls(), None).await;
+        let got = c
+            .range(RangeRequest {
+                key: Bytes::from_static(LOCK_PREFIX),
+                range_end: Bytes::from_static(b"__etcd_standby__/ha0"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let key = got
+            .kvs
+            .iter()
+            .find(|kv| kv.key.ends_with(b"/lock"))
+            .unwrap()
+            .key
+            .clone();
+        c.delete_range(etcd_standby_client::pb::DeleteRangeRequest {
+            key,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    let target = block_on(cluster_raft_index(primary.client_urls()));
+    reps[passive].wait_joined(Duration::from_secs(60));
+    reps[passive].wait_checkpoint(target, Duration::from_secs(60));
+    assert!(key_on(&standby, "/ha/after-the-lock-moved"));
+    let (same, report) = verify(&primary, &standby, &[]);
+    assert!(same, "differences at the end:\n{report}");
+}
+
+#[test]
+#[ignore = "not passing yet: takeovers work (about 3 s each, verify clean on 3.5) but the lost-lock round and the start race fail; see issue 9"]
+fn ha_pair_takes_over_after_sigkill_and_a_fenced_instance_writes_nothing_3_4() {
+    ha_pair(EtcdVersion::V3_4);
+}
+
+#[test]
+#[ignore = "not passing yet: takeovers work (about 3 s each, verify clean on 3.5) but the lost-lock round and the start race fail; see issue 9"]
+fn ha_pair_takes_over_after_sigkill_and_a_fenced_instance_writes_nothing_3_5() {
+    ha_pair(EtcdVersion::V3_5);
+}
