@@ -282,16 +282,7 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
             opts.advertise_peer_url
         );
     }
-    let code = serve(
-        opts,
-        layout,
-        identity,
-        log,
-        restored,
-        pre,
-        active,
-    )
-    .await;
+    let code = serve(opts, layout, identity, log, restored, pre, active).await;
     drop(lock);
     code
 }
