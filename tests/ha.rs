@@ -37,6 +37,24 @@ fn lock_value(standby: &EtcdCluster) -> Option<serde_json::Value> {
         .map(|kv| serde_json::from_slice(&kv.value).unwrap())
 }
 
+/// The HA lock's key on the standby (one source cluster).
+async fn lock_key(c: &etcd_standby_client::Client) -> Bytes {
+    let got = c
+        .range(RangeRequest {
+            key: Bytes::from_static(LOCK_PREFIX),
+            range_end: Bytes::from_static(b"__etcd_standby__/ha0"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    got.kvs
+        .iter()
+        .find(|kv| kv.key.ends_with(b"/lock"))
+        .unwrap()
+        .key
+        .clone()
+}
+
 fn key_on(cluster: &EtcdCluster, key: &str) -> bool {
     let urls = cluster.client_urls();
     let key = Bytes::from(key.to_owned());
@@ -169,21 +187,7 @@ fn ha_pair(version: EtcdVersion) {
     let urls = standby.client_urls();
     block_on(async {
         let c = connect(urls, None).await;
-        let got = c
-            .range(RangeRequest {
-                key: Bytes::from_static(LOCK_PREFIX),
-                range_end: Bytes::from_static(b"__etcd_standby__/ha0"),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let key = got
-            .kvs
-            .iter()
-            .find(|kv| kv.key.ends_with(b"/lock"))
-            .unwrap()
-            .key
-            .clone();
+        let key = lock_key(&c).await;
         c.put(PutRequest {
             key,
             value: Bytes::from_static(br#"{"instance":"stray","host":"elsewhere","pid":1,"peer_url":"","lease":"0","acquired_at":""}"#),
@@ -214,21 +218,7 @@ fn ha_pair(version: EtcdVersion) {
     // The stray holder goes away: the passive one takes over and catches up.
     block_on(async {
         let c = connect(standby.client_urls(), None).await;
-        let got = c
-            .range(RangeRequest {
-                key: Bytes::from_static(LOCK_PREFIX),
-                range_end: Bytes::from_static(b"__etcd_standby__/ha0"),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let key = got
-            .kvs
-            .iter()
-            .find(|kv| kv.key.ends_with(b"/lock"))
-            .unwrap()
-            .key
-            .clone();
+        let key = lock_key(&c).await;
         c.delete_range(etcd_standby_client::pb::DeleteRangeRequest {
             key,
             ..Default::default()

@@ -101,29 +101,19 @@ pub enum Acquire {
 pub async fn try_acquire(
     client: &Client,
     keys: &ReservedKeys,
-    mut holder: LockHolder,
+    mut me: LockHolder,
     ttl_secs: i64,
 ) -> Result<Acquire> {
-    let look = client
-        .range(pb::RangeRequest {
-            key: keys.ha_lock.clone(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| SinkError::client("read the HA lock", e))?;
-    if let Some(kv) = look.kvs.first() {
-        return Ok(Acquire::HeldBy(LockHolder::parse(
-            &keys.ha_lock,
-            &kv.value,
-        )?));
+    if let Some(h) = holder(client, keys).await? {
+        return Ok(Acquire::HeldBy(h));
     }
     let lease = client
         .lease_grant(0, ttl_secs)
         .await
         .map_err(|e| SinkError::client("grant the HA lock's lease", e))?
         .id;
-    holder.lease = format!("{lease:x}");
-    let value = Bytes::from(serde_json::to_vec(&holder).unwrap_or_default());
+    me.lease = format!("{lease:x}");
+    let value = Bytes::from(serde_json::to_vec(&me).unwrap_or_default());
     let txn = pb::TxnRequest {
         compare: vec![absent(&keys.ha_lock), absent(&keys.promoted)],
         success: vec![pb::RequestOp {
@@ -150,7 +140,7 @@ pub async fn try_acquire(
                 value,
             },
             lease,
-            holder,
+            holder: me,
         }));
     }
     let _ = client.lease_revoke(lease).await;
