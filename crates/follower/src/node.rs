@@ -146,6 +146,8 @@ pub struct Follower {
     refused: u64,
     promoted: bool,
     snapshot_index: u64,
+    /// Messages we make ourselves (raft-rs would not send them).
+    extra: Vec<raftpb::Message>,
 }
 
 fn raft_err(context: &str, e: raft::Error) -> FollowerError {
@@ -222,6 +224,7 @@ impl Follower {
             refused: 0,
             promoted: false,
             snapshot_index: base.index,
+            extra: Vec::new(),
         })
     }
 
@@ -309,6 +312,14 @@ impl Follower {
                 // may exceed our log, which raft-rs treats as fatal. Clamp.
                 let last = self.last_index();
                 if m.commit > last && m.term >= self.node.raft.term {
+                    // The leader believes we hold entries we do not: another
+                    // HA instance acked them for this member, or our tail was
+                    // lost. It sends nothing until the next proposal, so a
+                    // quiet primary would never send them. Reject an append
+                    // at the index it believes we have: a leader probing us
+                    // (it marks us unreachable once our old connection
+                    // drops) then backs off to our log's end at once.
+                    self.extra.push(self.reject_missing(&m, last));
                     m.commit = last;
                 }
             }
@@ -343,6 +354,22 @@ impl Follower {
             self.events.push_back(Event::Leader { id: lid, term });
         }
         Ok(())
+    }
+
+    /// A rejected append at `hb.commit` (an index the leader believes we
+    /// have) with our last index as the hint.
+    fn reject_missing(&self, hb: &raftpb::Message, last: u64) -> raftpb::Message {
+        raftpb::Message {
+            r#type: raftpb::MessageType::MsgAppResp as i32,
+            to: hb.from,
+            from: self.id,
+            term: hb.term,
+            index: hb.commit,
+            reject: true,
+            reject_hint: last,
+            log_term: self.node.raft.raft_log.term(last).unwrap_or(0),
+            ..Default::default()
+        }
     }
 
     /// Guards raft-rs's fatal paths for MsgApp.
@@ -386,7 +413,8 @@ impl Follower {
 
     /// Whether [`Follower::ready`] has work.
     pub fn has_ready(&self) -> bool {
-        self.pending.is_none() && (self.node.has_ready() || !self.events.is_empty())
+        self.pending.is_none()
+            && (self.node.has_ready() || !self.events.is_empty() || !self.extra.is_empty())
     }
 
     /// Takes the next batch of work. Persist it (fsync when `must_sync`),
@@ -468,6 +496,7 @@ impl Follower {
             self.node.advance_apply();
             out.messages = msgs.iter().map(message_from_raft).collect();
         }
+        out.messages.append(&mut self.extra);
         out.events = self.events.drain(..).collect();
         Ok(out)
     }

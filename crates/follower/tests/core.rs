@@ -197,6 +197,32 @@ fn heartbeat_commit_beyond_our_log_is_clamped_and_context_echoed() {
     assert_eq!(f.status().leader_commit, 1000);
 }
 
+/// The leader's progress says we hold entries up to 1000 (another HA
+/// instance acked them for this member): we reject an append at 1000 with
+/// our log's end as the hint, so a probing leader resends from there even
+/// when no new proposal comes (a quiet primary after a takeover).
+#[test]
+fn heartbeat_beyond_our_log_asks_the_leader_to_back_off_to_our_end() {
+    let mut f = joined();
+    let mut hb = msg(T::MsgHeartbeat, 2);
+    hb.commit = 1000;
+    let out = turn(&mut f, hb).unwrap();
+    let r = out
+        .sent
+        .iter()
+        .find(|m| m.r#type == T::MsgAppResp as i32)
+        .expect("a rejection");
+    assert!(r.reject);
+    assert_eq!((r.index, r.reject_hint, r.term), (1000, 4, 2));
+    assert_eq!(r.log_term, f.term(4).unwrap());
+    assert_eq!(r.to, LEADER);
+    // A heartbeat within our log asks for nothing.
+    let mut hb = msg(T::MsgHeartbeat, 2);
+    hb.commit = 4;
+    let out = turn(&mut f, hb).unwrap();
+    assert!(out.sent.iter().all(|m| m.r#type != T::MsgAppResp as i32));
+}
+
 #[test]
 fn vote_and_prevote_requests_are_refused_with_an_alarm_and_no_answer() {
     let mut f = joined();
