@@ -65,8 +65,8 @@ pub use pb::{
     DeleteRangeRequest, DeleteRangeResponse, HashKvResponse, LeaseGrantResponse,
     LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse,
     Member, MemberAddResponse, MemberListResponse, MemberPromoteResponse, MemberRemoveResponse,
-    MemberUpdateResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader,
-    StatusResponse, TxnRequest, TxnResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, ResponseHeader, StatusResponse,
+    TxnRequest, TxnResponse,
 };
 
 /// Generated tonic client stubs (`kv_client::KvClient`, `lease_client`,
@@ -715,19 +715,6 @@ impl Client {
     pub async fn member_promote(&self, id: u64) -> Result<MemberPromoteResponse> {
         let req = pb::MemberPromoteRequest { id };
         call!(self, Retry::Failover, ClusterClient, member_promote, req)
-    }
-
-    /// Changes the peer URLs of member `id`.
-    pub async fn member_update(
-        &self,
-        id: u64,
-        peer_urls: Vec<String>,
-    ) -> Result<MemberUpdateResponse> {
-        let req = pb::MemberUpdateRequest {
-            id,
-            peer_ur_ls: peer_urls,
-        };
-        call!(self, Retry::Failover, ClusterClient, member_update, req)
     }
 
     // -------------------------------------------------------- Maintenance

@@ -208,9 +208,38 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         },
         None => None,
     };
+    let joined = join(&opts, &layout, existing, &client, active.as_ref()).await;
+    let (identity, log, restored, pre) = match joined {
+        Ok(j) => j,
+        Err(e) => {
+            if let Some(a) = active {
+                // Give the lock up at once: another instance may do better.
+                a.give_up().await;
+            }
+            return lost_lock_or(e);
+        }
+    };
+    if let (Some(a), Some(r)) = (&active, opts.replay.as_mut()) {
+        r.sink.lock = Some(a.held.fence.clone());
+    }
+    let code = serve(opts, layout, identity, log, restored, pre, active).await;
+    drop(lock);
+    code
+}
+
+/// Joins the source as (or resumes) the learner: the identity from the data
+/// dir, the standby's HA record or a new MemberAdd; preflight checks; the
+/// local log. Holding the HA lock, it also registers the identity there.
+async fn join(
+    opts: &RunOptions,
+    layout: &Layout,
+    existing: Option<Identity>,
+    client: &Client,
+    active: Option<&Active>,
+) -> Result<(Identity, LocalLog, Restored, Preflight)> {
     // Taking over: the member ID comes from the standby's record, our
     // (empty) local log starts fresh and the leader fills it.
-    let takeover = match (&existing, active.as_ref().and_then(|a| a.record.as_ref())) {
+    let takeover = match (&existing, active.and_then(|a| a.record.as_ref())) {
         (Some(id), Some(rec)) if rec.member() != Some(id.member_id) => bail!(
             "{} holds member {:x}, but the standby's HA record names member {} (instance {:?}); \
              this data dir belongs to an older learner. Move it away and run again",
@@ -228,11 +257,11 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
         }),
         _ => None,
     };
-    let (pre, adopt) = preflight(&client, &opts, existing.as_ref().or(takeover.as_ref())).await?;
+    let (pre, adopt) = preflight(client, opts, existing.as_ref().or(takeover.as_ref())).await?;
     let adopt = adopt.or(takeover.as_ref().map(|t| t.member_id));
     let (identity, log, restored) = match existing {
         Some(id) => {
-            let (log, restored) = LocalLog::open(&layout, &id)?;
+            let (log, restored) = LocalLog::open(layout, &id)?;
             tracing::info!(member = %format_args!("{:x}", id.member_id), base = log.base().0, last = log.last().0, "restarting from the local log");
             (id, log, restored)
         }
@@ -242,12 +271,7 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
                     let st = client.member_list().await.context("member list")?;
                     (mid, st.header.map(|h| h.cluster_id).unwrap_or_default())
                 }
-                None => {
-                    let resp = member_add_with_retry(&client, &opts.advertise_peer_url).await?;
-                    let m = resp.member.context("MemberAdd returned no member")?;
-                    let h = resp.header.context("MemberAdd returned no header")?;
-                    (m.id, h.cluster_id)
-                }
+                None => member_add_with_retry(client, &opts.advertise_peer_url).await?,
             };
             if cluster_id == 0 {
                 bail!("the source cluster reported cluster ID 0");
@@ -260,21 +284,15 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
                 removed: false,
             };
             layout.write_identity(&id)?;
-            let log = LocalLog::create(&layout, &id)?;
+            let log = LocalLog::create(layout, &id)?;
             tracing::info!(member = %format_args!("{member_id:x}"), cluster = %format_args!("{cluster_id:x}"), "joined as a learner");
             (id, log, Restored::default())
         }
     };
-    let identity = match &active {
-        Some(a) => {
-            a.register(&client, &layout, identity, &pre.members, &opts)
-                .await?
-        }
+    let identity = match active {
+        Some(a) => a.register(layout, identity, &pre.members, opts).await?,
         None => identity,
     };
-    if let (Some(a), Some(r)) = (&active, opts.replay.as_mut()) {
-        r.sink.lock = Some(a.held.fence.clone());
-    }
     if identity.peer_urls.first() != Some(&opts.advertise_peer_url) {
         bail!(
             "this data dir registered peer URL {:?}, but --advertise-peer-url is {}; the cluster dials the registered one",
@@ -282,29 +300,53 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
             opts.advertise_peer_url
         );
     }
-    let code = serve(opts, layout, identity, log, restored, pre, active).await;
-    drop(lock);
-    code
+    Ok((identity, log, restored, pre))
+}
+
+/// A start that failed because the HA lock was lost exits like a running
+/// instance that lost it.
+fn lost_lock_or(e: Error) -> Result<i32> {
+    if e.is_lost_lock() {
+        eprintln!("etcd-standby: {e}");
+        return Ok(ha::EXIT_LOST_LOCK);
+    }
+    Err(e)
 }
 
 /// This instance, active: it holds the HA lock.
+/// The lock is kept alive from the moment it is acquired (joining may
+/// take longer than its TTL: MemberAdd waits while etcd says "unhealthy
+/// cluster").
 struct Active {
     standby: Client,
     keys: etcd_standby_sink::ReservedKeys,
     held: etcd_standby_sink::ha::HeldLock,
-    acquired: std::time::Instant,
-    lock_ttl: Duration,
     /// The learner identity on the standby (None: no instance joined yet).
     record: Option<etcd_standby_sink::ha::MemberRecord>,
+    /// Set (by the keeper, or by replay on a failed lock compare) once
+    /// the lock must be considered lost.
+    lost_tx: watch::Sender<bool>,
+    lost: watch::Receiver<bool>,
+    /// Asks the keeper to give the lock up (nothing more is written).
+    release: watch::Sender<bool>,
+    keeper: tokio::task::JoinHandle<()>,
 }
 
 impl Active {
-    /// Makes the primary dial us for `identity` (MemberUpdate of its peer
-    /// URL when another instance registered its own; never MemberAdd for an
-    /// existing member) and records the identity on the standby.
+    /// Gives the lock up (bounded) so a passive instance takes over at once.
+    async fn give_up(self) {
+        let _ = self.release.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.keeper).await;
+    }
+
+    /// Checks that the primary dials us for `identity` and records the
+    /// identity on the standby. All instances of one pair advertise the
+    /// same peer URL (a VIP, DNS name or Service that routes to the active
+    /// one): the learner's registered URL is never changed, because
+    /// `MemberUpdate` on a learner makes etcd 3.4 and 3.5 forget that it is
+    /// a learner (etcd-io/etcd#21694) — an implicit promotion.
     async fn register(
         &self,
-        client: &Client,
         layout: &Layout,
         mut identity: Identity,
         members: &[Member],
@@ -316,12 +358,17 @@ impl Active {
             .find(|m| m.id == identity.member_id)
             .map(|m| m.peer_urls.clone())
             .unwrap_or_default();
-        if registered != [url.clone()] {
-            tracing::warn!(member = %format_args!("{:x}", identity.member_id), from = ?registered, to = %url, "taking over the learner: updating its peer URL on the primary (MemberUpdate)");
-            retry_membership("updating the learner's peer URL (MemberUpdate)", || {
-                client.member_update(identity.member_id, vec![url.clone()])
-            })
-            .await?;
+        // Absent: we added it just now, with our URL.
+        if !registered.is_empty() && registered != [url.clone()] {
+            bail!(
+                "the learner {:x} is registered on the primary with peer URL {:?}, but this instance \
+                 advertises {url}. Every --ha instance must use the same --advertise-peer-url (a VIP, \
+                 DNS name or Service that routes to the active instance): etcd-standby never changes a \
+                 learner's peer URL, because MemberUpdate makes etcd 3.4/3.5 forget that the member \
+                 is a learner (etcd-io/etcd#21694)",
+                identity.member_id,
+                registered
+            );
         }
         if identity.peer_urls != [url.clone()] {
             identity.peer_urls = vec![url.clone()];
@@ -385,17 +432,32 @@ async fn become_active(
     let Some((held, acquired)) = got? else {
         return Ok(None);
     };
-    let record = etcd_standby_sink::ha::read_member(&standby, &keys)
-        .await
-        .context("reading the learner identity on the standby")?;
-    Ok(Some(Active {
+    let (lost_tx, lost) = watch::channel(false);
+    let (release, release_rx) = watch::channel(false);
+    let keeper = tokio::spawn(ha::keep_lock(
+        standby.clone(),
+        held.clone(),
+        ha::LockClock::new(acquired, h.lock_ttl),
+        lost_tx.clone(),
+        release_rx,
+    ));
+    let active = Active {
         standby,
         keys,
         held,
-        acquired,
-        lock_ttl: h.lock_ttl,
-        record,
-    }))
+        record: None,
+        lost_tx,
+        lost,
+        release,
+        keeper,
+    };
+    match etcd_standby_sink::ha::read_member(&active.standby, &active.keys).await {
+        Ok(record) => Ok(Some(Active { record, ..active })),
+        Err(e) => {
+            active.give_up().await;
+            Err(Error::from(e).context("reading the learner identity on the standby"))
+        }
+    }
 }
 
 /// A standby that was promoted is a primary: `run` must not write to it.
@@ -431,18 +493,54 @@ async fn refuse_promoted_standby(r: &replay::ReplayOptions) -> Result<()> {
     Ok(())
 }
 
-/// MemberAdd as a learner. etcd refuses membership changes until its
-/// leader has been connected to every voter for 5 s ("unhealthy cluster",
-/// e.g. right after a restart); that and unavailability are retried for a
-/// minute, anything else fails at once.
-async fn member_add_with_retry(
-    client: &Client,
-    url: &str,
-) -> Result<etcd_standby_client::MemberAddResponse> {
-    retry_membership("adding this process as a learner (MemberAdd)", || {
+/// MemberAdd as a learner; returns (member ID, cluster ID). etcd refuses
+/// membership changes until its leader has been connected to every voter
+/// for 5 s ("unhealthy cluster", e.g. right after a restart); that and
+/// unavailability are retried for a minute, anything else fails at once.
+/// A retried MemberAdd whose first try was applied after all is answered
+/// "member ID already exist" (etcd derives the ID from the peer URLs and the
+/// second) or "Peer URLs already exists": then the unstarted learner
+/// registered with exactly our URL is ours.
+async fn member_add_with_retry(client: &Client, url: &str) -> Result<(u64, u64)> {
+    let added = retry_membership("adding this process as a learner (MemberAdd)", || {
         client.member_add_learner(vec![url.to_owned()])
     })
-    .await
+    .await;
+    match added {
+        Ok(resp) => {
+            let m = resp.member.context("MemberAdd returned no member")?;
+            let h = resp.header.context("MemberAdd returned no header")?;
+            Ok((m.id, h.cluster_id))
+        }
+        Err(e) => {
+            let dup = match e.root() {
+                Error::Client(c) => matches!(
+                    c.etcd_error(),
+                    Some(
+                        etcd_standby_client::EtcdError::MemberExists
+                            | etcd_standby_client::EtcdError::PeerUrlExists
+                    )
+                ),
+                _ => false,
+            };
+            if !dup {
+                return Err(e);
+            }
+            let list = client.member_list().await.context("member list")?;
+            let cluster_id = list.header.map(|h| h.cluster_id).unwrap_or_default();
+            match list
+                .members
+                .iter()
+                .find(|m| m.is_learner && m.name.is_empty() && m.peer_ur_ls == [url])
+            {
+                Some(m) => {
+                    tracing::warn!(member = %format_args!("{:x}", m.id), %url, "MemberAdd was applied by an earlier try; adopting that learner");
+                    Ok((m.id, cluster_id))
+                }
+                None => Err(e),
+            }
+        }
+    }
 }
 
 /// A membership call, retried for a minute while etcd says "unhealthy
@@ -518,19 +616,15 @@ async fn serve(
     let node_status = StatusCell::<NodeStatus>::default();
     let replay_status = StatusCell::<ReplayStatus>::default();
     let (stop_tx, stop_rx) = watch::channel(false);
-    // HA: keep the lock; losing it stops everything at once.
-    let (lost_tx, lost_rx) = watch::channel(false);
-    let mut lock_task = None;
-    let (release_tx, release_rx) = watch::channel(false);
-    if let Some(a) = active {
-        let clock = ha::LockClock::new(a.acquired, a.lock_ttl);
-        lock_task = Some(tokio::spawn(ha::keep_lock(
-            a.standby,
-            a.held,
-            clock,
-            lost_tx.clone(),
-            release_rx,
-        )));
+    // HA: the lock is being kept; losing it stops everything at once.
+    let (lost_tx, lost_rx) = match &active {
+        Some(a) => (a.lost_tx.clone(), a.lost.clone()),
+        None => {
+            let (tx, rx) = watch::channel(false);
+            (tx, rx)
+        }
+    };
+    if active.is_some() {
         let (mut lost, stop) = (lost_rx.clone(), stop_tx.clone());
         tokio::spawn(async move {
             if lost.wait_for(|l| *l).await.is_ok() {
@@ -628,11 +722,10 @@ async fn serve(
             );
         }
     }
-    if let Some(t) = lock_task {
+    if let Some(a) = active {
         // Replay has written its last txn: release the lock so a passive
-        // instance takes over at once (bounded inside).
-        let _ = release_tx.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        // instance takes over at once.
+        a.give_up().await;
     }
     match result {
         Ok(Exit::Stopped) if *lost_rx.borrow() => {
