@@ -12,7 +12,7 @@ use bytes::Bytes;
 use etcd_standby_client::pb::{PutRequest, RangeRequest};
 use etcd_standby_integration::fidelity::{Replicator, connect, verify};
 use etcd_standby_integration::load::{block_on, cluster_raft_index};
-use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion};
+use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion, free_port};
 
 const LOCK_PREFIX: &[u8] = b"__etcd_standby__/ha/";
 
@@ -94,17 +94,29 @@ fn writer(primary: &EtcdCluster, stop: Arc<AtomicBool>) -> std::thread::JoinHand
     })
 }
 
+/// One instance of the pair. All of them advertise `peer_url` (in
+/// production a VIP or Service; here one loopback port that only the active
+/// instance binds).
 fn instance(
     primary: &EtcdCluster,
     standby: &EtcdCluster,
     dir: &std::path::Path,
     name: &str,
+    peer_url: &str,
 ) -> Replicator {
     Replicator::start(
         primary,
         standby,
         &dir.join(name),
-        &["--ha", "--ha-instance", name, "--ha-lock-ttl", "3s"],
+        &[
+            "--ha",
+            "--ha-instance",
+            name,
+            "--ha-lock-ttl",
+            "3s",
+            "--advertise-peer-url",
+            peer_url,
+        ],
     )
 }
 
@@ -112,9 +124,10 @@ fn ha_pair(version: EtcdVersion) {
     let primary = EtcdCluster::start(version, 3, ClusterOptions::default()).unwrap();
     let standby = EtcdCluster::start(version, 1, ClusterOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let peer_url = format!("http://127.0.0.1:{}", free_port().unwrap());
     let mut reps = [
-        instance(&primary, &standby, dir.path(), "a"),
-        instance(&primary, &standby, dir.path(), "b"),
+        instance(&primary, &standby, dir.path(), "a", &peer_url),
+        instance(&primary, &standby, dir.path(), "b", &peer_url),
     ];
     let mut active = loop {
         if let Some(v) = lock_value(&standby) {
@@ -124,6 +137,18 @@ fn ha_pair(version: EtcdVersion) {
     };
     reps[active].wait_joined(Duration::from_secs(60));
     let member = reps[active].member_id().unwrap();
+    // An instance configured with another peer URL is refused while it is
+    // still passive (a MemberUpdate would make etcd forget the learner
+    // flag, etcd-io/etcd#21694), not on the day it would take over.
+    let other_url = format!("http://127.0.0.1:{}", free_port().unwrap());
+    let mut odd = instance(&primary, &standby, dir.path(), "odd", &other_url);
+    let st = odd.wait_exit(Duration::from_secs(30));
+    assert!(!st.success(), "an instance with another peer URL runs");
+    assert!(
+        odd.log_tail(20).contains("same --advertise-peer-url"),
+        "{}",
+        odd.log_tail(20)
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let load = writer(&primary, stop.clone());
     let mut takeovers = Vec::new();
@@ -235,13 +260,11 @@ fn ha_pair(version: EtcdVersion) {
 }
 
 #[test]
-#[ignore = "not passing yet: takeovers work (about 3 s each, verify clean on 3.5) but the lost-lock round and the start race fail; see issue 9"]
 fn ha_pair_takes_over_after_sigkill_and_a_fenced_instance_writes_nothing_3_4() {
     ha_pair(EtcdVersion::V3_4);
 }
 
 #[test]
-#[ignore = "not passing yet: takeovers work (about 3 s each, verify clean on 3.5) but the lost-lock round and the start race fail; see issue 9"]
 fn ha_pair_takes_over_after_sigkill_and_a_fenced_instance_writes_nothing_3_5() {
     ha_pair(EtcdVersion::V3_5);
 }
