@@ -1,7 +1,9 @@
 //! `run --ha` against real etcd 3.4.23 and 3.5.1: two instances for one
 //! source, the active one SIGKILLed under load several times, the passive
 //! one taking over the same learner member; verify finds no difference;
-//! and an instance whose lock was taken writes nothing more and exits 6.
+//! an instance configured with another peer URL is refused; an instance
+//! whose lock was taken writes nothing more and exits 6; and a promotion
+//! keeps a waiting instance from taking the lock it frees.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use bytes::Bytes;
 use etcd_standby_client::pb::{PutRequest, RangeRequest};
 use etcd_standby_integration::fidelity::{Replicator, connect, verify};
 use etcd_standby_integration::load::{block_on, cluster_raft_index};
+use etcd_standby_integration::promote::promote;
 use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion, free_port};
 
 const LOCK_PREFIX: &[u8] = b"__etcd_standby__/ha/";
@@ -121,7 +124,7 @@ fn instance(
 }
 
 fn ha_pair(version: EtcdVersion) {
-    let primary = EtcdCluster::start(version, 3, ClusterOptions::default()).unwrap();
+    let mut primary = EtcdCluster::start(version, 3, ClusterOptions::default()).unwrap();
     let standby = EtcdCluster::start(version, 1, ClusterOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let peer_url = format!("http://127.0.0.1:{}", free_port().unwrap());
@@ -257,14 +260,68 @@ fn ha_pair(version: EtcdVersion) {
     assert!(key_on(&standby, "/ha/after-the-lock-moved"));
     let (same, report) = verify(&primary, &standby, &[]);
     assert!(same, "differences at the end:\n{report}");
+
+    // Promote while another instance waits: it never takes the lock the
+    // stopped active one releases (the promotion holds the standby), and
+    // refuses for good once the standby is promoted.
+    let waiting = 1 - passive;
+    let acquisitions = |r: &Replicator| {
+        r.log_tail(1_000_000)
+            .matches("acquired the HA lock")
+            .count()
+    };
+    let acquired_before = acquisitions(&reps[waiting]);
+    reps[waiting].restart();
+    let since = Instant::now();
+    while !reps[waiting]
+        .log_tail(5)
+        .contains("another instance holds the HA lock")
+    {
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "{}",
+            reps[waiting].log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..3 {
+        primary.kill_member(i).unwrap();
+    }
+    let name = if passive == 0 { "a" } else { "b" };
+    let run = promote(
+        &dir.path().join(name),
+        &standby.client_endpoints(),
+        Some(&primary.client_endpoints()),
+        &["--yes", "--reason", "HA drill", "-w", "json"],
+        // Time enough for the waiting instance to take a free lock.
+        &[("ETCD_STANDBY_TEST_PROMOTE_PAUSE", "after_stop:3000")],
+    );
+    assert_eq!(run.code, Some(0), "{run}\n{}", reps[passive].log_tail(40));
+    let st = reps[passive].wait_exit(Duration::from_secs(30));
+    assert!(
+        st.success(),
+        "the active instance stopped for the promote: {st}"
+    );
+    let st = reps[waiting].wait_exit(Duration::from_secs(30));
+    assert!(
+        !st.success() && reps[waiting].log_tail(10).contains("promoted"),
+        "the waiting instance must refuse a promoted standby: {st}\n{}",
+        reps[waiting].log_tail(30)
+    );
+    assert_eq!(
+        acquisitions(&reps[waiting]),
+        acquired_before,
+        "the waiting instance took the lock during the promotion"
+    );
+    assert!(lock_value(&standby).is_none(), "a lock after the promotion");
 }
 
 #[test]
-fn ha_pair_takes_over_after_sigkill_and_a_fenced_instance_writes_nothing_3_4() {
+fn ha_pair_takes_over_after_sigkill_fences_a_lost_lock_and_holds_passives_off_during_promote_3_4() {
     ha_pair(EtcdVersion::V3_4);
 }
 
 #[test]
-fn ha_pair_takes_over_after_sigkill_and_a_fenced_instance_writes_nothing_3_5() {
+fn ha_pair_takes_over_after_sigkill_fences_a_lost_lock_and_holds_passives_off_during_promote_3_5() {
     ha_pair(EtcdVersion::V3_5);
 }

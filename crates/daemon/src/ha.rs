@@ -114,6 +114,13 @@ pub async fn wait_for_lock(
                     last_holder = Some(h);
                 }
             }
+            Ok(Acquire::OnHold(record)) => {
+                if said.elapsed() > Duration::from_secs(10) || last_holder.is_some() {
+                    tracing::warn!(%record, "passive: a promotion holds the standby; waiting");
+                    said = Instant::now();
+                    last_holder = None;
+                }
+            }
             Err(e @ etcd_standby_sink::SinkError::Promoted { .. }) => {
                 return Err(Error::from(e));
             }

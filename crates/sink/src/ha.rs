@@ -92,12 +92,15 @@ pub enum Acquire {
     Acquired(HeldLock),
     /// Someone else does.
     HeldBy(LockHolder),
+    /// A promotion holds the standby ([`hold`]): the record it left.
+    OnHold(String),
 }
 
 /// One attempt at the lock: when the key is absent (and the standby was
-/// not promoted), grant a lease of `ttl_secs` and create the key attached
-/// to it, in one txn that compares both absences. A promoted standby is
-/// [`SinkError::Promoted`]: no instance may become active on it.
+/// neither promoted nor is being promoted), grant a lease of `ttl_secs` and
+/// create the key attached to it, in one txn that compares all three
+/// absences. A promoted standby is [`SinkError::Promoted`]: no instance may
+/// become active on it.
 pub async fn try_acquire(
     client: &Client,
     keys: &ReservedKeys,
@@ -115,7 +118,11 @@ pub async fn try_acquire(
     me.lease = format!("{lease:x}");
     let value = Bytes::from(serde_json::to_vec(&me).unwrap_or_default());
     let txn = pb::TxnRequest {
-        compare: vec![absent(&keys.ha_lock), absent(&keys.promoted)],
+        compare: vec![
+            absent(&keys.ha_lock),
+            absent(&keys.promoted),
+            absent(&keys.ha_hold),
+        ],
         success: vec![pb::RequestOp {
             request: Some(pb::request_op::Request::RequestPut(pb::PutRequest {
                 key: keys.ha_lock.clone(),
@@ -124,7 +131,11 @@ pub async fn try_acquire(
                 ..Default::default()
             })),
         }],
-        failure: vec![range_op(&keys.ha_lock), range_op(&keys.promoted)],
+        failure: vec![
+            range_op(&keys.ha_lock),
+            range_op(&keys.promoted),
+            range_op(&keys.ha_hold),
+        ],
     };
     let resp = match client.txn(txn).await {
         Ok(r) => r,
@@ -149,6 +160,9 @@ pub async fn try_acquire(
             key: show_key(&keys.promoted),
             record: show_bytes(&record, 512),
         });
+    }
+    if let Some(record) = value_at(&resp, 2) {
+        return Ok(Acquire::OnHold(show_bytes(&record, 512)));
     }
     match value_at(&resp, 0) {
         Some(v) => Ok(Acquire::HeldBy(LockHolder::parse(&keys.ha_lock, &v)?)),
@@ -187,6 +201,33 @@ pub async fn release(client: &Client, held: &HeldLock) -> Result<()> {
         Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(SinkError::client("revoke the HA lock's lease", e)),
     }
+}
+
+/// Marks a promotion under way (`record`: who, since when), so no passive
+/// instance takes the lock the stopped active one released. Kept until
+/// [`unhold`]; after the promotion `promoted` refuses them for good.
+pub async fn hold(client: &Client, keys: &ReservedKeys, record: Bytes) -> Result<()> {
+    client
+        .put(pb::PutRequest {
+            key: keys.ha_hold.clone(),
+            value: record,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| SinkError::client("write the promotion hold", e))?;
+    Ok(())
+}
+
+/// Removes the promotion hold (the promotion finished or gave up).
+pub async fn unhold(client: &Client, keys: &ReservedKeys) -> Result<()> {
+    client
+        .delete_range(pb::DeleteRangeRequest {
+            key: keys.ha_hold.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| SinkError::client("remove the promotion hold", e))?;
+    Ok(())
 }
 
 /// The learner identity all HA instances of one source share.

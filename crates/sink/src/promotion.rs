@@ -35,6 +35,9 @@ pub struct ReservedKeys {
     pub ha_lock: Bytes,
     /// `<reserved>ha/<source cluster id>/member`: the learner identity HA instances share.
     pub ha_member: Bytes,
+    /// `<reserved>ha/<source cluster id>/hold`: a promotion under way; no
+    /// instance may take the HA lock while it exists.
+    pub ha_hold: Bytes,
     /// The source cluster the checkpoint belongs to.
     pub source_cluster_id: u64,
 }
@@ -55,6 +58,7 @@ impl ReservedKeys {
             checkpoint: with(&format!("checkpoint/{source_cluster_id:016x}")),
             ha_lock: with(&format!("ha/{source_cluster_id:016x}/lock")),
             ha_member: with(&format!("ha/{source_cluster_id:016x}/member")),
+            ha_hold: with(&format!("ha/{source_cluster_id:016x}/hold")),
             source_cluster_id,
         }
     }

@@ -423,6 +423,21 @@ fn crash_point(step: &str) {
     }
 }
 
+/// Test hook: `ETCD_STANDBY_TEST_PROMOTE_PAUSE=<step>:<ms>` waits at `step`
+/// (widens a race window a test must show closed).
+async fn test_pause(step: &str) {
+    let Ok(v) = std::env::var("ETCD_STANDBY_TEST_PROMOTE_PAUSE") else {
+        return;
+    };
+    if let Some((s, ms)) = v.split_once(':')
+        && s == step
+        && let Ok(ms) = ms.parse::<u64>()
+    {
+        eprintln!("etcd-standby: test pause of {ms} ms at promote step {step}");
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
 /// Fences the old primary: a CORRUPT alarm makes every member refuse
 /// writes (reads keep working) until `etcdctl alarm disarm`. Returns the
 /// primary's raft index after the alarm (everything up to it must reach us).
@@ -558,7 +573,16 @@ pub async fn execute(opts: &PromoteOptions, inspection: Inspection) -> Result<Re
     {
         fenced_at = Some(fence_primary(source, facts.primary.leader).await?);
     }
-    // 2. Stop a running replicator.
+    // 2. Hold the standby so no passive HA instance takes the lock the
+    //    stopped replicator releases; then stop a running replicator.
+    let client = Client::connect(opts.replay.sink.client.clone())
+        .await
+        .context("connecting to the standby")?;
+    let keys = ReservedKeys::new(&opts.replay.sink.keys, facts.cluster_id);
+    let hold = serde_json::json!({"by": by, "pid": marker.pid, "since": marker.started_at});
+    etcd_standby_sink::ha::hold(&client, &keys, Bytes::from(hold.to_string()))
+        .await
+        .context("holding the standby for the promotion")?;
     let mut daemon = facts.daemon.clone();
     if let Some(d) = &mut daemon {
         datadir::write_promoting(&layout, &marker)?;
@@ -566,6 +590,7 @@ pub async fn execute(opts: &PromoteOptions, inspection: Inspection) -> Result<Re
             wait_received(&d.admin, index).await?;
         }
         stop_daemon(&layout, &d.admin).await?;
+        test_pause("after_stop").await;
         d.replay_state = "stopped_for_promote".into();
         d.node_state = "stopped".into();
     }
@@ -575,9 +600,14 @@ pub async fn execute(opts: &PromoteOptions, inspection: Inspection) -> Result<Re
     let mut facts = gather(opts, daemon).await?;
     facts.primary.fenced_at = fenced_at;
     let plan = plan::plan(&facts, &opts.choices);
-    let give_up = |layout: &Layout, why: String| -> Error {
-        if let Err(e) = datadir::clear_promoting(layout) {
+    // Nothing changed: clear both markers (a running replicator was stopped;
+    // start it again).
+    let give_up = async |why: String| -> Error {
+        if let Err(e) = datadir::clear_promoting(&layout) {
             tracing::warn!(error = %e, "could not clear the promoting marker");
+        }
+        if let Err(e) = etcd_standby_sink::ha::unhold(&client, &keys).await {
+            tracing::warn!(error = %e, "could not remove the promotion hold on the standby");
         }
         Error::msg(why)
     };
@@ -588,18 +618,12 @@ pub async fn execute(opts: &PromoteOptions, inspection: Inspection) -> Result<Re
             .filter(|c| c.verdict == Verdict::Fail)
             .map(|c| format!("{}: {}", c.name, c.detail))
             .collect();
-        return Err(give_up(
-            &layout,
-            format!(
-                "promotion refused on the final check (nothing changed): {}",
-                failed.join("; ")
-            ),
-        ));
+        return Err(give_up(format!(
+            "promotion refused on the final check (nothing changed): {}",
+            failed.join("; ")
+        ))
+        .await);
     }
-    let client = Client::connect(opts.replay.sink.client.clone())
-        .await
-        .context("connecting to the standby")?;
-    let keys = ReservedKeys::new(&opts.replay.sink.keys, facts.cluster_id);
     let mut leases_missing = Vec::new();
     let (record, epoch, revision, audit_key, applied) = if plan.decision == Decision::Proceed {
         // 4. Drain.
@@ -613,35 +637,29 @@ pub async fn execute(opts: &PromoteOptions, inspection: Inspection) -> Result<Re
         let (model, sink) = match drained {
             Ok(d) => d,
             Err(e) => {
-                return Err(give_up(
-                    &layout,
-                    format!(
-                        "replaying the local log up to {target} failed; the standby was NOT promoted \
+                return Err(give_up(format!(
+                    "replaying the local log up to {target} failed; the standby was NOT promoted \
                          (it keeps the whole entries written so far): {e}"
-                    ),
-                ));
+                ))
+                .await);
             }
         };
         let applied = (model.applied_index(), model.applied_term());
         if applied.0 != target {
-            return Err(give_up(
-                &layout,
-                format!(
-                    "replay reached raft index {} instead of {target}; the standby was NOT promoted",
-                    applied.0
-                ),
-            ));
+            return Err(give_up(format!(
+                "replay reached raft index {} instead of {target}; the standby was NOT promoted",
+                applied.0
+            ))
+            .await);
         }
         crash_point("after_drain");
         let state = promotion::read_state(&client, &keys).await?;
         let checkpoint = state.checkpoint.map_or(0, |c| c.index);
         if checkpoint != target {
-            return Err(give_up(
-                &layout,
-                format!(
+            return Err(give_up(format!(
                     "the standby's checkpoint is {checkpoint} after the drain to {target}; another writer? Not promoted"
                 ),
-            ));
+            ).await);
         }
         let new_epoch = state.epoch.unwrap_or(0) + 1;
         let audit_id = format!("{:013}-{new_epoch}", clock::unix_ms(SystemTime::now()));
@@ -670,7 +688,7 @@ pub async fn execute(opts: &PromoteOptions, inspection: Inspection) -> Result<Re
         // 5. The commit point.
         let done = match promotion::promote(&client, &keys, &state, body, &audit_id).await {
             Ok(p) => p,
-            Err(e) => return Err(give_up(&layout, format!("the promotion txn failed: {e}"))),
+            Err(e) => return Err(give_up(format!("the promotion txn failed: {e}")).await),
         };
         tracing::warn!(
             epoch = done.epoch,
@@ -726,6 +744,10 @@ pub async fn execute(opts: &PromoteOptions, inspection: Inspection) -> Result<Re
     // 8. Mark the data dir.
     datadir::write_promoted(&layout, &record)?;
     datadir::clear_promoting(&layout)?;
+    if let Err(e) = etcd_standby_sink::ha::unhold(&client, &keys).await {
+        // `promoted` refuses every instance anyway.
+        tracing::warn!(error = %e, "could not remove the promotion hold on the standby");
+    }
     tracing::info!(audit = %record, "promotion audit record");
     let endpoints = opts.replay.sink.client.endpoints.join(",");
     let next_steps = vec![
