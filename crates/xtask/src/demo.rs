@@ -365,6 +365,83 @@ fn show(ctl: &Etcdctl, args: &[&str], stdin: Option<&str>) -> Result<String> {
 }
 
 /// The main job: a live primary replicated to a standby cluster.
+/// The second act: the primary city goes dark; `promote` (dry run, then
+/// for real) turns the standby into the primary; clients write to it; a
+/// `run` against it is refused (anti-flap).
+fn failover(
+    standby_bin: &Path,
+    primary: &mut EtcdCluster,
+    standby: &EtcdCluster,
+    data_dir: &Path,
+    daemon: &mut Daemon,
+    failed: &mut Vec<&'static str>,
+) -> Result<()> {
+    header("disaster: the primary city goes dark (every primary member SIGKILLed)");
+    for i in 0..3 {
+        primary.kill_member(i)?;
+    }
+    println!("primary members killed; etcd-standby keeps running and notices the silence");
+    let promote = |extra: &[&str]| {
+        let mut c = Command::new(standby_bin);
+        c.arg("promote")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--standby-endpoints", &standby.client_endpoints()])
+            .args(["--source-endpoints", &primary.client_endpoints()])
+            .args(extra)
+            .env("ETCD_STANDBY_LOG", "warn");
+        c
+    };
+
+    header("etcd-standby promote --dry-run (every check, the RPO, the plan; changes nothing)");
+    if !cmd::status(&mut promote(&["--dry-run"]))? {
+        failed.push("promote --dry-run");
+    }
+
+    header("etcd-standby promote --yes (drain, fence with a new epoch, hand leases over, audit)");
+    if !cmd::status(&mut promote(&[
+        "--yes",
+        "--reason",
+        "demo: primary city lost",
+    ]))? {
+        failed.push("promote");
+        return Ok(());
+    }
+    println!("etcd-standby run: {}", daemon.stop()?);
+
+    header("clients write to the NEW primary (the former standby)");
+    let sctl = standby.etcdctl();
+    show(
+        &sctl,
+        &["put", "/demo/after-failover", "written to the new primary"],
+        None,
+    )?;
+    show(&sctl, &["get", "--prefix", "/demo/"], None)?;
+    show(
+        &sctl,
+        &["get", "__etcd_standby__/promoted", "--print-value-only"],
+        None,
+    )?;
+
+    header("anti-flap: `run` against the promoted standby is refused");
+    let mut again = Command::new(standby_bin);
+    again
+        .args(["run", "--source-endpoints", &primary.client_endpoints()])
+        .args(["--advertise-peer-url", "http://127.0.0.1:1"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--standby-endpoints", &standby.client_endpoints()])
+        .env("ETCD_STANDBY_LOG", "warn");
+    println!("$ {}", cmd::describe(&again));
+    let out = again.stdin(Stdio::null()).output()?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    println!("    (exit {}) {}", out.status, said.trim_end());
+    if out.status.success() {
+        failed.push("run after promote was not refused");
+    }
+    Ok(())
+}
+
 fn replicate(workspace: &Path, provisioned: &Provisioned, args: &DemoArgs) -> Result<()> {
     let started = Instant::now();
     header("building etcd-standby");
@@ -596,8 +673,17 @@ fn replicate(workspace: &Path, provisioned: &Provisioned, args: &DemoArgs) -> Re
         }
     }
 
+    failover(
+        &standby_bin,
+        &mut primary,
+        &standby,
+        &data_dir,
+        &mut daemon,
+        &mut failed,
+    )?;
+
     header("stopping everything");
-    println!("etcd-standby (SIGTERM): {}", daemon.stop()?);
+    println!("etcd-standby: {}", daemon.stop()?);
     if args.keep {
         println!("kept primary dir: {}", primary.dir().display());
         println!("kept standby dir: {}", standby.dir().display());
