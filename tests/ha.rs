@@ -124,8 +124,10 @@ fn instance(
 }
 
 fn ha_pair(version: EtcdVersion) {
+    let begin = Instant::now();
     let mut primary = EtcdCluster::start(version, 3, ClusterOptions::default()).unwrap();
     let standby = EtcdCluster::start(version, 1, ClusterOptions::default()).unwrap();
+    eprintln!("ha {version:?}: clusters up after {:?}", begin.elapsed());
     let dir = tempfile::tempdir().unwrap();
     let peer_url = format!("http://127.0.0.1:{}", free_port().unwrap());
     let mut reps = [
@@ -138,8 +140,31 @@ fn ha_pair(version: EtcdVersion) {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    let t0 = Instant::now();
+    eprintln!(
+        "ha {version:?}: the lock was taken {:?} after the start",
+        begin.elapsed()
+    );
     reps[active].wait_joined(Duration::from_secs(60));
+    eprintln!("ha {version:?}: joined after {:?}", t0.elapsed());
     let member = reps[active].member_id().unwrap();
+    // The passive instance serves its admin listener: alive, not ready (a
+    // Service routes the shared peer URL to the ready one), who is active.
+    let names = ["a", "b"];
+    let st = reps[1 - active]
+        .status()
+        .expect("a passive instance's /status");
+    assert_eq!(st["ha"]["role"], "passive", "{st}");
+    assert!(
+        st["ha"]["holder"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{:?}", names[active])),
+        "{st}"
+    );
+    assert_eq!(reps[1 - active].get("/healthz").map(|r| r.0), Some(200));
+    assert_eq!(reps[1 - active].get("/readyz").map(|r| r.0), Some(503));
+    assert_eq!(reps[active].status().unwrap()["ha"]["role"], "active");
     // An instance configured with another peer URL is refused while it is
     // still passive (a MemberUpdate would make etcd forget the learner
     // flag, etcd-io/etcd#21694), not on the day it would take over.
@@ -255,8 +280,13 @@ fn ha_pair(version: EtcdVersion) {
         .unwrap();
     });
     let target = block_on(cluster_raft_index(primary.client_urls()));
+    let t1 = Instant::now();
     reps[passive].wait_joined(Duration::from_secs(60));
     reps[passive].wait_checkpoint(target, Duration::from_secs(60));
+    eprintln!(
+        "ha {version:?}: caught up after the stray lock in {:?}",
+        t1.elapsed()
+    );
     assert!(key_on(&standby, "/ha/after-the-lock-moved"));
     let (same, report) = verify(&primary, &standby, &[]);
     assert!(same, "differences at the end:\n{report}");
@@ -288,6 +318,7 @@ fn ha_pair(version: EtcdVersion) {
         primary.kill_member(i).unwrap();
     }
     let name = if passive == 0 { "a" } else { "b" };
+    eprintln!("ha {version:?}: promoting at {:?}", t0.elapsed());
     let run = promote(
         &dir.path().join(name),
         &standby.client_endpoints(),
@@ -297,6 +328,8 @@ fn ha_pair(version: EtcdVersion) {
         &[("ETCD_STANDBY_TEST_PROMOTE_PAUSE", "after_stop:3000")],
     );
     assert_eq!(run.code, Some(0), "{run}\n{}", reps[passive].log_tail(40));
+    eprintln!("ha {version:?}: promoted at {:?}", t0.elapsed());
+    let done = Instant::now();
     let st = reps[passive].wait_exit(Duration::from_secs(30));
     assert!(
         st.success(),
@@ -314,6 +347,10 @@ fn ha_pair(version: EtcdVersion) {
         "the waiting instance took the lock during the promotion"
     );
     assert!(lock_value(&standby).is_none(), "a lock after the promotion");
+    eprintln!(
+        "ha {version:?}: instances gone {:?} after the promotion",
+        done.elapsed()
+    );
 }
 
 #[test]

@@ -118,15 +118,21 @@ impl Standby {
         self.replay()?.get(field)?.as_u64()
     }
 
-    /// `/status` as JSON, if the daemon answers.
-    pub fn status(&self) -> Option<serde_json::Value> {
+    /// `GET path` on the admin listener: the status code and the body.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut s = TcpStream::connect(&self.admin).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET /status HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin).ok()?;
         let mut buf = String::new();
         s.read_to_string(&mut buf).ok()?;
-        let body = buf.split_once("\r\n\r\n")?.1;
-        serde_json::from_str(body).ok()
+        let (head, body) = buf.split_once("\r\n\r\n")?;
+        let code = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, body.to_owned()))
+    }
+
+    /// `/status` as JSON, if the daemon answers.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.get("/status")?.1).ok()
     }
 
     /// A numeric field of `/status`'s `node` object.

@@ -1,6 +1,8 @@
 //! The admin listener: `/status` (JSON), `/metrics` (Prometheus text),
 //! `/healthz`, `/readyz`, and `POST /v1/stop` (loopback only; `promote`
-//! stops a running replicator with it).
+//! stops a running replicator with it). A passive HA instance serves it
+//! too ([`View::Passive`]): alive, not ready (so a Service routes the peer
+//! port to the active instance only), and who holds the lock.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -35,6 +37,47 @@ pub struct AdminState {
     pub stop: tokio::sync::watch::Sender<bool>,
     /// When entries were received (for the RPO report).
     pub times: ReceiveTimes,
+    /// With `--ha`: this instance's name (it is the active one).
+    pub ha_instance: Option<String>,
+}
+
+/// What a passive `--ha` instance shows while it waits for the lock.
+pub struct PassiveState {
+    /// This instance's name.
+    pub instance: String,
+    /// Who holds the lock, as last seen (empty: nobody, or not read yet).
+    pub holder: Mutex<String>,
+    /// Stops the waiting instance (`POST /v1/stop`).
+    pub stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// What the listener serves: a passive instance, then the running daemon.
+pub enum View {
+    /// Waiting for the HA lock.
+    Passive(Arc<PassiveState>),
+    /// Running (active, or without `--ha`).
+    Active(Arc<AdminState>),
+}
+
+/// The bound admin listener; its view changes when a passive instance
+/// becomes active (one port for the process's whole life).
+pub struct Admin {
+    view: std::sync::RwLock<Arc<View>>,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+}
+
+impl Admin {
+    /// Switches what the listener serves.
+    pub fn set(&self, view: View) {
+        if let Ok(mut v) = self.view.write() {
+            *v = Arc::new(view);
+        }
+    }
+
+    fn view(&self) -> Option<Arc<View>> {
+        self.view.read().ok().map(|v| v.clone())
+    }
 }
 
 /// The recovery point if the standby were promoted now (in `/status` at all
@@ -105,26 +148,68 @@ fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full
     r
 }
 
-fn handle(state: &AdminState, req: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+/// `POST /v1/stop` (loopback only) and the GET-only rule, for both views.
+fn stop_or_refuse(
+    stop: &tokio::sync::watch::Sender<bool>,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Option<Response<Full<Bytes>>> {
     if req.method() == hyper::Method::POST && req.uri().path() == "/v1/stop" {
         // Stopping the replicator is for the operator on this host only.
         if !peer.ip().is_loopback() {
-            return reply(
+            return Some(reply(
                 StatusCode::FORBIDDEN,
                 "text/plain",
                 "POST /v1/stop is accepted from loopback only\n",
-            );
+            ));
         }
-        tracing::warn!(%peer, "stop requested through the admin API (promote)");
-        let _ = state.stop.send(true);
-        return reply(
+        tracing::warn!(%peer, "stop requested through the admin API");
+        let _ = stop.send(true);
+        return Some(reply(
             StatusCode::ACCEPTED,
             "application/json",
             "{\"stopping\":true}",
-        );
+        ));
     }
-    if req.method() != hyper::Method::GET {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
+    (req.method() != hyper::Method::GET)
+        .then(|| reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n"))
+}
+
+fn handle_passive(
+    state: &PassiveState,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    if let Some(r) = stop_or_refuse(&state.stop, req, peer) {
+        return r;
+    }
+    let holder = state.holder.lock().map(|h| h.clone()).unwrap_or_default();
+    match req.uri().path() {
+        "/status" => {
+            let body = serde_json::json!({
+                "ha": {"role": "passive", "instance": state.instance, "holder": holder},
+            });
+            reply(StatusCode::OK, "application/json", body.to_string())
+        }
+        "/metrics" => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "# HELP etcd_standby_ha_active Whether this instance holds the HA lock.\n\
+             # TYPE etcd_standby_ha_active gauge\netcd_standby_ha_active 0\n# EOF\n",
+        ),
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok (passive)\n"),
+        "/readyz" => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("not ready: passive, the HA lock is held by {holder}\n"),
+        ),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+fn handle(state: &AdminState, req: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    if let Some(r) = stop_or_refuse(&state.stop, req, peer) {
+        return r;
     }
     let st = state.node.get();
     let replay = state.replay.as_ref().map(StatusCell::get);
@@ -135,6 +220,7 @@ fn handle(state: &AdminState, req: &Request<Incoming>, peer: SocketAddr) -> Resp
                 "replay": replay,
                 "rpo": rpo_now(&st, replay.as_ref(), &state.times),
                 "peers": state.transport.status(),
+                "ha": state.ha_instance.as_ref().map(|i| serde_json::json!({"role": "active", "instance": i})),
             });
             reply(StatusCode::OK, "application/json", body.to_string())
         }
@@ -181,21 +267,34 @@ fn handle(state: &AdminState, req: &Request<Incoming>, peer: SocketAddr) -> Resp
     }
 }
 
-/// Binds the admin listener and serves it in the background.
-pub async fn serve(addr: SocketAddr, state: Arc<AdminState>) -> Result<SocketAddr> {
+/// Binds the admin listener and serves `view` in the background.
+pub async fn serve(addr: SocketAddr, view: View) -> Result<Arc<Admin>> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the admin listener on {addr}"))?;
     let local = listener.local_addr().context("admin listener address")?;
+    let admin = Arc::new(Admin {
+        view: std::sync::RwLock::new(Arc::new(view)),
+        addr: local,
+    });
+    let served = admin.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, peer)) = listener.accept().await else {
                 continue;
             };
-            let state = state.clone();
+            let admin = served.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let resp = handle(&state, &req, peer);
+                    let resp = match admin.view().as_deref() {
+                        Some(View::Active(state)) => handle(state, &req, peer),
+                        Some(View::Passive(state)) => handle_passive(state, &req, peer),
+                        None => reply(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "text/plain",
+                            "admin state poisoned\n",
+                        ),
+                    };
                     async move { Ok::<_, Infallible>(resp) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -204,7 +303,7 @@ pub async fn serve(addr: SocketAddr, state: Arc<AdminState>) -> Result<SocketAdd
             });
         }
     });
-    Ok(local)
+    Ok(admin)
 }
 
 /// One request to a running daemon's admin listener; the JSON body back.

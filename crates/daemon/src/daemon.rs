@@ -321,6 +321,8 @@ struct Active {
     standby: Client,
     keys: etcd_standby_sink::ReservedKeys,
     held: etcd_standby_sink::ha::HeldLock,
+    /// The admin listener, bound while passive.
+    admin: Arc<admin::Admin>,
     /// The learner identity on the standby (None: no instance joined yet).
     record: Option<etcd_standby_sink::ha::MemberRecord>,
     /// Set (by the keeper, or by replay on a failed lock compare) once
@@ -398,6 +400,14 @@ async fn become_active(
         bail!("--ha needs --standby-endpoints: the HA lock lives on the standby");
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Passive instances serve the admin listener too: alive, not ready.
+    let passive = Arc::new(admin::PassiveState {
+        instance: h.instance.clone(),
+        holder: Mutex::new(String::new()),
+        stop: stop_tx.clone(),
+    });
+    let admin = admin::serve(opts.admin_listen, admin::View::Passive(passive.clone())).await?;
+    tracing::info!(admin = %admin.addr, instance = %h.instance, "passive: waiting for the HA lock");
     let signal = tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -427,7 +437,7 @@ async fn become_active(
         lease: String::new(),
         acquired_at: crate::clock::rfc3339(std::time::SystemTime::now()),
     };
-    let got = ha::wait_for_lock(&standby, &keys, me, h, stop_rx).await;
+    let got = ha::wait_for_lock(&standby, &keys, me, h, &passive.holder, stop_rx).await;
     signal.abort();
     let Some((held, acquired)) = got? else {
         return Ok(None);
@@ -445,6 +455,7 @@ async fn become_active(
         standby,
         keys,
         held,
+        admin,
         record: None,
         lost_tx,
         lost,
@@ -611,6 +622,16 @@ async fn serve(
     .await
     .context("starting the peer listener")?;
     let mut registry = Registry::default();
+    if opts.ha.is_some() {
+        // 1 here; a passive instance's listener answers 0.
+        let g = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+        g.set(1);
+        registry.register(
+            "etcd_standby_ha_active",
+            "Whether this instance holds the HA lock",
+            g,
+        );
+    }
     let metrics = metrics::LearnerMetrics::new(&mut registry);
     transport.metrics().register(&mut registry);
     let node_status = StatusCell::<NodeStatus>::default();
@@ -689,8 +710,19 @@ async fn serve(
         ready_lag: 1000,
         stop: stop_tx.clone(),
         times: log.receive_times(),
+        ha_instance: opts.ha.as_ref().map(|h| h.instance.clone()),
     });
-    let admin_addr = admin::serve(opts.admin_listen, admin_state).await?;
+    let admin_addr = match &active {
+        Some(a) => {
+            a.admin.set(admin::View::Active(admin_state));
+            a.admin.addr
+        }
+        None => {
+            admin::serve(opts.admin_listen, admin::View::Active(admin_state))
+                .await?
+                .addr
+        }
+    };
     datadir::write_admin_addr(&layout, &admin_addr.to_string())?;
     tracing::info!(peer = %transport.local_addr(), admin = %admin_addr, "serving");
     let node = Node {

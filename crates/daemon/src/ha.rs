@@ -79,15 +79,22 @@ impl LockClock {
     }
 }
 
-/// Waits until this instance holds the lock. `Ok(None)` when `stop` fired
-/// first. A promoted standby is an error (no instance may become active).
+/// Waits until this instance holds the lock (`shown`: who holds it now,
+/// for `/status`). `Ok(None)` when `stop` fired first. A promoted standby
+/// is an error (no instance may become active).
 pub async fn wait_for_lock(
     standby: &Client,
     keys: &ReservedKeys,
     me: LockHolder,
     opts: &HaOptions,
+    shown: &std::sync::Mutex<String>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Option<(HeldLock, Instant)>> {
+    let show = |s: String| {
+        if let Ok(mut v) = shown.lock() {
+            *v = s;
+        }
+    };
     let ttl = opts.lock_ttl.as_secs().max(1) as i64;
     let mut last_holder: Option<LockHolder> = None;
     let mut said = Instant::now();
@@ -99,6 +106,7 @@ pub async fn wait_for_lock(
                 return Ok(Some((held, sent)));
             }
             Ok(Acquire::HeldBy(h)) => {
+                show(h.to_string());
                 if !h.peer_url.is_empty() && h.peer_url != me.peer_url {
                     return Err(Error::msg(format!(
                         "the active HA instance ({h}) advertises peer URL {}, this one {}: every --ha \
@@ -115,6 +123,7 @@ pub async fn wait_for_lock(
                 }
             }
             Ok(Acquire::OnHold(record)) => {
+                show(format!("a promotion under way ({record})"));
                 if said.elapsed() > Duration::from_secs(10) || last_holder.is_some() {
                     tracing::warn!(%record, "passive: a promotion holds the standby; waiting");
                     said = Instant::now();
