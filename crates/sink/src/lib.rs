@@ -23,7 +23,9 @@
 //!   skipped (counted), so replaying after a crash is harmless.
 //! * **Leases** are granted on the standby with the primary's ID and TTL
 //!   before the txn that first attaches them ("already exists" is fine),
-//!   revoked after the txn of the revoking entry ("not found" is fine), and
+//!   revoked once the txn of everything before the revoking entry is
+//!   written and before any checkpoint covers that entry ("not found" is
+//!   fine; a crash in between replays the revoke), and
 //!   kept alive by one [`LeaseKeeper`] task over a single keep-alive stream
 //!   at a bounded rate. At connect the keeper adopts every lease the standby
 //!   has. Lease checkpoints, compactions and alarms are not replayed.

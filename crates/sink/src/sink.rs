@@ -159,7 +159,6 @@ struct Pending {
     entries: u64,
     first: u64,
     last: Option<(u64, u64)>,
-    revokes: Vec<i64>,
 }
 
 /// Writes effects to the standby. See the crate docs.
@@ -594,10 +593,17 @@ impl Sink {
                     st.auth_rpcs += 1;
                 }
             }
-            // A re-grant of an ID revoked earlier in this txn: the revoke
-            // must happen first.
-            if grants.iter().any(|(id, _)| pending.revokes.contains(id)) {
+            // A revoke reaches the standby once everything before its entry
+            // is written and before any checkpoint covers its entry: a
+            // checkpoint never claims a revoke that has not happened (a
+            // crash between the two lost it for good, and `verify` right
+            // after the checkpoint saw the lease still there).
+            if !revokes.is_empty() {
                 self.flush(&mut pending, &mut st).await?;
+                for id in revokes {
+                    self.revoke(index, id).await?;
+                    st.lease_revokes += 1;
+                }
             }
             for (id, ttl) in grants {
                 self.grant(index, id, ttl).await?;
@@ -625,7 +631,6 @@ impl Sink {
             pending.bytes += bytes;
             pending.entries += 1;
             pending.last = Some((index, term));
-            pending.revokes.extend(revokes);
             if has_auth(effects) {
                 self.flush(&mut pending, &mut st).await?;
             }
@@ -683,8 +688,7 @@ impl Sink {
         Ok(())
     }
 
-    /// Writes the pending entries as one txn (compare epoch, ops, checkpoint),
-    /// then revokes their leases.
+    /// Writes the pending entries as one txn (compare epoch, ops, checkpoint).
     async fn flush(&mut self, pending: &mut Pending, st: &mut ApplyStats) -> Result<()> {
         let Some((index, term)) = pending.last else {
             return Ok(());
@@ -704,10 +708,6 @@ impl Sink {
         st.ops += n_ops as u64;
         st.bytes += bytes as u64;
         lock(&self.counters).stats.entries_applied += p.entries;
-        for id in p.revokes {
-            self.revoke(index, id).await?;
-            st.lease_revokes += 1;
-        }
         Ok(())
     }
 
