@@ -84,6 +84,13 @@ struct Out {
     events: Vec<Event>,
 }
 
+impl Out {
+    /// The first message of type `ty` we sent.
+    fn first_sent(&self, ty: T) -> Option<&raftpb::Message> {
+        self.sent.iter().find(|m| m.r#type == ty as i32)
+    }
+}
+
 /// One daemon turn: step, then Ready → "persist" → advance until idle.
 fn turn(f: &mut Follower, m: raftpb::Message) -> Result<Out, FollowerError> {
     f.step(m)?;
@@ -186,11 +193,7 @@ fn heartbeat_commit_beyond_our_log_is_clamped_and_context_echoed() {
     hb.commit = 1000;
     hb.context = Some(Bytes::from_static(b"read-index-ctx"));
     let out = turn(&mut f, hb).unwrap();
-    let r = out
-        .sent
-        .iter()
-        .find(|m| m.r#type == T::MsgHeartbeatResp as i32)
-        .unwrap();
+    let r = out.first_sent(T::MsgHeartbeatResp).unwrap();
     assert_eq!(r.context.as_deref(), Some(&b"read-index-ctx"[..]));
     assert_eq!(r.term, 2);
     assert_eq!(f.status().commit, 4);
@@ -207,11 +210,7 @@ fn heartbeat_beyond_our_log_asks_the_leader_to_back_off_to_our_end() {
     let mut hb = msg(T::MsgHeartbeat, 2);
     hb.commit = 1000;
     let out = turn(&mut f, hb).unwrap();
-    let r = out
-        .sent
-        .iter()
-        .find(|m| m.r#type == T::MsgAppResp as i32)
-        .expect("a rejection");
+    let r = out.first_sent(T::MsgAppResp).expect("a rejection");
     assert!(r.reject);
     assert_eq!((r.index, r.reject_hint, r.term), (1000, 4, 2));
     assert_eq!(r.log_term, f.term(4).unwrap());
@@ -220,7 +219,7 @@ fn heartbeat_beyond_our_log_asks_the_leader_to_back_off_to_our_end() {
     let mut hb = msg(T::MsgHeartbeat, 2);
     hb.commit = 4;
     let out = turn(&mut f, hb).unwrap();
-    assert!(out.sent.iter().all(|m| m.r#type != T::MsgAppResp as i32));
+    assert!(out.first_sent(T::MsgAppResp).is_none());
 }
 
 #[test]
@@ -360,11 +359,7 @@ fn an_uncommitted_suffix_is_overwritten_by_a_new_leader() {
         vec![(5, 3)]
     );
     assert_eq!(f.status().last_index, 5);
-    let r = out
-        .sent
-        .iter()
-        .find(|m| m.r#type == T::MsgAppResp as i32)
-        .unwrap();
+    let r = out.first_sent(T::MsgAppResp).unwrap();
     assert_eq!((r.to, r.term, r.index), (0xbeef, 3, 5));
 }
 
@@ -409,11 +404,7 @@ fn snapshot_is_restored_with_membership_from_the_v2_store_and_acked_at_its_index
     });
     let out = turn(&mut f, m).unwrap();
     assert_eq!(out.snapshots.len(), 1);
-    let r = out
-        .sent
-        .iter()
-        .find(|m| m.r#type == T::MsgAppResp as i32)
-        .unwrap();
+    let r = out.first_sent(T::MsgAppResp).unwrap();
     assert_eq!((r.index, r.reject), (6506, false));
     assert_eq!(f.membership(), &members);
     // Appends continue right after the snapshot.
@@ -458,11 +449,7 @@ fn restart_from_a_restored_log_continues_where_it_left_off() {
     m.entries = vec![entry(5, 2, 0, None)];
     m.commit = 5;
     let out = turn(&mut f, m).unwrap();
-    let r = out
-        .sent
-        .iter()
-        .find(|m| m.r#type == T::MsgAppResp as i32)
-        .unwrap();
+    let r = out.first_sent(T::MsgAppResp).unwrap();
     assert_eq!((r.index, r.reject), (5, false));
 }
 
@@ -534,10 +521,6 @@ fn compaction_keeps_memory_bounded_and_appends_still_match() {
     m.entries = vec![entry(last + 1, 2, 0, None)];
     m.commit = last + 1;
     let out = turn(&mut f, m).unwrap();
-    let r = out
-        .sent
-        .iter()
-        .find(|m| m.r#type == T::MsgAppResp as i32)
-        .unwrap();
+    let r = out.first_sent(T::MsgAppResp).unwrap();
     assert_eq!((r.index, r.reject), (last + 1, false));
 }
