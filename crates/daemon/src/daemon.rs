@@ -79,6 +79,13 @@ fn member_from_client(m: &etcd_standby_client::Member) -> Member {
     }
 }
 
+/// A learner that was added with exactly `url` and never started: the
+/// member a join of ours created (a crashed join, or a retried MemberAdd
+/// whose first try was applied after all).
+fn is_our_unstarted_learner(m: &Member, url: &str) -> bool {
+    m.is_learner && m.name.is_empty() && m.peer_urls == [url]
+}
+
 /// Source cluster facts gathered before joining.
 struct Preflight {
     members: Vec<Member>,
@@ -143,7 +150,7 @@ async fn preflight(
         .iter()
         .find(|m| m.peer_urls.iter().any(|u| u == url))
     {
-        if m.is_learner && m.name.is_empty() && m.peer_urls.len() == 1 {
+        if is_our_unstarted_learner(m, url) {
             let id = m.id;
             tracing::warn!(member = %format_args!("{id:x}"), %url, "adopting an unstarted learner registered with our peer URL (an earlier join did not finish)");
             return Ok((pre, Some(id)));
@@ -328,6 +335,7 @@ struct Active {
     /// Set (by the keeper, or by replay on a failed lock compare) once
     /// the lock must be considered lost.
     lost_tx: watch::Sender<bool>,
+    /// Held so the channel stays open: a `send` with no receiver is dropped.
     lost: watch::Receiver<bool>,
     /// Asks the keeper to give the lock up (nothing more is written).
     release: watch::Sender<bool>,
@@ -542,7 +550,8 @@ async fn member_add_with_retry(client: &Client, url: &str) -> Result<(u64, u64)>
             match list
                 .members
                 .iter()
-                .find(|m| m.is_learner && m.name.is_empty() && m.peer_ur_ls == [url])
+                .map(member_from_client)
+                .find(|m| is_our_unstarted_learner(m, url))
             {
                 Some(m) => {
                     tracing::warn!(member = %format_args!("{:x}", m.id), %url, "MemberAdd was applied by an earlier try; adopting that learner");
@@ -640,10 +649,7 @@ async fn serve(
     // HA: the lock is being kept; losing it stops everything at once.
     let (lost_tx, lost_rx) = match &active {
         Some(a) => (a.lost_tx.clone(), a.lost.clone()),
-        None => {
-            let (tx, rx) = watch::channel(false);
-            (tx, rx)
-        }
+        None => watch::channel(false),
     };
     if active.is_some() {
         let (mut lost, stop) = (lost_rx.clone(), stop_tx.clone());
