@@ -423,6 +423,14 @@ fn crash_point(step: &str) {
     }
 }
 
+/// Removes the promotion hold on the standby; a failure is logged (the
+/// promotion's outcome does not depend on it).
+async fn release_hold(client: &Client, keys: &ReservedKeys) {
+    if let Err(e) = etcd_standby_sink::ha::unhold(client, keys).await {
+        tracing::warn!(error = %e, "could not remove the promotion hold on the standby");
+    }
+}
+
 /// Test hook: `ETCD_STANDBY_TEST_PROMOTE_PAUSE=<step>:<ms>` waits at `step`
 /// (widens a race window a test must show closed).
 async fn test_pause(step: &str) {
@@ -606,9 +614,7 @@ pub async fn execute(opts: &PromoteOptions, inspection: Inspection) -> Result<Re
         if let Err(e) = datadir::clear_promoting(&layout) {
             tracing::warn!(error = %e, "could not clear the promoting marker");
         }
-        if let Err(e) = etcd_standby_sink::ha::unhold(&client, &keys).await {
-            tracing::warn!(error = %e, "could not remove the promotion hold on the standby");
-        }
+        release_hold(&client, &keys).await;
         Error::msg(why)
     };
     if matches!(plan.decision, Decision::Refused | Decision::AlreadyPromoted) {
@@ -744,10 +750,8 @@ pub async fn execute(opts: &PromoteOptions, inspection: Inspection) -> Result<Re
     // 8. Mark the data dir.
     datadir::write_promoted(&layout, &record)?;
     datadir::clear_promoting(&layout)?;
-    if let Err(e) = etcd_standby_sink::ha::unhold(&client, &keys).await {
-        // `promoted` refuses every instance anyway.
-        tracing::warn!(error = %e, "could not remove the promotion hold on the standby");
-    }
+    // Left behind, it would do no harm: `promoted` refuses every instance.
+    release_hold(&client, &keys).await;
     tracing::info!(audit = %record, "promotion audit record");
     let endpoints = opts.replay.sink.client.endpoints.join(",");
     let next_steps = vec![
