@@ -100,6 +100,9 @@ fn writer(primary: &EtcdCluster, stop: Arc<AtomicBool>) -> std::thread::JoinHand
 /// One instance of the pair. All of them advertise `peer_url` (in
 /// production a VIP or Service; here one loopback port that only the active
 /// instance binds).
+/// The pair's instance names (`reps[i]` is `NAMES[i]`).
+const NAMES: [&str; 2] = ["a", "b"];
+
 fn instance(
     primary: &EtcdCluster,
     standby: &EtcdCluster,
@@ -131,12 +134,12 @@ fn ha_pair(version: EtcdVersion) {
     let dir = tempfile::tempdir().unwrap();
     let peer_url = format!("http://127.0.0.1:{}", free_port().unwrap());
     let mut reps = [
-        instance(&primary, &standby, dir.path(), "a", &peer_url),
-        instance(&primary, &standby, dir.path(), "b", &peer_url),
+        instance(&primary, &standby, dir.path(), NAMES[0], &peer_url),
+        instance(&primary, &standby, dir.path(), NAMES[1], &peer_url),
     ];
     let mut active = loop {
         if let Some(v) = lock_value(&standby) {
-            break usize::from(v["instance"] == "b");
+            break usize::from(v["instance"] == NAMES[1]);
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -150,7 +153,6 @@ fn ha_pair(version: EtcdVersion) {
     let member = reps[active].member_id().unwrap();
     // The passive instance serves its admin listener: alive, not ready (a
     // Service routes the shared peer URL to the ready one), who is active.
-    let names = ["a", "b"];
     let st = reps[1 - active]
         .status()
         .expect("a passive instance's /status");
@@ -159,7 +161,7 @@ fn ha_pair(version: EtcdVersion) {
         st["ha"]["holder"]
             .as_str()
             .unwrap()
-            .contains(&format!("{:?}", names[active])),
+            .contains(&format!("{:?}", NAMES[active])),
         "{st}"
     );
     assert_eq!(reps[1 - active].get("/healthz").map(|r| r.0), Some(200));
@@ -236,7 +238,7 @@ fn ha_pair(version: EtcdVersion) {
     // no lease) while `active` runs. Its next write fails the lock compare:
     // nothing more reaches the standby, and it exits 6.
     let holder = lock_value(&standby).unwrap();
-    assert_eq!(holder["instance"], if active == 0 { "a" } else { "b" });
+    assert_eq!(holder["instance"], NAMES[active]);
     let urls = standby.client_urls();
     block_on(async {
         let c = connect(urls, None).await;
@@ -295,11 +297,7 @@ fn ha_pair(version: EtcdVersion) {
     // stopped active one releases (the promotion holds the standby), and
     // refuses for good once the standby is promoted.
     let waiting = 1 - passive;
-    let acquisitions = |r: &Replicator| {
-        r.log_tail(1_000_000)
-            .matches("acquired the HA lock")
-            .count()
-    };
+    let acquisitions = |r: &Replicator| r.log().matches("acquired the HA lock").count();
     let acquired_before = acquisitions(&reps[waiting]);
     reps[waiting].restart();
     let since = Instant::now();
@@ -317,10 +315,9 @@ fn ha_pair(version: EtcdVersion) {
     for i in 0..3 {
         primary.kill_member(i).unwrap();
     }
-    let name = if passive == 0 { "a" } else { "b" };
     eprintln!("ha {version:?}: promoting at {:?}", t0.elapsed());
     let run = promote(
-        &dir.path().join(name),
+        &dir.path().join(NAMES[passive]),
         &standby.client_endpoints(),
         Some(&primary.client_endpoints()),
         &["--yes", "--reason", "HA drill", "-w", "json"],
