@@ -166,6 +166,10 @@ fn ha_pair(version: EtcdVersion) {
     );
     assert_eq!(reps[1 - active].get("/healthz").map(|r| r.0), Some(200));
     assert_eq!(reps[1 - active].get("/readyz").map(|r| r.0), Some(503));
+    // /activez is what deploy/'s readiness probe uses: the peer Service
+    // must route to the active instance even while it lags.
+    assert_eq!(reps[1 - active].get("/activez").map(|r| r.0), Some(503));
+    assert_eq!(reps[active].get("/activez").map(|r| r.0), Some(200));
     assert_eq!(reps[active].status().unwrap()["ha"]["role"], "active");
     // An instance configured with another peer URL is refused while it is
     // still passive (a MemberUpdate would make etcd forget the learner

@@ -1,8 +1,10 @@
 //! The admin listener: `/status` (JSON), `/metrics` (Prometheus text),
-//! `/healthz`, `/readyz`, and `POST /v1/stop` (loopback only; `promote`
-//! stops a running replicator with it). A passive HA instance serves it
-//! too ([`View::Passive`]): alive, not ready (so a Service routes the peer
-//! port to the active instance only), and who holds the lock.
+//! `/healthz`, `/readyz` (caught up), `/activez` (runs the learner: the
+//! probe that routes the shared peer URL), and `POST /v1/stop` (loopback
+//! only; `promote` stops a running replicator with it). A passive HA
+//! instance serves it too ([`View::Passive`]): alive, neither ready nor
+//! active (so a Service routes the peer port to the active instance only),
+//! and who holds the lock.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -191,14 +193,18 @@ fn handle_passive(
             });
             reply(StatusCode::OK, "application/json", body.to_string())
         }
-        "/metrics" => reply(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            "# HELP etcd_standby_ha_active Whether this instance holds the HA lock.\n\
-             # TYPE etcd_standby_ha_active gauge\netcd_standby_ha_active 0\n# EOF\n",
-        ),
+        "/metrics" => {
+            use crate::metrics::{HA_ACTIVE, HA_ACTIVE_HELP};
+            reply(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                format!(
+                    "# HELP {HA_ACTIVE} {HA_ACTIVE_HELP}.\n# TYPE {HA_ACTIVE} gauge\n{HA_ACTIVE} 0\n# EOF\n"
+                ),
+            )
+        }
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok (passive)\n"),
-        "/readyz" => reply(
+        "/readyz" | "/activez" => reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
             format!("not ready: passive, the HA lock is held by {holder}\n"),
@@ -253,6 +259,20 @@ fn handle(state: &AdminState, req: &Request<Incoming>, peer: SocketAddr) -> Resp
                 )
             } else {
                 reply(StatusCode::OK, "text/plain", "ok\n")
+            }
+        }
+        // The instance that runs the learner, caught up or not: the probe
+        // that routes the shared peer URL (a lagging learner must still be
+        // reachable by the leader, or it never catches up).
+        "/activez" => {
+            if st.state.is_unhealthy() {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not active: {}\n", st.state),
+                )
+            } else {
+                reply(StatusCode::OK, "text/plain", "active\n")
             }
         }
         "/readyz" => match readiness(&st, replay.as_ref(), state.ready_lag) {

@@ -633,13 +633,7 @@ async fn serve(
     let mut registry = Registry::default();
     if opts.ha.is_some() {
         // 1 here; a passive instance's listener answers 0.
-        let g = prometheus_client::metrics::gauge::Gauge::<i64>::default();
-        g.set(1);
-        registry.register(
-            "etcd_standby_ha_active",
-            "Whether this instance holds the HA lock",
-            g,
-        );
+        metrics::register_ha_active(&mut registry).set(1);
     }
     let metrics = metrics::LearnerMetrics::new(&mut registry);
     transport.metrics().register(&mut registry);

@@ -45,6 +45,8 @@ pub struct LearnerMetrics {
     pub snapshot_index: Gauge,
     /// Current raft term.
     pub term: Gauge,
+    /// Unix time (seconds) the leader was last heard from.
+    pub leader_contact: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Entries made durable.
     pub entries_persisted: Counter,
     /// Entry payload bytes made durable.
@@ -73,6 +75,7 @@ impl LearnerMetrics {
             leader_commit_index: Gauge::default(),
             snapshot_index: Gauge::default(),
             term: Gauge::default(),
+            leader_contact: Gauge::default(),
             entries_persisted: Counter::default(),
             bytes_persisted: Counter::default(),
             fsync_seconds: Histogram::new([
@@ -112,13 +115,18 @@ impl LearnerMetrics {
         );
         r.register("raft_term", "Current raft term", m.term.clone());
         r.register(
-            "entries_persisted",
-            "Raft entries made durable",
+            "leader_last_contact_timestamp_seconds",
+            "Unix time the raft leader was last heard from (0: never)",
+            m.leader_contact.clone(),
+        );
+        r.register(
+            "wal_persisted_entries",
+            "Raft entries made durable in the local WAL",
             m.entries_persisted.clone(),
         );
         r.register(
-            "bytes_persisted",
-            "Raft entry payload bytes made durable",
+            "wal_persisted_bytes",
+            "Raft entry payload bytes made durable in the local WAL",
             m.bytes_persisted.clone(),
         );
         r.register(
@@ -127,12 +135,12 @@ impl LearnerMetrics {
             m.fsync_seconds.clone(),
         );
         r.register(
-            "snapshots_received",
-            "Leader snapshots saved",
+            "snapshots_saved",
+            "Leader snapshots received and saved in the data dir",
             m.snapshots.clone(),
         );
         r.register(
-            "files_released",
+            "wal_files_released",
             "WAL segments and snapshot files released",
             m.files_released.clone(),
         );
@@ -185,8 +193,11 @@ pub struct ReplayMetrics {
     pub txn_seconds: Histogram,
     /// Leases kept alive on the standby.
     pub leases_mirrored: Gauge,
-    /// Lease keep-alive failures.
-    pub keepalive_failures: Gauge,
+    /// Lease keep-alive failures (a counter fed from the sink's running
+    /// count; see [`ReplayMetrics::count_keepalive_failures`]).
+    pub keepalive_failures: Counter,
+    /// The sink's count last added to `keepalive_failures`.
+    keepalive_seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Snapshot reconciles.
     pub reconciles: Counter,
     /// Standby write errors.
@@ -212,7 +223,8 @@ impl ReplayMetrics {
                 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
             leases_mirrored: Gauge::default(),
-            keepalive_failures: Gauge::default(),
+            keepalive_failures: Counter::default(),
+            keepalive_seen: Default::default(),
             reconciles: Counter::default(),
             sink_errors: Counter::default(),
             replay_state: Family::default(),
@@ -250,8 +262,8 @@ impl ReplayMetrics {
             m.lag_seconds.clone(),
         );
         r.register(
-            "entries",
-            "Committed entries by outcome on the primary",
+            "replay_entries",
+            "Committed entries replayed, by their outcome on the primary",
             m.outcomes.clone(),
         );
         r.register(
@@ -265,17 +277,17 @@ impl ReplayMetrics {
             m.leases_mirrored.clone(),
         );
         r.register(
-            "keepalive_failures",
+            "lease_keepalive_failures",
             "Lease keep-alive failures on the standby",
             m.keepalive_failures.clone(),
         );
         r.register(
-            "reconciles",
+            "snapshot_reconciles",
             "Snapshot reconciles of the standby",
             m.reconciles.clone(),
         );
         r.register(
-            "sink_errors",
+            "standby_write_errors",
             "Standby write errors (retried or fatal)",
             m.sink_errors.clone(),
         );
@@ -292,6 +304,19 @@ impl ReplayMetrics {
         m
     }
 
+    /// Adds to the keep-alive failure counter what the sink's running count
+    /// grew by since the last call (a new sink starts again from 0).
+    pub fn count_keepalive_failures(&self, sink_count: u64) {
+        use std::sync::atomic::Ordering;
+        let seen = self.keepalive_seen.swap(sink_count, Ordering::Relaxed);
+        let grew = if sink_count >= seen {
+            sink_count - seen
+        } else {
+            sink_count
+        };
+        self.keepalive_failures.inc_by(grew);
+    }
+
     /// Sets the state gauge: 1 for `state`, 0 for every other.
     pub fn set_replay_state(&self, state: ReplayState) {
         for s in ReplayState::ALL {
@@ -299,5 +324,188 @@ impl ReplayMetrics {
                 .get_or_create(&StateLabel { state: s.as_str() })
                 .set(i64::from(s == state));
         }
+    }
+}
+
+/// Name of the HA role gauge (the passive listener writes it by hand).
+pub const HA_ACTIVE: &str = "etcd_standby_ha_active";
+/// Help text of [`HA_ACTIVE`].
+pub const HA_ACTIVE_HELP: &str = "Whether this instance holds the HA lock (1) or waits passive (0)";
+
+/// Registers the HA role gauge (only `run --ha` exports it).
+pub fn register_ha_active(reg: &mut Registry) -> Gauge {
+    let g = Gauge::default();
+    reg.register(HA_ACTIVE, HA_ACTIVE_HELP, g.clone());
+    g
+}
+
+/// One exported metric, as the documentation table lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricDoc {
+    /// The series name as scraped (counters with `_total`).
+    pub name: String,
+    /// `counter`, `gauge` or `histogram`.
+    pub kind: String,
+    /// Label names (histograms' `le` left out).
+    pub labels: Vec<String>,
+    /// The help text.
+    pub help: String,
+}
+
+/// Every metric a running daemon can export, read back from a registry
+/// holding all of them (so the documentation cannot drift from the code).
+pub fn catalog() -> Vec<MetricDoc> {
+    let mut reg = Registry::default();
+    register_ha_active(&mut reg);
+    let learner = LearnerMetrics::new(&mut reg);
+    let replay = ReplayMetrics::new(&mut reg);
+    etcd_standby_peer::PeerMetrics::default().register(&mut reg);
+    // One series per family, so their label names show.
+    learner.set_node_state(NodeState::Starting);
+    replay.set_replay_state(ReplayState::Replaying);
+    let _ = learner
+        .alarms
+        .get_or_create(&AlarmLabel { kind: "promoted" });
+    let _ = replay
+        .outcomes
+        .get_or_create(&OutcomeLabel { outcome: "applied" });
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &reg);
+    parse_exposition(&text)
+}
+
+/// Reads `# HELP`/`# TYPE` and series lines of an OpenMetrics text.
+fn parse_exposition(text: &str) -> Vec<MetricDoc> {
+    let mut out: Vec<MetricDoc> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.push(MetricDoc {
+                name: name.to_string(),
+                kind: String::new(),
+                labels: Vec::new(),
+                help: help.trim_end_matches('.').to_string(),
+            });
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (_, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            if let Some(m) = out.last_mut() {
+                m.kind = kind.to_string();
+                if kind == "counter" {
+                    m.name.push_str("_total");
+                }
+            }
+        } else if !line.starts_with('#') {
+            let (Some(m), Some((_, labels))) = (out.last_mut(), line.split_once('{')) else {
+                continue;
+            };
+            let labels = labels.split('}').next().unwrap_or("");
+            for pair in labels.split(',') {
+                let key = pair.split('=').next().unwrap_or("").to_string();
+                if !key.is_empty() && key != "le" && !m.labels.contains(&key) {
+                    m.labels.push(key);
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The catalog as a Markdown table (the generated part of `docs/metrics.md`).
+pub fn catalog_markdown() -> String {
+    let mut s = String::from("| metric | type | labels | meaning |\n|---|---|---|---|\n");
+    for m in catalog() {
+        let labels = if m.labels.is_empty() {
+            "—".to_string()
+        } else {
+            m.labels
+                .iter()
+                .map(|l| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            m.name, m.kind, labels, m.help
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEGIN: &str = "<!-- BEGIN GENERATED: metrics -->\n";
+    const END: &str = "<!-- END GENERATED: metrics -->";
+
+    /// `docs/metrics.md` lists exactly what the code exports: adding a metric
+    /// without documenting it fails here. `ETCD_STANDBY_UPDATE_DOCS=1`
+    /// rewrites the generated table.
+    #[test]
+    fn metrics_doc_table_matches_the_registered_metrics() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/metrics.md");
+        let doc = std::fs::read_to_string(path).unwrap_or_default();
+        let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
+            panic!("{path} lacks the {BEGIN:?} … {END:?} markers");
+        };
+        let table = catalog_markdown();
+        let current = &doc[b + BEGIN.len()..e];
+        if current != table {
+            if std::env::var_os("ETCD_STANDBY_UPDATE_DOCS").is_some() {
+                let new = format!("{}{BEGIN}{table}{}", &doc[..b], &doc[e..]);
+                std::fs::write(path, new).unwrap_or_else(|err| panic!("write {path}: {err}"));
+            } else {
+                panic!(
+                    "{path} is out of date with the registered metrics; run \
+                     `ETCD_STANDBY_UPDATE_DOCS=1 cargo test -p etcd-standby-daemon metrics_doc` \
+                     and review the diff.\nexpected table:\n{table}"
+                );
+            }
+        }
+    }
+
+    /// Prometheus naming: one `etcd_standby_` namespace, `_total` only on
+    /// counters, histograms in base units, a small fixed set of labels (no
+    /// keys, IDs or errors as label values).
+    #[test]
+    fn metric_names_follow_prometheus_conventions() {
+        let cat = catalog();
+        assert!(cat.len() > 30, "catalog too small: {cat:?}");
+        for m in &cat {
+            let n = &m.name;
+            assert!(n.starts_with("etcd_standby_"), "{n}");
+            assert!(
+                n.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'),
+                "{n}"
+            );
+            match m.kind.as_str() {
+                "counter" => {
+                    assert!(n.ends_with("_total"), "{n}");
+                    assert!(!n[..n.len() - 6].ends_with("_total"), "{n}");
+                }
+                "gauge" => assert!(!n.ends_with("_total"), "{n}: a gauge named like a counter"),
+                "histogram" => assert!(
+                    n.ends_with("_seconds") || n.ends_with("_bytes"),
+                    "{n}: histograms carry their base unit"
+                ),
+                other => panic!("{n}: unexpected type {other:?}"),
+            }
+            assert!(
+                !n.contains("_ms") && !n.contains("millis"),
+                "{n}: use seconds"
+            );
+            for l in &m.labels {
+                assert!(
+                    ["state", "kind", "outcome", "stream"].contains(&l.as_str()),
+                    "{n}: label {l} is not one of the bounded ones"
+                );
+            }
+            assert!(!m.help.is_empty(), "{n} has no help");
+        }
+        let names: std::collections::BTreeSet<_> = cat.iter().map(|m| &m.name).collect();
+        assert_eq!(names.len(), cat.len(), "duplicate metric names");
     }
 }

@@ -360,6 +360,7 @@ impl<L: LogStore, T: Outbound> Node<L, T> {
             let now = unix_ms(SystemTime::now());
             self.status
                 .update(|s| s.last_leader_contact_unix_ms = s.last_leader_contact_unix_ms.max(now));
+            self.metrics.leader_contact.set(now as f64 / 1000.0);
         }
     }
 

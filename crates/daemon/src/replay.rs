@@ -397,8 +397,7 @@ impl<S: StandbySink> Replay<S> {
             .leases_mirrored
             .set(stats.leases_mirrored as i64);
         self.metrics
-            .keepalive_failures
-            .set(stats.keepalive_failures as i64);
+            .count_keepalive_failures(stats.keepalive_failures);
         self.metrics.lag_bytes.set(lag_bytes as i64);
         self.status.update(|s| {
             s.delayed_entries = delayed;
