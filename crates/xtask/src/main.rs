@@ -2,6 +2,8 @@
 //!
 //! Commands:
 //! * `install-etcd` — provision etcd 3.4.23 and 3.5.1 into `.tools/`;
+//! * `install-ops-tools` — provision promtool/prometheus, kubectl and
+//!   kubernetes-validate (the deploy/ tests) into `.tools/`;
 //! * `test [--soak] [-- ARGS]` — the whole suite against real etcd;
 //! * `demo [NAME] [--keep] [--release]` — end-to-end demonstrations;
 //! * `bench NAME` — benchmarks.
@@ -12,6 +14,7 @@ mod bench_replay;
 mod cmd;
 mod demo;
 mod etcd;
+mod opstools;
 mod test;
 
 use std::process::ExitCode;
@@ -24,6 +27,8 @@ usage: cargo xtask <command>
 commands:
   install-etcd                 provision etcd 3.4.23 and 3.5.1 into .tools/ (idempotent) and
                                print `export ETCD_STANDBY_ETCD_3_x=...` lines
+  install-ops-tools            provision prometheus/promtool 2.42, kubectl 1.20 and
+                               kubernetes-validate into .tools/ (deploy/ tests); print exports
   test [--soak] [-- ARGS...]   run the whole test suite against real etcd (nextest if
                                available, else cargo test); ARGS go to the test runner;
                                --soak sets ETCD_STANDBY_SOAK=1 for long tests
@@ -60,6 +65,14 @@ fn dispatch(args: &[String]) -> Result<u8> {
             no_more_args(command, rest)?;
             let provisioned = etcd::install(&cmd::workspace_root())?;
             for (name, dir) in provisioned.env_vars() {
+                println!("export {name}={}", dir.display());
+            }
+            Ok(0)
+        }
+        "install-ops-tools" => {
+            no_more_args(command, rest)?;
+            let tools = opstools::install(&cmd::workspace_root())?;
+            for (name, dir) in tools.env_vars() {
                 println!("export {name}={}", dir.display());
             }
             Ok(0)

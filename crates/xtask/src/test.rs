@@ -1,11 +1,12 @@
-//! `cargo xtask test`: the whole suite against real etcd.
+//! `cargo xtask test`: the whole suite against real etcd (and the
+//! operations toolchain for deploy/).
 
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::{cmd, etcd};
+use crate::{cmd, etcd, opstools};
 
 /// Environment variable that enables long-running (soak) tests.
 pub const SOAK_ENV: &str = "ETCD_STANDBY_SOAK";
@@ -22,9 +23,11 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     let started = Instant::now();
     let workspace = cmd::workspace_root();
     let provisioned = etcd::install(&workspace)?;
+    let ops = opstools::install(&workspace)?;
 
     let with_env = |mut c: Command| {
         provisioned.apply_env(&mut c);
+        ops.apply_env(&mut c);
         if args.soak {
             c.env(SOAK_ENV, "1");
         }
