@@ -120,14 +120,7 @@ impl Standby {
 
     /// `GET path` on the admin listener: the status code and the body.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(&self.admin).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin).ok()?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).ok()?;
-        let (head, body) = buf.split_once("\r\n\r\n")?;
-        let code = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((code, body.to_owned()))
+        http_get(&self.admin, path)
     }
 
     /// `/status` as JSON, if the daemon answers.
@@ -233,6 +226,19 @@ impl Drop for Standby {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `GET path` from `addr` (`IP:PORT`) over HTTP/1.0: the status code and
+/// the body, or `None` when it does not answer.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
 }
 
 /// Every entry of a WAL directory by index, with etcd's overwrite rule (a
