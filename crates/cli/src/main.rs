@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 fine, 1 data problem found (corruption, torn tail, bad
 //! checksum), 2 usage or IO error.
+mod config;
 mod dbcmd;
 mod output;
 mod promotecmd;
@@ -18,6 +19,11 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(name = "etcd-standby", version, about, long_about = None)]
 struct Cli {
+    /// Configuration file (TOML; keys are the long flag names, e.g.
+    /// `source-endpoints = ["https://a:2379"]`). Precedence: flag >
+    /// ETCD_STANDBY_* variable > file > default.
+    #[arg(long, global = true, value_name = "FILE", env = config::CONFIG_ENV)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Command,
 }
@@ -47,6 +53,11 @@ enum Command {
         data_dir: PathBuf,
         #[command(flatten)]
         source: SourceArgs,
+    },
+    /// Check or print the effective configuration (file, variables, defaults).
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
     },
     /// Inspect a WAL (an etcd data dir, its member/ dir, its wal/ dir, or ours).
     Wal {
@@ -383,6 +394,28 @@ enum WalCmd {
         /// Data dir, member dir, wal dir or .wal file.
         path: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Parse FILE (or --config) for a subcommand as it would run, with the
+    /// environment and ARGS; exit 0 when it would start, 2 with the reason.
+    Check(ConfigArgs),
+    /// Print the effective settings of the subcommand, each with where it
+    /// came from (flag, env, file, default); secrets redacted.
+    Print(ConfigArgs),
+}
+
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// The file (default: --config or ETCD_STANDBY_CONFIG).
+    file: Option<PathBuf>,
+    /// The subcommand it configures.
+    #[arg(long = "for", default_value = "run", value_parser = ["run", "promote", "verify", "leave", "status"])]
+    for_cmd: String,
+    /// More flags for that subcommand, after `--`.
+    #[arg(last = true)]
+    args: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -791,6 +824,13 @@ fn run(cli: Cli) -> anyhow::Result<Verdict> {
         Command::Snap {
             cmd: SnapCmd::Dump { json, path },
         } => snapcmd::dump(&path, json),
+        Command::Config { cmd } => {
+            let (check, a) = match cmd {
+                ConfigCmd::Check(a) => (true, a),
+                ConfigCmd::Print(a) => (false, a),
+            };
+            config_cmd(check, a.file.or(cli.config), &a.for_cmd, &a.args)
+        }
         Command::Db {
             cmd:
                 DbCmd::Dump {
@@ -825,8 +865,82 @@ impl std::fmt::Display for UsageError {
 }
 impl std::error::Error for UsageError {}
 
+/// `config check` / `config print`.
+fn config_cmd(
+    check: bool,
+    file: Option<PathBuf>,
+    sub: &str,
+    extra: &[String],
+) -> anyhow::Result<Verdict> {
+    use clap::CommandFactory;
+    let mut argv: Vec<std::ffi::OsString> = vec!["etcd-standby".into(), sub.into()];
+    argv.extend(extra.iter().map(Into::into));
+    let env = |k: &str| std::env::var_os(k);
+    let (argv, from_file) = match &file {
+        Some(f) => {
+            let a = config::apply_file(argv, f, &env)?;
+            (a.argv, a.from_file)
+        }
+        None => (argv, Default::default()),
+    };
+    let root = Cli::command();
+    let matches = match root.clone().try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) => {
+            let origin = file.as_ref().map_or("the environment".to_owned(), |f| {
+                format!("{} with the environment", f.display())
+            });
+            return Err(UsageError(format!(
+                "`{sub}` would not start from {origin}: {}",
+                e.render().to_string().trim_end()
+            ))
+            .into());
+        }
+    };
+    let mut out = output::Out::new();
+    if check {
+        out.line(&format!(
+            "ok: `{sub}` would start ({} setting(s) from {})",
+            from_file.len(),
+            file.as_ref()
+                .map_or("no file".to_owned(), |f| f.display().to_string())
+        ))?;
+    } else {
+        let (Some(sub_cmd), Some(sub_m)) =
+            (root.find_subcommand(sub), matches.subcommand_matches(sub))
+        else {
+            return Err(UsageError(format!("no subcommand {sub}")).into());
+        };
+        for line in config::render_effective(sub_cmd, sub_m, &from_file).lines() {
+            out.line(line)?;
+        }
+    }
+    out.flush()?;
+    Ok(Verdict::Clean)
+}
+
+/// The process arguments with the configuration file's values inserted.
+fn args_with_config() -> Result<Vec<std::ffi::OsString>, UsageError> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let env = |k: &str| std::env::var_os(k);
+    // `config check|print` read the file themselves.
+    if argv.get(1).is_some_and(|a| a == "config") {
+        return Ok(argv);
+    }
+    match config::config_path(&argv, &env) {
+        Some(path) => Ok(config::apply_file(argv, &path, &env)?.argv),
+        None => Ok(argv),
+    }
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = match args_with_config() {
+        Ok(argv) => Cli::parse_from(argv),
+        Err(e) => {
+            eprintln!("etcd-standby: {e}");
+            std::process::exit(EXIT_USAGE_OR_IO);
+        }
+    };
     let code = match run(cli) {
         Ok(v) => v.exit_code(),
         Err(e) if e.downcast_ref::<PipeClosed>().is_some() => EXIT_OK,
