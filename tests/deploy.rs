@@ -503,6 +503,9 @@ fn prometheus_scrapes_a_replicator_and_alerts_when_the_standby_stops() {
         !firing("EtcdStandbyReplayHalted"),
         "an outage is not a halt"
     );
+    // /status names the situation with its stable code.
+    let replay = rep.replay().unwrap();
+    assert_eq!(replay["error_code"], "ES-1103", "{replay}");
 }
 
 /// A child process killed (by its PID, via `Child::kill`) when dropped.

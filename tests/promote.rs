@@ -267,7 +267,7 @@ fn dr_drill(version: EtcdVersion) {
     let st = r.wait_exit(Duration::from_secs(30));
     assert!(!st.success());
     assert!(
-        r.log().contains("never replicates again"),
+        r.log().contains("never replicates again") && r.log().contains("ES-2003"),
         "{}",
         r.log_tail(10)
     );
@@ -275,7 +275,7 @@ fn dr_drill(version: EtcdVersion) {
     let st = stray.wait_exit(Duration::from_secs(30));
     assert!(!st.success());
     assert!(
-        stray.log().contains("promoted to primary"),
+        stray.log().contains("promoted to primary") && stray.log().contains("ES-2003"),
         "{}",
         stray.log_tail(10)
     );
@@ -343,6 +343,8 @@ fn planned_switchover(version: EtcdVersion) {
     );
     assert_eq!(refused.code, EXIT_REFUSED, "{refused}");
     assert!(refused.stdout.contains("--force gives up"), "{refused}");
+    // The refusal's stable code (a healthy primary).
+    assert!(refused.stdout.contains("[ES-5010]"), "{refused}");
     assert!(promoted_record(&standby).is_none());
     assert!(
         r.try_wait().is_none(),
@@ -522,6 +524,7 @@ fn promote_killed_half_way_is_finished_and_bad_input_is_refused() {
     let st = r.wait_exit(Duration::from_secs(30));
     assert!(!st.success());
     assert!(r.log().contains("has not finished"), "{}", r.log_tail(5));
+    assert!(r.log().contains("ES-2006"), "{}", r.log_tail(5));
 
     // Killed after the epoch txn: promoted on the standby, not in the data dir.
     let crash = [("ETCD_STANDBY_TEST_PROMOTE_CRASH", "after_epoch")];

@@ -946,6 +946,16 @@ fn main() {
         Err(e) if e.downcast_ref::<PipeClosed>().is_some() => EXIT_OK,
         Err(e) => {
             eprintln!("etcd-standby: {e:#}");
+            if let Some(c) = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<etcd_standby_daemon::Error>())
+                .map(etcd_standby_daemon::Error::code)
+            {
+                eprintln!(
+                    "etcd-standby: {}: {}. What to do: {} (docs/runbook.md, error codes)",
+                    c.id, c.title, c.action
+                );
+            }
             EXIT_USAGE_OR_IO
         }
     };

@@ -93,7 +93,17 @@ fn print_plan(i: &Inspection) {
     println!();
     println!("{:<22} {:<6} DETAIL", "CHECK", "RESULT");
     for c in &p.checks {
-        println!("{:<22} {:<6} {}", c.name, verdict(c.verdict), c.detail);
+        if c.verdict == Verdict::Pass {
+            println!("{:<22} {:<6} {}", c.name, verdict(c.verdict), c.detail);
+        } else {
+            println!(
+                "{:<22} {:<6} {} [{}]",
+                c.name,
+                verdict(c.verdict),
+                c.detail,
+                c.code
+            );
+        }
         if let Some(g) = &c.force_gives_up
             && c.verdict == Verdict::Fail
         {

@@ -370,15 +370,17 @@ impl Active {
             .unwrap_or_default();
         // Absent: we added it just now, with our URL.
         if !registered.is_empty() && registered != [url.clone()] {
-            bail!(
-                "the learner {:x} is registered on the primary with peer URL {:?}, but this instance \
+            return Err(Error::refusal(
+                crate::codes::PEER_URL_MISMATCH,
+                format!(
+                    "the learner {:x} is registered on the primary with peer URL {:?}, but this instance \
                  advertises {url}. Every --ha instance must use the same --advertise-peer-url (a VIP, \
                  DNS name or Service that routes to the active instance): etcd-standby never changes a \
                  learner's peer URL, because MemberUpdate makes etcd 3.4/3.5 forget that the member \
                  is a learner (etcd-io/etcd#21694)",
-                identity.member_id,
-                registered
-            );
+                    identity.member_id, registered
+                ),
+            ));
         }
         if identity.peer_urls != [url.clone()] {
             identity.peer_urls = vec![url.clone()];
@@ -501,13 +503,16 @@ async fn refuse_promoted_standby(r: &replay::ReplayOptions) -> Result<()> {
     };
     if let Ok(Some(record)) = tokio::time::timeout(Duration::from_secs(6), check).await {
         let v: serde_json::Value = serde_json::from_slice(&record).unwrap_or_default();
-        bail!(
-            "the standby was promoted to primary at {} by {} (epoch {}); `run` never writes to a promoted standby. \
+        return Err(Error::refusal(
+            crate::codes::PROMOTED,
+            format!(
+                "the standby was promoted to primary at {} by {} (epoch {}); `run` never writes to a promoted standby. \
              To replicate again, seed a fresh standby",
-            v["at"].as_str().unwrap_or("?"),
-            v["by"].as_str().unwrap_or("?"),
-            v["epoch"].as_u64().unwrap_or(0)
-        );
+                v["at"].as_str().unwrap_or("?"),
+                v["by"].as_str().unwrap_or("?"),
+                v["epoch"].as_u64().unwrap_or(0)
+            ),
+        ));
     }
     Ok(())
 }
@@ -690,13 +695,14 @@ async fn serve(
                     let _ = fence_stop.send(true);
                     ReplayState::Fenced
                 } else {
-                    tracing::error!(error = %e, "replay stopped; the learner keeps receiving");
+                    tracing::error!(error = %e, code = e.code().id, "replay stopped; the learner keeps receiving");
                     ReplayState::Halted
                 };
                 rmetrics.set_replay_state(state);
                 status.update(|s| {
                     s.state = state;
                     s.error = Some(e.to_string());
+                    s.error_code = Some(e.code().id);
                 });
             }
             res
@@ -783,6 +789,7 @@ async fn serve(
             node_status.update(|s| {
                 s.state = NodeState::Failed;
                 s.error = Some(e.to_string());
+                s.error_code = Some(e.code().id);
             });
             Err(e)
         }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Context, Result, bail};
+use crate::error::{Context, Error, Result, bail};
 use crate::store::Layout;
 
 const LOCK_FILE: &str = ".lock";
@@ -191,23 +191,29 @@ pub fn read_promoted(layout: &Layout) -> Result<Option<serde_json::Value>> {
 /// Refuses to `run` from a data dir that was promoted or is being promoted.
 pub fn refuse_if_promoted(layout: &Layout) -> Result<()> {
     if let Some(rec) = read_promoted(layout)? {
-        bail!(
-            "this data dir promoted its standby to primary at {} (epoch {}); it never replicates again. \
+        return Err(Error::refusal(
+            crate::codes::PROMOTED,
+            format!(
+                "this data dir promoted its standby to primary at {} (epoch {}); it never replicates again. \
              To protect the new primary, seed a fresh standby and start from an empty data dir (see `{}`)",
-            rec["at"].as_str().unwrap_or("?"),
-            rec["epoch"].as_u64().unwrap_or(0),
-            layout.root.join(PROMOTED_FILE).display()
-        );
+                rec["at"].as_str().unwrap_or("?"),
+                rec["epoch"].as_u64().unwrap_or(0),
+                layout.root.join(PROMOTED_FILE).display()
+            ),
+        ));
     }
     if let Some(p) = read_promoting(layout)? {
-        bail!(
-            "a promote started at {} by {} (pid {}) has not finished; run `etcd-standby promote` again to finish or abandon it, \
+        return Err(Error::refusal(
+            crate::codes::PROMOTION_IN_PROGRESS,
+            format!(
+                "a promote started at {} by {} (pid {}) has not finished; run `etcd-standby promote` again to finish or abandon it, \
              or remove {} if you are sure no promote is running",
-            p.started_at,
-            p.by,
-            p.pid,
-            layout.root.join(PROMOTING_FILE).display()
-        );
+                p.started_at,
+                p.by,
+                p.pid,
+                layout.root.join(PROMOTING_FILE).display()
+            ),
+        ));
     }
     Ok(())
 }

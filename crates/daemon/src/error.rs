@@ -83,6 +83,14 @@ pub enum Error {
         /// The model's outcome text.
         reason: String,
     },
+    /// A refusal said in words, with its stable code.
+    #[error("{message}")]
+    Refusal {
+        /// The code ([`crate::codes`]).
+        code: crate::codes::Code,
+        /// What was refused and why.
+        message: String,
+    },
     /// Anything else, said in words.
     #[error("{0}")]
     Msg(String),
@@ -92,6 +100,14 @@ impl Error {
     /// An error from a message.
     pub fn msg(m: impl Into<String>) -> Error {
         Error::Msg(m.into())
+    }
+
+    /// A refusal with its code.
+    pub fn refusal(code: crate::codes::Code, message: impl Into<String>) -> Error {
+        Error::Refusal {
+            code,
+            message: message.into(),
+        }
     }
 
     /// Wraps the error with what was being done.

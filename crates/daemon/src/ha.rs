@@ -108,13 +108,16 @@ pub async fn wait_for_lock(
             Ok(Acquire::HeldBy(h)) => {
                 show(h.to_string());
                 if !h.peer_url.is_empty() && h.peer_url != me.peer_url {
-                    return Err(Error::msg(format!(
-                        "the active HA instance ({h}) advertises peer URL {}, this one {}: every --ha \
+                    return Err(Error::refusal(
+                        crate::codes::PEER_URL_MISMATCH,
+                        format!(
+                            "the active HA instance ({h}) advertises peer URL {}, this one {}: every --ha \
                          instance of one source must use the same --advertise-peer-url (a VIP, DNS \
                          name or Service that routes to the active instance), because the primary \
                          dials one URL for the learner and etcd-standby never changes it",
-                        h.peer_url, me.peer_url
-                    )));
+                            h.peer_url, me.peer_url
+                        ),
+                    ));
                 }
                 if last_holder.as_ref() != Some(&h) || said.elapsed() > Duration::from_secs(30) {
                     tracing::info!(holder = %h, "passive: another instance holds the HA lock");

@@ -12,13 +12,15 @@
 //!   `/readyz` and the typed states behind them;
 //! * [`ha`]: `run --ha`, one active instance among several (the lock on the standby);
 //! * [`promote`]: `etcd-standby promote` (plan, then execute);
-//! * [`daemon`]: preflight, join, and wiring the tasks together.
+//! * [`daemon`]: preflight, join, and wiring the tasks together;
+//! * [`codes`]: the stable `ES-xxxx` codes of halts and refusals.
 //!
 //! Invariants are listed in `ARCHITECTURE.md`.
 
 pub mod admin;
 pub mod backoff;
 pub mod clock;
+pub mod codes;
 pub mod committed;
 pub mod daemon;
 pub mod datadir;

@@ -349,7 +349,7 @@ impl<S: StandbySink> Replay<S> {
     }
 
     /// Sets the state; an error is kept until replay is healthy again.
-    fn set_state(&self, state: ReplayState, error: Option<String>) {
+    fn set_state(&self, state: ReplayState, error: Option<&SinkError>) {
         self.metrics.set_replay_state(state);
         self.status.update(|s| {
             if s.state != state {
@@ -357,7 +357,8 @@ impl<S: StandbySink> Replay<S> {
             }
             s.state = state;
             if error.is_some() || state == ReplayState::Replaying {
-                s.error = error;
+                s.error = error.map(ToString::to_string);
+                s.error_code = error.map(|e| crate::codes::sink_code(e).id);
             }
         });
     }
@@ -480,13 +481,13 @@ impl<S: StandbySink> Replay<S> {
                     return Ok(());
                 }
                 Err(e @ (SinkError::Fenced { .. } | SinkError::Promoted { .. })) => {
-                    self.set_state(ReplayState::Fenced, Some(e.to_string()));
+                    self.set_state(ReplayState::Fenced, Some(&e));
                     return Err(e.into());
                 }
                 Err(e) if e.is_retryable() => {
                     self.metrics.sink_errors.inc();
                     tracing::warn!(error = %e, "standby write failed; retrying (the learner keeps receiving)");
-                    self.set_state(ReplayState::WaitingForStandby, Some(e.to_string()));
+                    self.set_state(ReplayState::WaitingForStandby, Some(&e));
                     self.publish(reader);
                     if *stop.borrow() {
                         bail!("stopped while the standby was unavailable");
@@ -498,7 +499,7 @@ impl<S: StandbySink> Replay<S> {
                 }
                 Err(e) => {
                     self.metrics.sink_errors.inc();
-                    self.set_state(ReplayState::Halted, Some(e.to_string()));
+                    self.set_state(ReplayState::Halted, Some(&e));
                     return Err(
                         Error::from(e).context("the standby refused a write; replay halted")
                     );
@@ -565,21 +566,21 @@ impl<S: StandbySink> Replay<S> {
                 Ok(r) => break r,
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "reconcile: standby unavailable; retrying");
-                    self.set_state(ReplayState::WaitingForStandby, Some(e.to_string()));
+                    self.set_state(ReplayState::WaitingForStandby, Some(&e));
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(e @ SinkError::MassDelete { .. }) => {
-                    self.set_state(ReplayState::Halted, Some(e.to_string()));
+                    self.set_state(ReplayState::Halted, Some(&e));
                     return Err(Error::from(e).context(
                         "reconcile paused by the mass-delete guard; check the primary, then restart with --accept-mass-delete",
                     ));
                 }
                 Err(e @ SinkError::Fenced { .. }) => {
-                    self.set_state(ReplayState::Fenced, Some(e.to_string()));
+                    self.set_state(ReplayState::Fenced, Some(&e));
                     return Err(e.into());
                 }
                 Err(e) => {
-                    self.set_state(ReplayState::Halted, Some(e.to_string()));
+                    self.set_state(ReplayState::Halted, Some(&e));
                     return Err(Error::from(e).context("reconciling the standby"));
                 }
             }
@@ -793,11 +794,12 @@ pub async fn run(
         times,
     } = links;
     opts.sink.source_cluster_id = cluster_id;
-    let set = |state: ReplayState, err: Option<String>| {
+    let set = |state: ReplayState, err: Option<&SinkError>| {
         metrics.set_replay_state(state);
         status.update(|s| {
             s.state = state;
-            s.error = err;
+            s.error = err.map(ToString::to_string);
+            s.error_code = err.map(|e| crate::codes::sink_code(e).id);
         });
     };
     set(ReplayState::ConnectingToStandby, None);
@@ -806,7 +808,7 @@ pub async fn run(
         match Sink::connect(opts.sink.clone()).await {
             Ok(s) => break s,
             Err(e) if e.is_retryable() => {
-                set(ReplayState::WaitingForStandby, Some(e.to_string()));
+                set(ReplayState::WaitingForStandby, Some(&e));
                 tracing::warn!(error = %e, "standby unreachable; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.next_delay()) => {}
@@ -819,7 +821,7 @@ pub async fn run(
                 } else {
                     ReplayState::Halted
                 };
-                set(state, Some(e.to_string()));
+                set(state, Some(&e));
                 return Err(Error::from(e).context("connecting to the standby"));
             }
         }

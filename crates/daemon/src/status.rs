@@ -153,6 +153,8 @@ pub struct NodeStatus {
     pub last_received_at_unix_ms: u64,
     /// The last error, if the loop failed.
     pub error: Option<String>,
+    /// Its stable code ([`crate::codes`]).
+    pub error_code: Option<&'static str>,
 }
 
 /// Replay's part of `/status`.
@@ -178,6 +180,8 @@ pub struct ReplayStatus {
     pub txn_latency_ms_p99: f64,
     /// The last error (kept until replay is healthy again).
     pub error: Option<String>,
+    /// Its stable code ([`crate::codes`]).
+    pub error_code: Option<&'static str>,
     /// Seconds without an applied entry while committed entries are
     /// pending (0: not stalled). Set by the watchdog.
     pub stalled_seconds: u64,

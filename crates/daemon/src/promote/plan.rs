@@ -34,6 +34,9 @@ pub struct Check {
     /// A failure that means "already promoted" (anti-flap; its own exit code).
     #[serde(skip)]
     pub already_promoted: bool,
+    /// The check's stable code ([`crate::codes::for_check`]); it is the
+    /// refusal's code when the check fails.
+    pub code: &'static str,
 }
 
 impl Check {
@@ -44,6 +47,7 @@ impl Check {
             detail: detail.into(),
             force_gives_up: None,
             already_promoted: false,
+            code: crate::codes::for_check(name).id,
         }
     }
     fn warn(name: &'static str, detail: impl Into<String>) -> Check {
