@@ -682,19 +682,51 @@ fn differential_soak_seeds_3_5() {
 /// Auth stays enabled at the end: the replicator writes to an auth-enabled
 /// standby as its own root user; the clusters are compared with root
 /// clients, then auth is disabled and `verify` runs.
-fn differential_auth_enabled(version: EtcdVersion, seed: u64) {
+/// `configured`: the replicator's standby user as flags; `false`: none, so
+/// `run` provisions its own identity (issue: auth enabled later on the
+/// primary must not halt a replicator that was set up without a user).
+fn differential_auth_enabled(version: EtcdVersion, seed: u64, configured: bool) {
     let primary = start(version, 1, ClusterOptions::default());
     let standby = start(version, 1, ClusterOptions::default());
     let dir = tempfile::tempdir().unwrap();
-    let mut r = Replicator::start(&primary, &standby, &dir.path().join("r"), &STANDBY_FLAGS);
+    let data = dir.path().join("r");
+    let flags: &[&str] = if configured { &STANDBY_FLAGS } else { &[] };
+    let mut r = Replicator::start(&primary, &standby, &data, flags);
     r.wait_joined(WAIT);
     let rt = rt();
     let sh = rt.block_on(differential_workload(primary.client_urls(), seed, true));
     eprintln!("seed {seed}: {}", sh.tally.summary());
     r.wait_replayed(WAIT);
+    let (standby_user, standby_pw) = if configured {
+        (STANDBY_USER.to_owned(), STANDBY_PW.to_owned())
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        let file = data.join("standby-identity.json");
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the saved password is private");
+        let id: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert!(
+            r.log().contains("own standby identity"),
+            "{}",
+            r.log_tail(20)
+        );
+        let pw = id["password"].as_str().unwrap().to_owned();
+        assert!(!r.log().contains(&pw), "the password was logged");
+        (id["user"].as_str().unwrap().to_owned(), pw)
+    };
+    let verify_flags = [
+        "--standby-user",
+        standby_user.as_str(),
+        "--standby-password",
+        standby_pw.as_str(),
+    ];
     rt.block_on(async {
         let p = connect(primary.client_urls(), Some(ROOT)).await;
-        let s = connect(standby.client_urls(), Some((STANDBY_USER, STANDBY_PW))).await;
+        let s = connect(
+            standby.client_urls(),
+            Some((standby_user.as_str(), standby_pw.as_str())),
+        )
+        .await;
         assert!(s.auth_status().await.is_ok_and(|a| a.enabled) || version == EtcdVersion::V3_4);
         let (pk, sk) = (all_keys(&p).await, all_keys(&s).await);
         let differing: Vec<_> = pk
@@ -713,7 +745,7 @@ fn differential_auth_enabled(version: EtcdVersion, seed: u64) {
         );
         let mut pu = p.user_list().await.unwrap().users;
         let mut su = s.user_list().await.unwrap().users;
-        su.retain(|u| u != STANDBY_USER);
+        su.retain(|u| *u != standby_user);
         pu.sort();
         su.sort();
         assert_eq!(pu, su, "users");
@@ -754,7 +786,7 @@ fn differential_auth_enabled(version: EtcdVersion, seed: u64) {
     assert_verified(
         &primary,
         &standby,
-        &STANDBY_FLAGS,
+        &verify_flags,
         &r,
         "after disabling auth",
     );
@@ -762,7 +794,19 @@ fn differential_auth_enabled(version: EtcdVersion, seed: u64) {
 
 #[test]
 fn differential_auth_stays_enabled_3_5() {
-    differential_auth_enabled(EtcdVersion::V3_5, 7);
+    differential_auth_enabled(EtcdVersion::V3_5, 7, true);
+}
+
+/// No --standby-user configured, auth enabled later on the primary: replay
+/// goes on with an identity of its own instead of halting.
+#[test]
+fn auth_enabled_later_without_a_standby_user_provisions_one_and_replay_continues_3_5() {
+    differential_auth_enabled(EtcdVersion::V3_5, 11, false);
+}
+
+#[test]
+fn auth_enabled_later_without_a_standby_user_provisions_one_and_replay_continues_3_4() {
+    differential_auth_enabled(EtcdVersion::V3_4, 12, false);
 }
 
 // --------------------------------------------------------------- NOSPACE

@@ -243,9 +243,17 @@ pub fn promote(a: PromoteArgs) -> anyhow::Result<i32> {
         )),
         (None, None) => Target::Latest,
     };
+    let mut replay = replay_options(&a.standby, &a.prefixes, &a.reconcile);
+    // The identity `run` made for itself on the standby, when none is configured.
+    if replay.sink.client.user.is_none()
+        && replay.sink.standby_user.is_none()
+        && let Some(id) = etcd_standby_daemon::datadir::read_standby_identity(&a.data_dir)?
+    {
+        replay.sink.client.user = Some((id.user, id.password));
+    }
     let opts = PromoteOptions {
         data_dir: a.data_dir.clone(),
-        replay: replay_options(&a.standby, &a.prefixes, &a.reconcile),
+        replay,
         source: a.source.optional(),
         choices: Choices {
             target,

@@ -190,6 +190,8 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     // Refused for good after a promotion, and while one is under way.
     datadir::refuse_if_promoted(&layout)?;
     let lock = datadir::lock(&layout)?;
+    let mut opts = opts;
+    provision_standby_identity(&mut opts, &layout)?;
     if let Some(r) = &opts.replay {
         refuse_promoted_standby(r).await?;
     }
@@ -207,7 +209,6 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     let client = Client::connect(source_client(&opts.source))
         .await
         .context("connecting to the source cluster")?;
-    let mut opts = opts;
     let active = match &opts.ha {
         Some(h) => match become_active(&opts, h, &client).await? {
             Some(a) => Some(a),
@@ -232,6 +233,37 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     let code = serve(opts, layout, identity, log, restored, pre, active).await;
     drop(lock);
     code
+}
+
+/// With no standby user configured, replay uses an identity of its own
+/// (saved in the data dir, 0600): the sink creates that user with the root
+/// role on the standby before it mirrors an `AuthEnable`, so a primary that
+/// turns auth on later does not halt replay. Not with `--ha`: instances have
+/// their own data dirs, so they would not share the password.
+fn provision_standby_identity(opts: &mut RunOptions, layout: &Layout) -> Result<()> {
+    let ha = opts.ha.is_some();
+    let Some(r) = opts.replay.as_mut() else {
+        return Ok(());
+    };
+    if r.sink.client.user.is_some() || r.sink.standby_user.is_some() {
+        return Ok(());
+    }
+    if ha {
+        tracing::warn!(
+            "--ha without --standby-user: if the primary enables auth, replay halts (ES-1106) \
+             rather than lock the replicator out; give every instance the same --standby-user"
+        );
+        return Ok(());
+    }
+    let (id, path) = datadir::standby_identity(layout)?;
+    tracing::info!(
+        user = %id.user,
+        file = %path.display(),
+        "no --standby-user: replay uses its own standby identity (created with the root role on \
+         the standby before auth is enabled there; the password is in the file, mode 0600)"
+    );
+    r.sink.client.user = Some((id.user, id.password));
+    Ok(())
 }
 
 /// Joins the source as (or resumes) the learner: the identity from the data

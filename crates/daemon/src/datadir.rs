@@ -11,6 +11,9 @@
 //!   standby changed, and finishes an interrupted one otherwise.
 //! * `promoted.json`: the standby was promoted from this data dir (the audit
 //!   record). `run` refuses for good: re-seed a fresh standby and data dir.
+//! * `standby-identity.json` (mode 0600): the user and generated password
+//!   `run` uses on the standby when no `--standby-user` is configured
+//!   ([`standby_identity`]); `promote` reads it too.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -24,6 +27,7 @@ const LOCK_FILE: &str = ".lock";
 const ADMIN_ADDR_FILE: &str = "admin.addr";
 const PROMOTING_FILE: &str = "promoting.json";
 const PROMOTED_FILE: &str = "promoted.json";
+const STANDBY_IDENTITY_FILE: &str = "standby-identity.json";
 
 /// The exclusive lock on a data dir; released when dropped (or when the
 /// process dies, so a crash never leaves a stale lock).
@@ -87,6 +91,12 @@ pub fn is_locked(layout: &Layout) -> Result<bool> {
 
 /// Writes `body` to `path` atomically: tmp file, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, body: &[u8]) -> Result<()> {
+    write_atomic_mode(path, body, 0o644)
+}
+
+/// [`write_atomic`] with the file created with `mode` (before the umask),
+/// so a secret is never readable by others, not even briefly.
+pub fn write_atomic_mode(path: &Path, body: &[u8], mode: u32) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     // A per-process tmp name: two processes may write the same file.
@@ -96,7 +106,15 @@ pub fn write_atomic(path: &Path, body: &[u8]) -> Result<()> {
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(&tmp)?
+        };
         std::io::Write::write_all(&mut f, body)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -119,6 +137,47 @@ fn remove_optional(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
     }
+}
+
+/// The replicator's own identity on the standby (see the module doc).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StandbyIdentity {
+    /// The user ([`etcd_standby_sink::AUTO_STANDBY_USER`]).
+    pub user: String,
+    /// Its generated password.
+    pub password: String,
+}
+
+/// Reads the saved standby identity, if `run` made one in `root`.
+pub fn read_standby_identity(root: &Path) -> Result<Option<StandbyIdentity>> {
+    let path = root.join(STANDBY_IDENTITY_FILE);
+    match read_optional(&path)? {
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .with_context(|| format!("reading {}", path.display())),
+        None => Ok(None),
+    }
+}
+
+/// The saved standby identity, made (and saved with mode 0600) on first
+/// use: a fixed user name and 32 random bytes of password, hex.
+pub fn standby_identity(layout: &Layout) -> Result<(StandbyIdentity, PathBuf)> {
+    let path = layout.root.join(STANDBY_IDENTITY_FILE);
+    if let Some(id) = read_standby_identity(&layout.root)? {
+        return Ok((id, path));
+    }
+    let mut raw = [0u8; 32];
+    std::io::Read::read_exact(
+        &mut File::open("/dev/urandom").context("opening /dev/urandom")?,
+        &mut raw,
+    )
+    .context("reading /dev/urandom")?;
+    let id = StandbyIdentity {
+        user: etcd_standby_sink::AUTO_STANDBY_USER.to_owned(),
+        password: raw.iter().map(|b| format!("{b:02x}")).collect(),
+    };
+    write_atomic_mode(&path, &serde_json::to_vec(&id)?, 0o600)?;
+    Ok((id, path))
 }
 
 /// Records the running daemon's admin listener address.
@@ -221,6 +280,29 @@ pub fn refuse_if_promoted(layout: &Layout) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn standby_identity_is_made_once_and_kept_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let l = layout(dir.path());
+        assert!(
+            read_standby_identity(dir.path())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_none()
+        );
+        let (a, path) = standby_identity(&l).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.user, etcd_standby_sink::AUTO_STANDBY_USER);
+        assert_eq!(a.password.len(), 64);
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        let (b, _) = standby_identity(&l).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.password, b.password, "made once, then read back");
+    }
 
     fn layout(dir: &Path) -> Layout {
         Layout {

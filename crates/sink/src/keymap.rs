@@ -6,6 +6,11 @@ use etcd_standby_client::prefix_end;
 /// The default reserved prefix on the standby (checkpoint and epoch keys).
 pub const DEFAULT_RESERVED_PREFIX: &str = "__etcd_standby__/";
 
+/// The user name of the standby identity `run` provisions for itself when
+/// no `--standby-user` is configured (it exists only on the standby;
+/// `verify` ignores it there).
+pub const AUTO_STANDBY_USER: &str = "etcd-standby-replicator";
+
 /// Key filtering and mapping: `--include-prefix` / `--exclude-prefix`
 /// (repeatable), `--dest-prefix`, and the reserved prefix.
 ///

@@ -56,7 +56,9 @@
 //! makes sure the user exists on the standby with the root role (creating it
 //! with the configured password when missing), so enabling auth never locks
 //! the replicator out. Pass the replicator's user to
-//! [`verify::verify_with`] (`ignore_users`) so verify does not report it.
+//! [`verify::verify_with`] (`ignore_users`) so verify does not report it;
+//! [`AUTO_STANDBY_USER`], the identity `run` provisions when none is
+//! configured, is always ignored there.
 //!
 //! # Prefixes
 //! [`KeyMap`]: `--include-prefix` / `--exclude-prefix` (repeatable) select
@@ -81,7 +83,7 @@ mod stats;
 pub mod verify;
 
 pub use error::{Result, SinkError, show_bytes, show_key};
-pub use keymap::{DEFAULT_RESERVED_PREFIX, KeyMap};
+pub use keymap::{AUTO_STANDBY_USER, DEFAULT_RESERVED_PREFIX, KeyMap};
 pub use lease::{KeeperStats, LeaseKeeper};
 pub use promotion::{LeaseRefresh, Promotion, ReservedKeys, StandbyState};
 pub use reconcile::{ReconcileOptions, ReconcileReport};

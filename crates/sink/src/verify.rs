@@ -387,7 +387,9 @@ pub async fn verify_with(
         }
     }
     for (name, roles) in &du {
-        if !su.contains_key(name) && !opts.ignore_users.contains(name) {
+        // The auto-provisioned replicator user lives on the standby only.
+        let ours = name == crate::AUTO_STANDBY_USER;
+        if !su.contains_key(name) && !opts.ignore_users.contains(name) && !ours {
             out.push(Difference {
                 id: Some(name.clone()),
                 standby: Some(roles.join(",")),
