@@ -1,6 +1,8 @@
 //! `etcd-standby verify`: compare the primary and the standby.
 //!
-//! Reads both clusters (keys paged) and reports every difference in keys and
+//! Reads both clusters (keys streamed in key order, a page at a time on
+//! each side, so memory does not grow with the key count) and reports
+//! every difference in keys and
 //! values, lease IDs / TTLs / attachments, users and their roles, roles and
 //! their permissions (with the destination prefix), and the auth-enabled
 //! flag. Keys under the reserved prefix and keys outside the
@@ -121,26 +123,6 @@ pub struct VerifyOptions {
 /// A key's value and lease.
 pub(crate) type KvMap = BTreeMap<Bytes, (Bytes, i64)>;
 
-/// Every replicated key of the source, by source key.
-pub(crate) async fn read_source_keys(c: &Client, keys: &KeyMap) -> Result<KvMap> {
-    let mut out = BTreeMap::new();
-    for (start, end) in keys.source_ranges() {
-        let mut pages = c.range_pages(start, end, PAGE, false);
-        while let Some(page) = pages
-            .next_page()
-            .await
-            .map_err(|e| SinkError::client("read source keys", e))?
-        {
-            for kv in page {
-                if keys.map(&kv.key).is_some() {
-                    out.insert(kv.key, (kv.value, kv.lease));
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Every replicated key of the standby, by source key (unmapped).
 pub(crate) async fn read_standby_keys(c: &Client, keys: &KeyMap) -> Result<KvMap> {
     let mut out = BTreeMap::new();
@@ -159,6 +141,111 @@ pub(crate) async fn read_standby_keys(c: &Client, keys: &KeyMap) -> Result<KvMap
         }
     }
     Ok(out)
+}
+
+fn missing(k: &[u8], v: &[u8]) -> Difference {
+    Difference {
+        key: Some(show_key(k)),
+        source: Some(show_bytes(v, VALUE_SHOWN)),
+        ..diff(DifferenceKind::KeyMissing)
+    }
+}
+
+fn extra_key(k: &[u8], v: &[u8]) -> Difference {
+    Difference {
+        key: Some(show_key(k)),
+        standby: Some(show_bytes(v, VALUE_SHOWN)),
+        ..diff(DifferenceKind::KeyExtra)
+    }
+}
+
+/// Which cluster a [`KeyCursor`] reads (how its keys map to source keys).
+#[derive(Clone, Copy)]
+enum Side {
+    Source,
+    Standby,
+}
+
+/// The replicated keys of one side in increasing source-key order, read a
+/// page at a time over its key ranges (sorted, overlaps merged): verify's
+/// memory does not grow with the number of keys.
+struct KeyCursor<'a> {
+    client: &'a Client,
+    ranges: std::collections::VecDeque<(Bytes, Bytes)>,
+    pages: Option<etcd_standby_client::RangePages>,
+    page: std::collections::VecDeque<etcd_standby_client::mvccpb::KeyValue>,
+    side: Side,
+    what: &'static str,
+}
+
+impl<'a> KeyCursor<'a> {
+    fn new(
+        client: &'a Client,
+        ranges: Vec<(Bytes, Bytes)>,
+        side: Side,
+        what: &'static str,
+    ) -> Self {
+        KeyCursor {
+            client,
+            ranges: disjoint(ranges).into(),
+            pages: None,
+            page: Default::default(),
+            side,
+            what,
+        }
+    }
+
+    /// The next `(source key, value, lease)`, or `None` at the end.
+    async fn next(&mut self, keys: &KeyMap) -> Result<Option<(Bytes, Bytes, i64)>> {
+        loop {
+            while let Some(kv) = self.page.pop_front() {
+                let key = match self.side {
+                    Side::Source => keys.map(&kv.key).map(|_| kv.key.clone()),
+                    Side::Standby => keys.unmap(&kv.key),
+                };
+                if let Some(k) = key {
+                    return Ok(Some((k, kv.value, kv.lease)));
+                }
+            }
+            if self.pages.is_none() {
+                let Some((start, end)) = self.ranges.pop_front() else {
+                    return Ok(None);
+                };
+                self.pages = Some(self.client.range_pages(start, end, PAGE, false));
+            }
+            let next = match self.pages.as_mut() {
+                Some(p) => p
+                    .next_page()
+                    .await
+                    .map_err(|e| SinkError::client(self.what, e))?,
+                None => None,
+            };
+            match next {
+                Some(page) => self.page.extend(page),
+                None => self.pages = None,
+            }
+        }
+    }
+}
+
+/// `[start, end)` ranges sorted and with overlaps merged (an end of `"\0"`
+/// means "to the end of the key space").
+fn disjoint(mut ranges: Vec<(Bytes, Bytes)>) -> Vec<(Bytes, Bytes)> {
+    let open = |e: &Bytes| e.as_ref() == b"\0";
+    ranges.sort();
+    let mut out: Vec<(Bytes, Bytes)> = Vec::new();
+    for (s, e) in ranges {
+        if let Some(last) = out.last_mut()
+            && (open(&last.1) || s <= last.1)
+        {
+            if !open(&last.1) && (open(&e) || e > last.1) {
+                last.1 = e;
+            }
+            continue;
+        }
+        out.push((s, e));
+    }
+    out
 }
 
 /// Whether auth is enabled: `AuthStatus` (3.5), else a probe
@@ -250,45 +337,70 @@ pub async fn verify_with(
     opts: &VerifyOptions,
 ) -> Result<Vec<Difference>> {
     let mut out = Vec::new();
-    // ---- keys
-    let src = read_source_keys(source, keys).await?;
-    let dst = read_standby_keys(standby, keys).await?;
-    for (k, (v, lease)) in &src {
-        match dst.get(k) {
-            None => out.push(Difference {
-                key: Some(show_key(k)),
-                source: Some(show_bytes(v, VALUE_SHOWN)),
-                ..diff(DifferenceKind::KeyMissing)
-            }),
-            Some((sv, sl)) => {
-                if sv != v {
-                    out.push(Difference {
-                        key: Some(show_key(k)),
-                        source: Some(show_bytes(v, VALUE_SHOWN)),
-                        standby: Some(show_bytes(sv, VALUE_SHOWN)),
-                        ..diff(DifferenceKind::ValueDiffers)
-                    });
-                }
-                if sl != lease {
-                    out.push(Difference {
-                        key: Some(show_key(k)),
-                        source: Some(format!("{lease:#x}")),
-                        standby: Some(format!("{sl:#x}")),
-                        ..diff(DifferenceKind::KeyLeaseDiffers)
-                    });
-                }
+    // ---- keys: both sides streamed in source-key order, one page each in
+    // memory, and merged.
+    let mut src = KeyCursor::new(
+        source,
+        keys.source_ranges(),
+        Side::Source,
+        "read source keys",
+    );
+    let mut dst = KeyCursor::new(
+        standby,
+        keys.standby_ranges(),
+        Side::Standby,
+        "read standby keys",
+    );
+    let mut extra = Vec::new();
+    let (mut a, mut b) = (src.next(keys).await?, dst.next(keys).await?);
+    loop {
+        match (a.take(), b.take()) {
+            (None, None) => break,
+            (Some((k, v, _)), None) => {
+                out.push(missing(&k, &v));
+                a = src.next(keys).await?;
             }
+            (None, Some((k, v, _))) => {
+                extra.push(extra_key(&k, &v));
+                b = dst.next(keys).await?;
+            }
+            (Some(x), Some(y)) => match x.0.cmp(&y.0) {
+                std::cmp::Ordering::Less => {
+                    out.push(missing(&x.0, &x.1));
+                    a = src.next(keys).await?;
+                    b = Some(y);
+                }
+                std::cmp::Ordering::Greater => {
+                    extra.push(extra_key(&y.0, &y.1));
+                    a = Some(x);
+                    b = dst.next(keys).await?;
+                }
+                std::cmp::Ordering::Equal => {
+                    let (k, v, lease) = x;
+                    let (_, sv, sl) = y;
+                    if sv != v {
+                        out.push(Difference {
+                            key: Some(show_key(&k)),
+                            source: Some(show_bytes(&v, VALUE_SHOWN)),
+                            standby: Some(show_bytes(&sv, VALUE_SHOWN)),
+                            ..diff(DifferenceKind::ValueDiffers)
+                        });
+                    }
+                    if sl != lease {
+                        out.push(Difference {
+                            key: Some(show_key(&k)),
+                            source: Some(format!("{lease:#x}")),
+                            standby: Some(format!("{sl:#x}")),
+                            ..diff(DifferenceKind::KeyLeaseDiffers)
+                        });
+                    }
+                    a = src.next(keys).await?;
+                    b = dst.next(keys).await?;
+                }
+            },
         }
     }
-    for (k, (v, _)) in &dst {
-        if !src.contains_key(k) {
-            out.push(Difference {
-                key: Some(show_key(k)),
-                standby: Some(show_bytes(v, VALUE_SHOWN)),
-                ..diff(DifferenceKind::KeyExtra)
-            });
-        }
-    }
+    out.append(&mut extra);
     // ---- leases
     let src_leases: BTreeSet<i64> = source
         .lease_leases()
@@ -434,4 +546,35 @@ pub async fn verify_with(
     }
     out.sort_by(|a, b| (a.kind, &a.key, &a.id).cmp(&(b.kind, &b.key, &b.id)));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str, e: &str) -> (Bytes, Bytes) {
+        (Bytes::from(s.to_owned()), Bytes::from(e.to_owned()))
+    }
+
+    /// Overlapping include prefixes (`/a` and `/a/b`) must not yield a key
+    /// twice, and the streams must come in key order.
+    #[test]
+    fn key_ranges_are_sorted_and_overlaps_merged() {
+        assert_eq!(
+            disjoint(vec![r("/b", "/c"), r("/a/b", "/a/c"), r("/a", "/b")]),
+            vec![r("/a", "/c")]
+        );
+        assert_eq!(
+            disjoint(vec![r("/x", "/y"), r("/a", "/b")]),
+            vec![r("/a", "/b"), r("/x", "/y")]
+        );
+        assert_eq!(
+            disjoint(vec![r("\0", "\0"), r("/a", "/b")]),
+            vec![r("\0", "\0")]
+        );
+        assert_eq!(
+            disjoint(vec![r("/a", "\0"), r("/b", "/c")]),
+            vec![r("/a", "\0")]
+        );
+    }
 }
