@@ -202,9 +202,6 @@ pub fn runbook_markdown() -> String {
 mod tests {
     use super::*;
 
-    const BEGIN: &str = "<!-- BEGIN GENERATED: codes -->\n";
-    const END: &str = "<!-- END GENERATED: codes -->";
-
     #[test]
     fn codes_are_unique_ordered_and_well_formed() {
         let mut last = "";
@@ -226,23 +223,7 @@ mod tests {
     /// `ETCD_STANDBY_UPDATE_DOCS=1` rewrites its table.
     #[test]
     fn runbook_code_table_matches_the_codes() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/runbook.md");
-        let doc = std::fs::read_to_string(path).unwrap_or_default();
-        let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
-            panic!("{path} lacks the {BEGIN:?} … {END:?} markers");
-        };
-        let table = runbook_markdown();
-        if doc[b + BEGIN.len()..e] != table {
-            if std::env::var_os("ETCD_STANDBY_UPDATE_DOCS").is_some() {
-                let new = format!("{}{BEGIN}{table}{}", &doc[..b], &doc[e..]);
-                std::fs::write(path, new).unwrap_or_else(|err| panic!("write {path}: {err}"));
-            } else {
-                panic!(
-                    "{path}'s code table is out of date; run \
-                     `ETCD_STANDBY_UPDATE_DOCS=1 cargo test -p etcd-standby-daemon runbook_code`"
-                );
-            }
-        }
+        crate::docgen::check_generated("runbook.md", "codes", &runbook_markdown());
     }
 
     #[test]

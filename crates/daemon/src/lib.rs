@@ -47,3 +47,31 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
         _ => f(),
     }
 }
+
+/// For tests that keep a generated table in `docs/` equal to the code.
+#[cfg(test)]
+pub(crate) mod docgen {
+    /// Checks that the part of `docs/<file>` between the `name` markers is
+    /// `table`; with `ETCD_STANDBY_UPDATE_DOCS` set, rewrites it instead.
+    pub fn check_generated(file: &str, name: &str, table: &str) {
+        let path = format!("{}/../../docs/{file}", env!("CARGO_MANIFEST_DIR"));
+        let begin = format!("<!-- BEGIN GENERATED: {name} -->\n");
+        let end = format!("<!-- END GENERATED: {name} -->");
+        let doc = std::fs::read_to_string(&path).unwrap_or_default();
+        let (Some(b), Some(e)) = (doc.find(&begin), doc.find(&end)) else {
+            panic!("{path} lacks the {begin:?} … {end:?} markers");
+        };
+        if doc[b + begin.len()..e] == *table {
+            return;
+        }
+        if std::env::var_os("ETCD_STANDBY_UPDATE_DOCS").is_some() {
+            let new = format!("{}{begin}{table}{}", &doc[..b], &doc[e..]);
+            std::fs::write(&path, new).unwrap_or_else(|err| panic!("write {path}: {err}"));
+        } else {
+            panic!(
+                "{path}: the generated {name} table is out of date with the code; rerun the \
+                 test with ETCD_STANDBY_UPDATE_DOCS=1 and review the diff.\nexpected:\n{table}"
+            );
+        }
+    }
+}

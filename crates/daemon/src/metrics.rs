@@ -437,33 +437,12 @@ pub fn catalog_markdown() -> String {
 mod tests {
     use super::*;
 
-    const BEGIN: &str = "<!-- BEGIN GENERATED: metrics -->\n";
-    const END: &str = "<!-- END GENERATED: metrics -->";
-
     /// `docs/metrics.md` lists exactly what the code exports: adding a metric
     /// without documenting it fails here. `ETCD_STANDBY_UPDATE_DOCS=1`
     /// rewrites the generated table.
     #[test]
     fn metrics_doc_table_matches_the_registered_metrics() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/metrics.md");
-        let doc = std::fs::read_to_string(path).unwrap_or_default();
-        let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
-            panic!("{path} lacks the {BEGIN:?} … {END:?} markers");
-        };
-        let table = catalog_markdown();
-        let current = &doc[b + BEGIN.len()..e];
-        if current != table {
-            if std::env::var_os("ETCD_STANDBY_UPDATE_DOCS").is_some() {
-                let new = format!("{}{BEGIN}{table}{}", &doc[..b], &doc[e..]);
-                std::fs::write(path, new).unwrap_or_else(|err| panic!("write {path}: {err}"));
-            } else {
-                panic!(
-                    "{path} is out of date with the registered metrics; run \
-                     `ETCD_STANDBY_UPDATE_DOCS=1 cargo test -p etcd-standby-daemon metrics_doc` \
-                     and review the diff.\nexpected table:\n{table}"
-                );
-            }
-        }
+        crate::docgen::check_generated("metrics.md", "metrics", &catalog_markdown());
     }
 
     /// Prometheus naming: one `etcd_standby_` namespace, `_total` only on
