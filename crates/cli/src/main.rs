@@ -59,6 +59,16 @@ enum Command {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// Print a shell completion script (`source <(etcd-standby completion bash)`).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `etcd-standby man [SUBCOMMAND] | man -l -`.
+    Man {
+        /// A subcommand's page (`run`, `promote`, ...) instead of the main one.
+        subcommand: Option<String>,
+    },
     /// Inspect a WAL (an etcd data dir, its member/ dir, its wal/ dir, or ours).
     Wal {
         #[command(subcommand)]
@@ -824,6 +834,32 @@ fn run(cli: Cli) -> anyhow::Result<Verdict> {
         Command::Snap {
             cmd: SnapCmd::Dump { json, path },
         } => snapcmd::dump(&path, json),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "etcd-standby", &mut out);
+            write_stdout(&out)?;
+            Ok(Verdict::Clean)
+        }
+        Command::Man { subcommand } => {
+            use clap::CommandFactory;
+            let root = Cli::command();
+            let page = match &subcommand {
+                None => root,
+                Some(name) => {
+                    let Some(sub) = root.find_subcommand(name) else {
+                        return Err(UsageError(format!("no subcommand {name:?}")).into());
+                    };
+                    sub.clone()
+                        .display_name(format!("etcd-standby-{name}"))
+                        .bin_name(format!("etcd-standby {name}"))
+                }
+            };
+            let mut out = Vec::new();
+            clap_mangen::Man::new(page).render(&mut out)?;
+            write_stdout(&out)?;
+            Ok(Verdict::Clean)
+        }
         Command::Config { cmd } => {
             let (check, a) = match cmd {
                 ConfigCmd::Check(a) => (true, a),
@@ -864,6 +900,16 @@ impl std::fmt::Display for UsageError {
     }
 }
 impl std::error::Error for UsageError {}
+
+/// Writes generated text to stdout (a closed pipe is not an error).
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(bytes).and_then(|()| o.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(PipeClosed.into()),
+        r => Ok(r?),
+    }
+}
 
 /// `config check` / `config print`.
 fn config_cmd(

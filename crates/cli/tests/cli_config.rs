@@ -1,6 +1,7 @@
 //! The configuration file through the binary: precedence flag > variable >
 //! file > default, secrets redacted in `config print`, clear refusals in
-//! `config check`, and `--config` read by the real subcommands.
+//! `config check`, and `--config` read by the real subcommands; shell
+//! completions and man pages generated from the same definitions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use std::process::{Command, Output};
 
@@ -143,4 +144,36 @@ fn subcommands_read_the_file_given_by_flag_or_variable() {
         .unwrap();
     assert!(text(&out).contains("127.0.0.1:7"), "{}", text(&out));
     assert!(!text(&out).contains("127.0.0.1:9"), "{}", text(&out));
+}
+
+/// Shell completions and man pages come from the same clap definitions as
+/// the parser: every subcommand is in them, and bash accepts the script.
+#[test]
+fn completions_and_man_pages_are_generated_from_the_parser() {
+    let out = bin().args(["completion", "bash"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let script = String::from_utf8(out.stdout).unwrap();
+    for sub in ["run", "promote", "verify", "config", "wal", "db"] {
+        assert!(script.contains(sub), "bash completion lacks {sub}");
+    }
+    assert!(script.contains("--standby-endpoints"));
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.bash");
+    std::fs::write(&f, &script).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(&f).output().unwrap();
+    assert!(syntax.status.success(), "{}", text(&syntax));
+    for shell in ["zsh", "fish"] {
+        let out = bin().args(["completion", shell]).output().unwrap();
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+    let man = bin().arg("man").output().unwrap();
+    let page = String::from_utf8(man.stdout).unwrap();
+    assert!(page.contains(".TH etcd-standby 1"), "{page}");
+    assert!(page.contains("promote"), "{page}");
+    let man = bin().args(["man", "run"]).output().unwrap();
+    let page = String::from_utf8(man.stdout).unwrap();
+    assert!(page.contains(".TH etcd-standby-run 1"), "{page}");
+    assert!(page.contains("advertise\\-peer\\-url"), "{page}");
+    let bad = bin().args(["man", "nope"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
 }
