@@ -490,6 +490,13 @@ fn prometheus_scrapes_a_replicator_and_alerts_when_the_standby_stops() {
     });
     assert!(!firing("EtcdStandbyStandbyUnreachable"));
     assert!(!firing("EtcdStandbyDown"));
+    // `status -w table` while it replays.
+    let out = run(
+        Command::new(etcd_standby_bin()).args(["status", "--admin", &rep.admin, "-w", "table"])
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("| replay state "), "{}", text(&out));
+    assert!(text(&out).contains("| FIELD "), "{}", text(&out));
 
     standby.stop_member(0).unwrap();
     // Writes that replay cannot deliver.

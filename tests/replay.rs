@@ -266,3 +266,39 @@ fn prefixes_select_and_relocate_keys_consistently_with_verify() {
     let (ok, _) = run_verify(&[]);
     assert!(!ok, "verify without prefixes must see the differences");
 }
+
+/// `verify -w table` (etcdctl-style) shows each difference as a row, `-w
+/// json` as objects; both exit 1 on a difference.
+#[test]
+fn verify_reports_differences_as_a_table_or_json() {
+    let primary = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    let standby = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    primary.etcdctl().put("/only/on/primary", "v1").unwrap();
+    standby.etcdctl().put("/only/on/standby", "v2").unwrap();
+    let run = |w: &str| {
+        let out = Command::new(etcd_standby_bin())
+            .args(["verify", "--source-endpoints", &primary.client_endpoints()])
+            .args(["--standby-endpoints", &standby.client_endpoints()])
+            .args(["-w", w])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, t) = run("table");
+    assert_eq!(code, Some(1), "{t}");
+    assert!(t.contains("| DIFFERENCE  | KEY"), "{t}");
+    assert!(t.contains("| key_missing | /only/on/primary |"), "{t}");
+    assert!(t.contains("| key_extra   | /only/on/standby |"), "{t}");
+    assert!(t.trim_end().ends_with("2 difference(s)"), "{t}");
+    let (code, j) = run("json");
+    assert_eq!(code, Some(1), "{j}");
+    let kinds: Vec<String> = j
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["kind"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(kinds, ["key_missing", "key_extra"], "{j}");
+}

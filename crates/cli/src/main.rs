@@ -10,7 +10,7 @@ mod snapcmd;
 mod walcmd;
 
 use clap::{Parser, Subcommand};
-use output::{EXIT_OK, EXIT_USAGE_OR_IO, PipeClosed, Verdict};
+use output::{EXIT_OK, EXIT_USAGE_OR_IO, PipeClosed, Verdict, WriteOut};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -37,9 +37,12 @@ enum Command {
         /// Admin listener of the daemon.
         #[arg(long, default_value = "127.0.0.1:9479", env = "ETCD_STANDBY_ADMIN")]
         admin: String,
-        /// Print the raw JSON.
+        /// Print the raw JSON (same as `-w json`).
         #[arg(long)]
         json: bool,
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+        write_out: WriteOut,
     },
     /// Compare the standby with the source: keys and values, leases, users, roles and permissions.
     Verify(Box<VerifyArgs>),
@@ -252,6 +255,9 @@ struct VerifyArgs {
     /// One JSON object per difference (and a summary line).
     #[arg(long)]
     json: bool,
+    /// Output format (`table`: one row per difference).
+    #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+    write_out: WriteOut,
 }
 
 /// `etcd-standby run` flags (every flag also reads an `ETCD_STANDBY_*` variable).
@@ -632,11 +638,18 @@ fn parse_peer_listen(s: &str, tls: bool) -> Result<SocketAddr, String> {
     })
 }
 
-fn print_status(admin: &str, json: bool) -> anyhow::Result<()> {
+fn print_status(admin: &str, w: WriteOut) -> anyhow::Result<()> {
     let v = runtime()?.block_on(etcd_standby_daemon::admin::fetch_status(admin))?;
-    if json {
-        println!("{v}");
-        return Ok(());
+    match w {
+        WriteOut::Json => {
+            println!("{v}");
+            return Ok(());
+        }
+        WriteOut::Table => {
+            print!("{}", status_table(&v));
+            return Ok(());
+        }
+        WriteOut::Simple => {}
     }
     let n = &v["node"];
     let g = |k: &str| n[k].as_u64().unwrap_or(0);
@@ -721,11 +734,57 @@ fn print_status(admin: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `status -w table`: one row per field that operators look at.
+fn status_table(v: &serde_json::Value) -> String {
+    let s = |x: &serde_json::Value| match x {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let (n, r) = (&v["node"], &v["replay"]);
+    let mut rows: Vec<Vec<String>> = [
+        ("member", &n["member_id"]),
+        ("cluster", &n["cluster_id"]),
+        ("learner state", &n["state"]),
+        ("leader", &n["leader_id"]),
+        ("term", &n["term"]),
+        ("received index", &n["last_received_index"]),
+        ("durable index", &n["last_durable_index"]),
+        ("commit index", &n["commit_index"]),
+        ("leader commit index", &n["leader_commit_index"]),
+        ("snapshot index", &n["snapshot_index"]),
+        ("error code", &n["error_code"]),
+        ("error", &n["error"]),
+    ]
+    .iter()
+    .map(|(k, x)| vec![k.to_string(), s(x)])
+    .collect();
+    if r.is_object() {
+        for (k, x) in [
+            ("replay state", &r["state"]),
+            ("applied index", &r["applied_index"]),
+            ("standby checkpoint", &r["standby_checkpoint"]),
+            ("lag entries", &r["lag_entries"]),
+            ("lag seconds", &r["lag_seconds"]),
+            ("standby revision", &r["standby_revision"]),
+            ("replay error code", &r["error_code"]),
+            ("replay error", &r["error"]),
+        ] {
+            rows.push(vec![k.to_string(), s(x)]);
+        }
+    }
+    if let Some(role) = v["ha"]["role"].as_str() {
+        rows.push(vec!["ha role".into(), role.to_owned()]);
+    }
+    rows.retain(|r| !r[1].is_empty());
+    output::bordered_table(&["FIELD", "VALUE"], &rows)
+}
+
 async fn verify_cmd(
     source: SourceArgs,
     standby: StandbyArgs,
     prefixes: PrefixArgs,
-    json: bool,
+    w: WriteOut,
 ) -> anyhow::Result<Verdict> {
     use anyhow::Context;
     if standby.standby_endpoints.is_empty() {
@@ -744,11 +803,34 @@ async fn verify_cmd(
         .await
         .context("comparing the clusters")?;
     let mut out = output::Out::new();
-    for d in &diffs {
-        if json {
-            out.json(&serde_json::to_value(d)?)?;
-        } else {
-            out.line(&d.to_string())?;
+    let json = w == WriteOut::Json;
+    if w == WriteOut::Table {
+        let o = |x: &Option<String>| x.clone().unwrap_or_default();
+        let rows: Vec<Vec<String>> = diffs
+            .iter()
+            .map(|d| {
+                let kind = serde_json::to_value(d.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                vec![kind, o(&d.key), o(&d.id), o(&d.source), o(&d.standby)]
+            })
+            .collect();
+        if !rows.is_empty() {
+            for l in
+                output::bordered_table(&["DIFFERENCE", "KEY", "ID", "SOURCE", "STANDBY"], &rows)
+                    .lines()
+            {
+                out.line(l)?;
+            }
+        }
+    } else {
+        for d in &diffs {
+            if json {
+                out.json(&serde_json::to_value(d)?)?;
+            } else {
+                out.line(&d.to_string())?;
+            }
         }
     }
     if json {
@@ -774,13 +856,18 @@ fn run(cli: Cli) -> anyhow::Result<Verdict> {
             let code = promotecmd::promote(*p)?;
             std::process::exit(code);
         }
-        Command::Status { admin, json } => {
-            print_status(&admin, json)?;
+        Command::Status {
+            admin,
+            json,
+            write_out,
+        } => {
+            print_status(&admin, write_out.or_json(json))?;
             Ok(Verdict::Clean)
         }
         Command::Verify(v) => {
             let v = *v;
-            runtime()?.block_on(verify_cmd(v.source, v.standby, v.prefixes, v.json))
+            let w = v.write_out.or_json(v.json);
+            runtime()?.block_on(verify_cmd(v.source, v.standby, v.prefixes, w))
         }
         Command::Leave { data_dir, source } => {
             runtime()?.block_on(etcd_standby_daemon::leave(data_dir, source.client()?))?;

@@ -13,6 +13,61 @@ pub const EXIT_REFUSED: i32 = 4;
 /// Exit code of `promote`: already promoted (anti-flap); nothing changed.
 pub const EXIT_ALREADY_PROMOTED: i32 = 5;
 
+/// Output format (`-w`, as etcdctl).
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum WriteOut {
+    /// Lines and sentences.
+    Simple,
+    /// JSON.
+    Json,
+    /// Aligned tables with borders.
+    Table,
+}
+
+impl WriteOut {
+    /// `-w`, with the older `--json` switch meaning `-w json`.
+    pub fn or_json(self, json: bool) -> WriteOut {
+        if json { WriteOut::Json } else { self }
+    }
+}
+
+/// An etcdctl-style table: `headers`, then `rows`, columns padded to the
+/// widest cell (by characters).
+pub fn bordered_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = width.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let rule: String = width
+        .iter()
+        .map(|w| format!("+{}", "-".repeat(w + 2)))
+        .collect::<String>()
+        + "+\n";
+    let line = |cells: Vec<&str>| -> String {
+        let mut s = String::new();
+        for (i, w) in width.iter().enumerate() {
+            let c = cells.get(i).copied().unwrap_or("");
+            let pad = w - c.chars().count().min(*w);
+            s.push_str(&format!("| {c}{} ", " ".repeat(pad)));
+        }
+        s + "|\n"
+    };
+    let mut out = rule.clone();
+    out.push_str(&line(headers.to_vec()));
+    out.push_str(&rule);
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    if !rows.is_empty() {
+        out.push_str(&rule);
+    }
+    out
+}
+
 /// What a command concluded about the data it read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -115,4 +170,29 @@ pub fn table(rows: &[Vec<String>]) -> Vec<String> {
             line
         })
         .collect()
+}
+
+#[cfg(test)]
+mod bordered_tests {
+    use super::bordered_table as table;
+
+    #[test]
+    fn tables_pad_every_column_to_its_widest_cell() {
+        let t = table(
+            &["KIND", "KEY"],
+            &[
+                vec!["key_missing".into(), "/a".into()],
+                vec!["x".into(), "/längere".into()],
+            ],
+        );
+        assert_eq!(
+            t,
+            "+-------------+----------+\n\
+             | KIND        | KEY      |\n\
+             +-------------+----------+\n\
+             | key_missing | /a       |\n\
+             | x           | /längere |\n\
+             +-------------+----------+\n"
+        );
+    }
 }

@@ -8,19 +8,10 @@ use etcd_standby_daemon::promote::{
     self, Choices, Decision, Inspection, Plan, PromoteOptions, Report, Target, Verdict,
 };
 
-use crate::output::{EXIT_ALREADY_PROMOTED, EXIT_OK, EXIT_REFUSED};
+use crate::output::{EXIT_ALREADY_PROMOTED, EXIT_OK, EXIT_REFUSED, WriteOut};
 use crate::{
     PrefixArgs, ReconcileArgs, SourceArgs, StandbyArgs, UsageError, replay_options, runtime,
 };
-
-/// Output format (`-w`, as etcdctl).
-#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
-pub enum WriteOut {
-    /// Tables and sentences.
-    Simple,
-    /// One JSON object.
-    Json,
-}
 
 /// `etcd-standby promote` flags.
 #[derive(clap::Args)]
@@ -68,7 +59,7 @@ pub struct PromoteArgs {
     /// Who (recorded; default $SUDO_USER or $USER).
     #[arg(long)]
     operator: Option<String>,
-    /// Output format.
+    /// Output format (`table` is the same as `simple`, which is tables).
     #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
     write_out: WriteOut,
 }
