@@ -258,6 +258,13 @@ struct VerifyArgs {
     /// Output format (`table`: one row per difference).
     #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
     write_out: WriteOut,
+    /// Compare keys at the standby's checkpoint: the standby at the
+    /// revision of its checkpoint write, the primary at its revision after
+    /// the same raft entry. Consistent while replication runs; compares
+    /// keys only (values, lease attachments): leases and auth have no
+    /// revisions. Fails if the primary compacted past that revision.
+    #[arg(long)]
+    at_checkpoint: bool,
 }
 
 /// `etcd-standby run` flags (every flag also reads an `ETCD_STANDBY_*` variable).
@@ -785,6 +792,7 @@ async fn verify_cmd(
     standby: StandbyArgs,
     prefixes: PrefixArgs,
     w: WriteOut,
+    at_checkpoint: bool,
 ) -> anyhow::Result<Verdict> {
     use anyhow::Context;
     if standby.standby_endpoints.is_empty() {
@@ -796,10 +804,38 @@ async fn verify_cmd(
     let dst = etcd_standby_client::Client::connect(standby.client())
         .await
         .context("connecting to the standby")?;
+    let keys = prefixes.key_map();
+    let at = if at_checkpoint {
+        let cluster_id = src
+            .member_list()
+            .await
+            .context("reading the source's cluster ID")?
+            .header
+            .map_or(0, |h| h.cluster_id);
+        let point = etcd_standby_sink::verify::checkpoint_point(&dst, &keys, cluster_id)
+            .await
+            .context("reading the standby's checkpoint")?
+            .ok_or_else(|| {
+                UsageError(format!(
+                    "--at-checkpoint: the standby has no checkpoint with the primary's revision for \
+                     cluster {cluster_id:016x} yet (none written, or written by a reconcile); retry \
+                     after the next replicated write"
+                ))
+            })?;
+        eprintln!(
+            "comparing keys at raft index {} (primary revision {}, standby revision {}); \
+             leases and auth are not compared at a checkpoint",
+            point.index, point.source_revision, point.standby_revision
+        );
+        Some(point)
+    } else {
+        None
+    };
     let opts = etcd_standby_sink::verify::VerifyOptions {
         ignore_users: standby.standby_user.iter().cloned().collect(),
+        at,
     };
-    let diffs = etcd_standby_sink::verify::verify_with(&src, &dst, &prefixes.key_map(), &opts)
+    let diffs = etcd_standby_sink::verify::verify_with(&src, &dst, &keys, &opts)
         .await
         .context("comparing the clusters")?;
     let mut out = output::Out::new();
@@ -867,7 +903,13 @@ fn run(cli: Cli) -> anyhow::Result<Verdict> {
         Command::Verify(v) => {
             let v = *v;
             let w = v.write_out.or_json(v.json);
-            runtime()?.block_on(verify_cmd(v.source, v.standby, v.prefixes, w))
+            runtime()?.block_on(verify_cmd(
+                v.source,
+                v.standby,
+                v.prefixes,
+                w,
+                v.at_checkpoint,
+            ))
         }
         Command::Leave { data_dir, source } => {
             runtime()?.block_on(etcd_standby_daemon::leave(data_dir, source.client()?))?;

@@ -77,6 +77,9 @@ pub trait StandbySink: Send {
     fn revision(&self) -> impl Future<Output = Option<i64>> + Send;
     /// Counters for `/status`.
     fn stats(&self) -> SinkStats;
+    /// The primary's revision after entry `index` (recorded with the
+    /// checkpoint of exactly that index; see `verify --at-checkpoint`).
+    fn note_source_revision(&mut self, _index: u64, _revision: i64) {}
 }
 
 impl StandbySink for Sink {
@@ -97,6 +100,9 @@ impl StandbySink for Sink {
         opts: ReconcileOptions,
     ) -> Result<ReconcileReport, SinkError> {
         Sink::reconcile(self, state, index, term, opts).await
+    }
+    fn note_source_revision(&mut self, index: u64, revision: i64) {
+        Sink::note_source_revision(self, index, revision);
     }
     async fn revision(&self) -> Option<i64> {
         let req = etcd_standby_client::pb::RangeRequest {
@@ -468,6 +474,12 @@ impl<S: StandbySink> Replay<S> {
             return Ok(());
         }
         let mut backoff = Backoff::standby();
+        if let Some(last) = self.batch.last()
+            && last.0 == self.model.applied_index()
+        {
+            self.sink
+                .note_source_revision(last.0, self.model.revision());
+        }
         loop {
             let t = Instant::now();
             match self.sink.apply(&self.batch).await {

@@ -220,6 +220,7 @@ impl Sink {
             cluster_id: self.cfg.source_cluster_id,
             index,
             term,
+            source_revision: None,
         };
         self.write_txn(index, index, Vec::new(), Some(cp)).await?;
         report.txns += 1;

@@ -82,6 +82,9 @@ pub struct Checkpoint {
     pub index: u64,
     /// Its term.
     pub term: u64,
+    /// The primary's revision after that entry, when replay knew it (the
+    /// shadow model's): `verify --at-checkpoint` reads the primary there.
+    pub source_revision: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -89,6 +92,8 @@ struct CheckpointValue {
     cluster_id: String,
     index: u64,
     term: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source_revision: Option<i64>,
 }
 
 impl Checkpoint {
@@ -97,11 +102,13 @@ impl Checkpoint {
             cluster_id: format!("{:016x}", self.cluster_id),
             index: self.index,
             term: self.term,
+            source_revision: self.source_revision,
         };
         Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
     }
 
-    pub(crate) fn decode(key: &[u8], cluster_id: u64, value: &[u8]) -> Result<Checkpoint> {
+    /// Reads a checkpoint value written for `cluster_id` under `key`.
+    pub fn decode(key: &[u8], cluster_id: u64, value: &[u8]) -> Result<Checkpoint> {
         let bad = |message: String| SinkError::BadReservedKey {
             key: show_key(key),
             message,
@@ -119,6 +126,7 @@ impl Checkpoint {
             cluster_id,
             index: v.index,
             term: v.term,
+            source_revision: v.source_revision,
         })
     }
 }
@@ -173,6 +181,8 @@ pub struct Sink {
     pub(crate) counters: Arc<Mutex<Counters>>,
     pub(crate) epoch_key: Bytes,
     pub(crate) checkpoint_key: Bytes,
+    /// `(index, primary revision)` from [`Sink::note_source_revision`].
+    source_revision: Option<(u64, i64)>,
 }
 
 impl std::fmt::Debug for Sink {
@@ -337,6 +347,7 @@ impl Sink {
             counters: Arc::new(Mutex::new(Counters::default())),
             epoch_key,
             checkpoint_key,
+            source_revision: None,
         };
         sink.load_standby_leases().await?;
         tracing::info!(
@@ -422,6 +433,12 @@ impl Sink {
     /// The checkpoint key on the standby.
     pub fn checkpoint_key(&self) -> &Bytes {
         &self.checkpoint_key
+    }
+
+    /// Tells the sink the primary's revision after entry `index` (the shadow
+    /// model's); the checkpoint written for exactly that index records it.
+    pub fn note_source_revision(&mut self, index: u64, revision: i64) {
+        self.source_revision = Some((index, revision));
     }
 
     /// The lease keeper (runs as a task of the sink; stops when the sink is
@@ -698,6 +715,10 @@ impl Sink {
             cluster_id: self.cfg.source_cluster_id,
             index,
             term,
+            source_revision: self
+                .source_revision
+                .filter(|(i, _)| *i == index)
+                .map(|(_, r)| r),
         };
         let ops: Vec<(Bytes, KvOp)> = p.ops.into_iter().collect();
         let n_ops = ops.len();

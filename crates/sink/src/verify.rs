@@ -118,6 +118,50 @@ pub struct VerifyOptions {
     /// Users present on the standby only by design (the replicator's own
     /// user); not reported as extra.
     pub ignore_users: Vec<String>,
+    /// Compare keys at this point instead of live ([`checkpoint_point`]);
+    /// then only keys are compared (leases and auth are not revisioned).
+    pub at: Option<ReadPoint>,
+}
+
+/// A consistent point to compare keys at: the standby at the revision of
+/// its checkpoint write, the primary at the revision it had after the same
+/// raft entry. Replication may run meanwhile: neither read sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReadPoint {
+    /// The checkpointed raft index.
+    pub index: u64,
+    /// The primary's revision after it.
+    pub source_revision: i64,
+    /// The standby's revision of the checkpoint write.
+    pub standby_revision: i64,
+}
+
+/// The standby's checkpoint for source `cluster_id` as a [`ReadPoint`]
+/// (`Ok(None)`: no checkpoint, or one written without the primary's
+/// revision, e.g. by a reconcile or an older replicator: retry after the
+/// next write).
+pub async fn checkpoint_point(
+    standby: &Client,
+    keys: &KeyMap,
+    cluster_id: u64,
+) -> Result<Option<ReadPoint>> {
+    let key = crate::ReservedKeys::new(keys, cluster_id).checkpoint;
+    let resp = standby
+        .range(etcd_standby_client::pb::RangeRequest {
+            key: key.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| SinkError::client("read the standby checkpoint", e))?;
+    let Some(kv) = resp.kvs.first() else {
+        return Ok(None);
+    };
+    let cp = crate::Checkpoint::decode(&key, cluster_id, &kv.value)?;
+    Ok(cp.source_revision.map(|source_revision| ReadPoint {
+        index: cp.index,
+        source_revision,
+        standby_revision: kv.mod_revision,
+    }))
 }
 
 /// A key's value and lease.
@@ -175,6 +219,8 @@ struct KeyCursor<'a> {
     pages: Option<etcd_standby_client::RangePages>,
     page: std::collections::VecDeque<etcd_standby_client::mvccpb::KeyValue>,
     side: Side,
+    /// Read at this revision (0: live).
+    revision: i64,
     what: &'static str,
 }
 
@@ -182,7 +228,7 @@ impl<'a> KeyCursor<'a> {
     fn new(
         client: &'a Client,
         ranges: Vec<(Bytes, Bytes)>,
-        side: Side,
+        (side, revision): (Side, i64),
         what: &'static str,
     ) -> Self {
         KeyCursor {
@@ -191,6 +237,7 @@ impl<'a> KeyCursor<'a> {
             pages: None,
             page: Default::default(),
             side,
+            revision,
             what,
         }
     }
@@ -211,7 +258,11 @@ impl<'a> KeyCursor<'a> {
                 let Some((start, end)) = self.ranges.pop_front() else {
                     return Ok(None);
                 };
-                self.pages = Some(self.client.range_pages(start, end, PAGE, false));
+                self.pages =
+                    Some(
+                        self.client
+                            .range_pages_at(start, end, PAGE, false, self.revision),
+                    );
             }
             let next = match self.pages.as_mut() {
                 Some(p) => p
@@ -338,17 +389,20 @@ pub async fn verify_with(
 ) -> Result<Vec<Difference>> {
     let mut out = Vec::new();
     // ---- keys: both sides streamed in source-key order, one page each in
-    // memory, and merged.
+    // memory, and merged; at a consistent point when asked.
+    let (src_rev, dst_rev) = opts
+        .at
+        .map_or((0, 0), |p| (p.source_revision, p.standby_revision));
     let mut src = KeyCursor::new(
         source,
         keys.source_ranges(),
-        Side::Source,
+        (Side::Source, src_rev),
         "read source keys",
     );
     let mut dst = KeyCursor::new(
         standby,
         keys.standby_ranges(),
-        Side::Standby,
+        (Side::Standby, dst_rev),
         "read standby keys",
     );
     let mut extra = Vec::new();
@@ -401,6 +455,11 @@ pub async fn verify_with(
         }
     }
     out.append(&mut extra);
+    // Leases and auth have no revisions to read at: at a checkpoint only
+    // the keys (values and lease attachments) are compared.
+    if opts.at.is_some() {
+        return Ok(out);
+    }
     // ---- leases
     let src_leases: BTreeSet<i64> = source
         .lease_leases()
