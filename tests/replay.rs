@@ -301,6 +301,35 @@ fn verify_reports_differences_as_a_table_or_json() {
         .filter_map(|v| v["kind"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(kinds, ["key_missing", "key_extra"], "{j}");
+    // On a terminal a progress bar counts the compared keys (over the
+    // primary's count) and is cleared before the report.
+    let line = format!(
+        "{} verify --source-endpoints {} --standby-endpoints {} -w table",
+        etcd_standby_bin().display(),
+        primary.client_endpoints(),
+        standby.client_endpoints()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .output()
+        .unwrap();
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{tty}");
+    assert!(tty.contains("comparing keys ["), "{tty:?}");
+    assert!(tty.contains("| key_missing | /only/on/primary |"), "{tty:?}");
+    let bar_at = tty.find("comparing keys").unwrap_or(usize::MAX);
+    let table_at = tty.find("| DIFFERENCE").unwrap_or(0);
+    assert!(bar_at < table_at, "the bar comes before the report: {tty:?}");
+    // Piped (the case above), stderr has no bar.
+    let piped = Command::new(etcd_standby_bin())
+        .args(["verify", "--source-endpoints", &primary.client_endpoints()])
+        .args(["--standby-endpoints", &standby.client_endpoints()])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&piped.stderr).contains("comparing keys"),
+        "{piped:?}"
+    );
 }
 
 /// `verify --at-checkpoint` compares both sides at one raft index (the

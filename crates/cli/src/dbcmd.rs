@@ -1,6 +1,7 @@
 //! `etcd-standby db dump`: etcd's view of a bbolt backend — live keys with
 //! their revisions, leases, auth, membership and meta — or its raw pages.
-use crate::output::{Out, Verdict, table};
+use crate::output::{Borders, Out, Verdict, WriteOut, bordered_table, table};
+use crate::progress::{self, Progress};
 use anyhow::Result;
 use etcd_standby_bolt::etcd::{self, LiveKey};
 use etcd_standby_bolt::{BoltError, BoltFile, PageKind};
@@ -10,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 /// Options of `db dump`.
 pub struct DbOptions {
-    /// One JSON object per line.
-    pub json: bool,
+    /// Output format: JSON lines, aligned lines, or bordered tables.
+    pub write_out: WriteOut,
     /// Only this bucket.
     pub bucket: Option<String>,
     /// Only keys with this prefix.
@@ -84,6 +85,62 @@ fn key_json(k: &LiveKey) -> Value {
            "value": bytes_json(&k.value)})
 }
 
+impl DbOptions {
+    fn json(&self) -> bool {
+        self.write_out == WriteOut::Json
+    }
+}
+
+/// How much of a value a text dump shows.
+const VALUE_SHOWN: usize = 96;
+
+/// The text cells of a key: create and mod revision, version, lease, key,
+/// value (shortened).
+fn key_cells(k: &LiveKey) -> [String; 6] {
+    let lease = if k.lease != 0 {
+        format!("{:016x}", k.lease)
+    } else {
+        "-".into()
+    };
+    let mut value = bytes_text(&k.value[..k.value.len().min(VALUE_SHOWN)]);
+    if k.value.len() > VALUE_SHOWN {
+        value.push_str(&format!("…(+{} bytes)", k.value.len() - VALUE_SHOWN));
+    }
+    [
+        k.create_revision.to_string(),
+        k.mod_revision.to_string(),
+        k.version.to_string(),
+        lease,
+        bytes_text(&k.key),
+        value,
+    ]
+}
+
+/// Writes a bordered table whose rows come from `rows()`, called twice: once
+/// to size the columns and once to print, so no row is held in memory.
+fn streamed_table<I>(out: &mut Out, headers: &[&str], rows: impl Fn() -> Result<I>) -> Result<()>
+where
+    I: Iterator<Item = Result<Vec<String>>>,
+{
+    let mut b = Borders::new(headers);
+    let mut any = false;
+    for r in rows()? {
+        any = true;
+        b.fit(&r?);
+    }
+    let rule = b.rule();
+    out.line(&rule)?;
+    out.line(&b.line(headers))?;
+    out.line(&rule)?;
+    for r in rows()? {
+        out.line(&b.line(&r?))?;
+    }
+    if any {
+        out.line(&rule)?;
+    }
+    Ok(())
+}
+
 /// `db dump`.
 pub fn dump(path: &Path, opts: &DbOptions) -> Result<Verdict> {
     let path = resolve(path);
@@ -124,7 +181,7 @@ fn dump_db(db: &BoltFile, path: &Path, opts: &DbOptions) -> Result<Verdict> {
         Some(true) => "etcdctl snapshot, sha256 OK",
         Some(false) => "etcdctl snapshot, SHA256 MISMATCH",
     };
-    if opts.json {
+    if opts.json() {
         out.json(
             &json!({"record": "db", "path": path.display().to_string(), "file_bytes": db.file_len(),
             "page_size": meta.page_size, "txid": meta.txid, "pgid": meta.pgid,
@@ -160,7 +217,7 @@ fn dump_db(db: &BoltFile, path: &Path, opts: &DbOptions) -> Result<Verdict> {
                 .as_deref()
                 .map(bytes_text)
                 .unwrap_or_else(|| "(root)".into());
-            if opts.json {
+            if opts.json() {
                 out.json(&json!({"record": "page", "id": p.id, "kind": kind, "count": p.count, "overflow": p.overflow, "bucket": p.bucket.as_deref().map(bytes_json)}))?;
             } else {
                 rows.push(vec![
@@ -172,9 +229,15 @@ fn dump_db(db: &BoltFile, path: &Path, opts: &DbOptions) -> Result<Verdict> {
                 ]);
             }
         }
-        if !opts.json {
-            for l in table(&rows) {
-                out.line(&l)?;
+        if !opts.json() {
+            if opts.write_out == WriteOut::Table {
+                let (headers, body) = rows.split_at(1);
+                let headers: Vec<&str> = headers[0].iter().map(String::as_str).collect();
+                out.line(bordered_table(&headers, body).trim_end())?;
+            } else {
+                for l in table(&rows) {
+                    out.line(&l)?;
+                }
             }
             out.line(&format!("unreachable pages: {:?}", map.unreachable))?;
         }
@@ -191,7 +254,7 @@ fn dump_db(db: &BoltFile, path: &Path, opts: &DbOptions) -> Result<Verdict> {
     if show(opts, "meta") {
         let m = etcd::read_meta(db)?;
         let rev = |r: Option<etcd::Revision>| r.map(|r| r.main);
-        if opts.json {
+        if opts.json() {
             out.json(
                 &json!({"record": "meta", "consistent_index": m.consistent_index, "term": m.term,
                 "conf_state": m.conf_state, "scheduled_compact_rev": rev(m.scheduled_compact_rev),
@@ -231,7 +294,7 @@ fn dump_db(db: &BoltFile, path: &Path, opts: &DbOptions) -> Result<Verdict> {
     }
     if show(opts, "auth") {
         let a = etcd::read_auth(db)?;
-        if opts.json {
+        if opts.json() {
             out.json(&json!({"record": "auth", "enabled": a.enabled, "revision": a.revision}))?;
         } else {
             rows.push(vec![
@@ -246,7 +309,7 @@ fn dump_db(db: &BoltFile, path: &Path, opts: &DbOptions) -> Result<Verdict> {
     }
     if show(opts, "cluster") {
         let c = etcd::read_cluster(db)?;
-        if opts.json {
+        if opts.json() {
             out.json(
                 &json!({"record": "cluster", "version": c.version, "downgrade": c.downgrade}),
             )?;
@@ -259,7 +322,7 @@ fn dump_db(db: &BoltFile, path: &Path, opts: &DbOptions) -> Result<Verdict> {
     }
     if show(opts, "members") {
         for m in etcd::read_members(db)? {
-            if opts.json {
+            if opts.json() {
                 out.json(&json!({"record": "member", "id": format!("{:016x}", m.id), "name": m.name,
                     "peer_urls": m.peer_urls, "client_urls": m.client_urls, "is_learner": m.is_learner}))?;
             } else {
@@ -279,7 +342,7 @@ fn dump_db(db: &BoltFile, path: &Path, opts: &DbOptions) -> Result<Verdict> {
     }
     if show(opts, "members_removed") {
         for id in etcd::read_removed_members(db)? {
-            if opts.json {
+            if opts.json() {
                 out.json(&json!({"record": "removed_member", "id": format!("{id:016x}")}))?;
             } else {
                 rows.push(vec!["removed".into(), format!("{id:016x}")]);
@@ -293,7 +356,7 @@ fn dump_db(db: &BoltFile, path: &Path, opts: &DbOptions) -> Result<Verdict> {
                 2 => "CORRUPT",
                 _ => "NONE",
             };
-            if opts.json {
+            if opts.json() {
                 out.json(&json!({"record": "alarm", "member_id": format!("{:016x}", a.member_id), "alarm": name}))?;
             } else {
                 rows.push(vec![
@@ -305,7 +368,7 @@ fn dump_db(db: &BoltFile, path: &Path, opts: &DbOptions) -> Result<Verdict> {
     }
     if show(opts, "lease") {
         for l in etcd::read_leases(db)? {
-            if opts.json {
+            if opts.json() {
                 out.json(&json!({"record": "lease", "id": format!("{:016x}", l.id), "ttl": l.ttl, "remaining_ttl": l.remaining_ttl}))?;
             } else {
                 let rem = if l.remaining_ttl != 0 {
@@ -323,7 +386,7 @@ fn dump_db(db: &BoltFile, path: &Path, opts: &DbOptions) -> Result<Verdict> {
     if show(opts, "authUsers") {
         for u in etcd::read_users(db)? {
             let no_pw = u.options.as_ref().is_some_and(|o| o.no_password);
-            if opts.json {
+            if opts.json() {
                 out.json(
                     &json!({"record": "user", "name": bytes_json(&u.name), "roles": u.roles,
                     "no_password": no_pw, "password": secret(opts, &u.password)}),
@@ -346,7 +409,7 @@ fn dump_db(db: &BoltFile, path: &Path, opts: &DbOptions) -> Result<Verdict> {
             let perms: Vec<Value> = r.key_permission.iter().map(|p| json!({
                 "type": perm_type(p.perm_type), "key": bytes_json(&p.key),
                 "range_end": if p.range_end.is_empty() { Value::Null } else { Value::from(bytes_json(&p.range_end)) }})).collect();
-            if opts.json {
+            if opts.json() {
                 out.json(
                     &json!({"record": "role", "name": bytes_json(&r.name), "permissions": perms}),
                 )?;
@@ -374,13 +437,24 @@ fn dump_db(db: &BoltFile, path: &Path, opts: &DbOptions) -> Result<Verdict> {
             }
         }
     }
-    for l in table(&rows) {
-        out.line(&l)?;
+    if !rows.is_empty() {
+        if opts.write_out == WriteOut::Table {
+            out.line(bordered_table(&["SECTION", "VALUE"], &rows).trim_end())?;
+        } else {
+            for l in table(&rows) {
+                out.line(&l)?;
+            }
+        }
     }
     if show(opts, "key") {
         let keys = etcd::live_keys(db)?;
         let st = keys.stats();
-        if !opts.json {
+        let wanted = |k: &LiveKey| {
+            opts.key_prefix
+                .as_ref()
+                .is_none_or(|p| k.key.starts_with(p))
+        };
+        if !opts.json() {
             out.line(&format!(
                 "keys      {} live ({} revisions, {} tombstones, latest revision {})",
                 st.live_keys,
@@ -388,43 +462,50 @@ fn dump_db(db: &BoltFile, path: &Path, opts: &DbOptions) -> Result<Verdict> {
                 st.tombstones,
                 st.latest.map(|r| r.main.to_string()).unwrap_or("-".into())
             ))?;
-            out.line(&format!(
-                "{:>8} {:>8} {:>6}  {:<16}  KEY = VALUE",
-                "CREATE", "MOD", "VER", "LEASE"
-            ))?;
         }
-        for k in keys {
-            let k = k?;
-            if opts
-                .key_prefix
-                .as_ref()
-                .is_some_and(|p| !k.key.starts_with(p))
-            {
-                continue;
-            }
-            if opts.json {
-                out.json(&key_json(&k))?;
-            } else {
-                let lease = if k.lease != 0 {
-                    format!("{:016x}", k.lease)
-                } else {
-                    "-".into()
-                };
-                let mut value = bytes_text(&k.value[..k.value.len().min(96)]);
-                if k.value.len() > 96 {
-                    value.push_str(&format!("…(+{} bytes)", k.value.len() - 96));
-                }
+        let bar = Progress::items("dumping keys", Some(st.live_keys), progress::Stdout::Stream);
+        if opts.write_out == WriteOut::Table {
+            drop(keys);
+            streamed_table(
+                &mut out,
+                &["CREATE", "MOD", "VER", "LEASE", "KEY", "VALUE"],
+                || {
+                    let bar = &bar;
+                    bar.set(0);
+                    Ok(etcd::live_keys(db)?.filter_map(move |k| {
+                        bar.inc(1);
+                        match k {
+                            Ok(k) if !wanted(&k) => None,
+                            Ok(k) => Some(Ok(key_cells(&k).to_vec())),
+                            Err(e) => Some(Err(e.into())),
+                        }
+                    }))
+                },
+            )?;
+        } else {
+            if !opts.json() {
                 out.line(&format!(
-                    "{:>8} {:>8} {:>6}  {:<16}  {} = {}",
-                    k.create_revision,
-                    k.mod_revision,
-                    k.version,
-                    lease,
-                    bytes_text(&k.key),
-                    value
+                    "{:>8} {:>8} {:>6}  {:<16}  KEY = VALUE",
+                    "CREATE", "MOD", "VER", "LEASE"
                 ))?;
             }
+            for k in keys {
+                let k = k?;
+                bar.inc(1);
+                if !wanted(&k) {
+                    continue;
+                }
+                if opts.json() {
+                    out.json(&key_json(&k))?;
+                } else {
+                    let [c, m, v, lease, key, value] = key_cells(&k);
+                    out.line(&format!(
+                        "{c:>8} {m:>8} {v:>6}  {lease:<16}  {key} = {value}"
+                    ))?;
+                }
+            }
         }
+        bar.finish();
     }
     out.flush()?;
     Ok(verdict)
@@ -434,9 +515,19 @@ fn dump_raw_bucket(db: &BoltFile, name: &str, opts: &DbOptions, out: &mut Out) -
     let Some(bucket) = db.bucket(name.as_bytes())? else {
         anyhow::bail!("no bucket {name:?} in this db");
     };
+    if opts.write_out == WriteOut::Table {
+        streamed_table(out, &["KEY", "VALUE"], || {
+            Ok(db.iter(&bucket).map(|e| {
+                let e = e?;
+                Ok(vec![bytes_text(&e.key), bytes_text(&e.value)])
+            }))
+        })?;
+        out.flush()?;
+        return Ok(Verdict::Clean);
+    }
     for e in db.iter(&bucket) {
         let e = e?;
-        if opts.json {
+        if opts.json() {
             out.json(&json!({"record": "raw", "bucket": name, "key": bytes_json(&e.key), "value": bytes_json(&e.value)}))?;
         } else {
             out.line(&format!(

@@ -5,6 +5,7 @@
 mod config;
 mod dbcmd;
 mod output;
+mod progress;
 mod promotecmd;
 mod snapcmd;
 mod walcmd;
@@ -405,9 +406,12 @@ enum WalCmd {
     },
     /// Index/term range, entries by type and kind, bytes, busiest prefixes, leases, auth.
     Stats {
-        /// One JSON object.
+        /// One JSON object (same as `-w json`).
         #[arg(long)]
         json: bool,
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+        write_out: WriteOut,
         /// Path components that make up a "prefix".
         #[arg(long, default_value_t = 2)]
         prefix_depth: usize,
@@ -457,9 +461,13 @@ enum SnapCmd {
 enum DbCmd {
     /// Print live keys, leases, auth, members and meta of a bbolt db.
     Dump {
-        /// One JSON object per line.
+        /// One JSON object per line (same as `-w json`).
         #[arg(long)]
         json: bool,
+        /// Output format (`table` sizes its columns in a first pass over the
+        /// keys, so memory stays flat on large dbs).
+        #[arg(short = 'w', long = "write-out", value_enum, default_value = "simple")]
+        write_out: WriteOut,
         /// Only this bucket (key, lease, auth, authUsers, authRoles, meta, members, members_removed, cluster, alarm).
         #[arg(long, value_name = "B")]
         bucket: Option<String>,
@@ -831,13 +839,32 @@ async fn verify_cmd(
     } else {
         None
     };
+    let compared = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let opts = etcd_standby_sink::verify::VerifyOptions {
         ignore_users: standby.standby_user.iter().cloned().collect(),
         at,
+        progress: Some(compared.clone()),
     };
-    let diffs = etcd_standby_sink::verify::verify_with(&src, &dst, &keys, &opts)
-        .await
-        .context("comparing the clusters")?;
+    // The bar's length is a count-only read; without it the bar still counts.
+    let total = etcd_standby_sink::verify::count_source_keys(
+        &src,
+        &keys,
+        at.map_or(0, |p| p.source_revision),
+    )
+    .await
+    .ok();
+    let bar = progress::Progress::items("comparing keys", total, progress::Stdout::Summary);
+    let run = etcd_standby_sink::verify::verify_with(&src, &dst, &keys, &opts);
+    tokio::pin!(run);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    let diffs = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            _ = tick.tick() => bar.set(compared.load(std::sync::atomic::Ordering::Relaxed)),
+        }
+    }
+    .context("comparing the clusters")?;
+    bar.finish();
     let mut out = output::Out::new();
     let json = w == WriteOut::Json;
     if w == WriteOut::Table {
@@ -955,10 +982,11 @@ fn run(cli: Cli) -> anyhow::Result<Verdict> {
             WalCmd::Verify { json, path } => walcmd::verify(&path, json),
             WalCmd::Stats {
                 json,
+                write_out,
                 prefix_depth,
                 top,
                 path,
-            } => walcmd::stats(&path, json, prefix_depth.max(1), top),
+            } => walcmd::stats(&path, write_out.or_json(json), prefix_depth.max(1), top),
         },
         Command::Snap {
             cmd: SnapCmd::Dump { json, path },
@@ -1000,6 +1028,7 @@ fn run(cli: Cli) -> anyhow::Result<Verdict> {
             cmd:
                 DbCmd::Dump {
                     json,
+                    write_out,
                     bucket,
                     key_prefix,
                     show_secrets,
@@ -1009,7 +1038,7 @@ fn run(cli: Cli) -> anyhow::Result<Verdict> {
         } => dbcmd::dump(
             &path,
             &dbcmd::DbOptions {
-                json,
+                write_out: write_out.or_json(json),
                 bucket,
                 key_prefix: key_prefix.map(String::into_bytes),
                 show_secrets,

@@ -31,39 +31,64 @@ impl WriteOut {
     }
 }
 
-/// An etcdctl-style table: `headers`, then `rows`, columns padded to the
-/// widest cell (by characters).
-pub fn bordered_table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut width: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            if let Some(w) = width.get_mut(i) {
-                *w = (*w).max(c.chars().count());
-            }
+/// Column widths of an etcdctl-style bordered table, grown row by row, so
+/// a caller can size a table in one pass and print it in another.
+pub struct Borders {
+    width: Vec<usize>,
+}
+
+impl Borders {
+    /// Widths of the header cells.
+    pub fn new(headers: &[&str]) -> Self {
+        Borders {
+            width: headers.iter().map(|h| h.chars().count()).collect(),
         }
     }
-    let rule: String = width
-        .iter()
-        .map(|w| format!("+{}", "-".repeat(w + 2)))
-        .collect::<String>()
-        + "+\n";
-    let line = |cells: Vec<&str>| -> String {
+
+    /// Widens the columns to fit `row` (cells beyond the headers are ignored).
+    pub fn fit<S: AsRef<str>>(&mut self, row: &[S]) {
+        for (w, c) in self.width.iter_mut().zip(row) {
+            *w = (*w).max(c.as_ref().chars().count());
+        }
+    }
+
+    /// `+----+---+` (no newline).
+    pub fn rule(&self) -> String {
+        self.width
+            .iter()
+            .map(|w| format!("+{}", "-".repeat(w + 2)))
+            .collect::<String>()
+            + "+"
+    }
+
+    /// `| a  | b |` (no newline), each cell padded to its column.
+    pub fn line<S: AsRef<str>>(&self, cells: &[S]) -> String {
         let mut s = String::new();
-        for (i, w) in width.iter().enumerate() {
-            let c = cells.get(i).copied().unwrap_or("");
+        for (i, w) in self.width.iter().enumerate() {
+            let c = cells.get(i).map(AsRef::as_ref).unwrap_or("");
             let pad = w - c.chars().count().min(*w);
             s.push_str(&format!("| {c}{} ", " ".repeat(pad)));
         }
-        s + "|\n"
-    };
-    let mut out = rule.clone();
-    out.push_str(&line(headers.to_vec()));
-    out.push_str(&rule);
+        s + "|"
+    }
+}
+
+/// An etcdctl-style table: `headers`, then `rows`, columns padded to the
+/// widest cell (by characters).
+pub fn bordered_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut b = Borders::new(headers);
     for r in rows {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
+        b.fit(r);
+    }
+    let rule = b.rule();
+    let mut out = format!("{rule}\n{}\n{rule}\n", b.line(headers));
+    for r in rows {
+        out.push_str(&b.line(r));
+        out.push('\n');
     }
     if !rows.is_empty() {
         out.push_str(&rule);
+        out.push('\n');
     }
     out
 }

@@ -1,5 +1,6 @@
 //! `etcd-standby wal dump | verify | stats`.
-use crate::output::{Out, Verdict, table};
+use crate::output::{Out, Verdict, WriteOut, bordered_table, table};
+use crate::progress::{self, Progress};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use etcd_standby_daemon::times::{self, ReceiveTimes};
@@ -217,10 +218,27 @@ fn entry_selected(e: &raftpb::Entry, decoded: &Decoded, opts: &DumpOptions) -> b
 /// Reads every record, handing each to `f`; returns the problem that ended
 /// reading early, if any (IO errors are returned as errors). `f` returns a
 /// data problem it found in the record, if any, which also ends the walk.
+/// Total size of the segment files (the progress bar's length).
+fn segments_bytes(segments: &[Segment]) -> u64 {
+    segments
+        .iter()
+        .filter_map(|s| std::fs::metadata(&s.path).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Reads every record of `segments` in order, calling `f` until it reports a
+/// problem; a progress bar (`msg`, over the files' bytes) follows along on a
+/// terminal.
 fn walk_raw(
     segments: Vec<Segment>,
+    (msg, stdout): (&'static str, progress::Stdout),
     mut f: impl FnMut(&RecordRef<'_>) -> Result<Option<WalError>>,
 ) -> Result<(WalReader, Option<WalError>)> {
+    /// The bar is moved once per this many bytes, off the per-record path.
+    const STEP: u64 = 1 << 20;
+    let bar = Progress::bytes(msg, segments_bytes(&segments), stdout);
+    let (mut done, mut shown) = (0u64, 0u64);
     let mut reader = WalReader::from_segments(segments);
     let problem = loop {
         let rec = match reader.next_record() {
@@ -229,19 +247,26 @@ fn walk_raw(
             Err(e @ (WalError::TornTail { .. } | WalError::Corrupt { .. })) => break Some(e),
             Err(e) => return Err(e.into()),
         };
+        done += rec.frame_size();
+        if shown == 0 || done - shown >= STEP {
+            bar.set(done);
+            shown = done;
+        }
         if let Some(p) = f(&rec)? {
             break Some(p);
         }
     };
+    bar.finish();
     Ok((reader, problem))
 }
 
 /// [`walk_raw`] with every record decoded.
 fn walk(
     segments: Vec<Segment>,
+    bar: (&'static str, progress::Stdout),
     mut f: impl FnMut(&RecordRef<'_>, WalRecord) -> Result<()>,
 ) -> Result<(WalReader, Option<WalError>)> {
-    walk_raw(segments, |rec| match rec.decode() {
+    walk_raw(segments, bar, |rec| match rec.decode() {
         Ok(d) => f(rec, d).map(|()| None),
         Err(e) => Ok(Some(e)),
     })
@@ -252,11 +277,7 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
     let (dir, segments) = resolve_segments(path)?;
     let receive_times = receive_times_for(path);
     let mut out = Out::new();
-    let total_bytes: u64 = segments
-        .iter()
-        .filter_map(|s| std::fs::metadata(&s.path).ok())
-        .map(|m| m.len())
-        .sum();
+    let total_bytes = segments_bytes(&segments);
     if !opts.json {
         out.line(&format!(
             "WAL       {} ({} segment(s), {} bytes)",
@@ -278,144 +299,148 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
         .outcome
         .clone()
         .map(etcd_standby_model::Model::with_config);
-    let (_reader, problem) = walk(segments, |rec, r| {
-        let file = file_name(rec.location().file.as_path());
-        match r {
-            WalRecord::Metadata(m) if !metadata_shown => {
-                metadata_shown = true;
-                if opts.json {
-                    out.json(&json!({
-                        "record": "metadata",
-                        "node_id": format!("{:016x}", m.node_id),
-                        "cluster_id": format!("{:016x}", m.cluster_id),
-                        "file": file, "offset": rec.offset,
-                    }))?;
-                } else {
-                    out.line(&format!(
-                        "member    {:016x}   cluster {:016x}",
-                        m.node_id, m.cluster_id
-                    ))?;
-                }
-            }
-            WalRecord::Metadata(_) | WalRecord::Crc(_) => {}
-            WalRecord::Snapshot(s) => {
-                if opts.json {
-                    let cs = s.conf_state.as_ref().map(|c| {
-                        json!({"voters": c.voters, "learners": c.learners,
-                               "voters_outgoing": c.voters_outgoing,
-                               "learners_next": c.learners_next, "auto_leave": c.auto_leave})
-                    });
-                    out.json(
-                        &json!({"record": "snapshot", "index": s.index, "term": s.term,
-                                     "conf_state": cs, "file": file, "offset": rec.offset}),
-                    )?;
-                } else {
-                    let cs = s
-                        .conf_state
-                        .as_ref()
-                        .map(|c| {
-                            let ids = |v: &[u64]| {
-                                v.iter()
-                                    .map(|x| format!("{x:x}"))
-                                    .collect::<Vec<_>>()
-                                    .join(",")
-                            };
-                            format!(
-                                " voters=[{}] learners=[{}]",
-                                ids(&c.voters),
-                                ids(&c.learners)
-                            )
-                        })
-                        .unwrap_or_default();
-                    out.line(&format!(
-                        "snapshot  index={} term={}{cs}   ({file} @{})",
-                        s.index, s.term, rec.offset
-                    ))?;
-                }
-            }
-            WalRecord::State(hs) => last_state = Some(hs),
-            WalRecord::Entry(e) => {
-                read += 1;
-                let decoded = decode_entry(&e);
-                // The model sees every entry (state matters), shown or not.
-                let outcome = model.as_mut().map(|m| {
-                    if e.index <= m.applied_index() {
-                        // A rewritten (uncommitted, then replaced) entry.
-                        ("rewritten-after-apply".to_owned(), 0)
+    let (_reader, problem) = walk(
+        segments,
+        ("dumping WAL", progress::Stdout::Stream),
+        |rec, r| {
+            let file = file_name(rec.location().file.as_path());
+            match r {
+                WalRecord::Metadata(m) if !metadata_shown => {
+                    metadata_shown = true;
+                    if opts.json {
+                        out.json(&json!({
+                            "record": "metadata",
+                            "node_id": format!("{:016x}", m.node_id),
+                            "cluster_id": format!("{:016x}", m.cluster_id),
+                            "file": file, "offset": rec.offset,
+                        }))?;
                     } else {
-                        let a = m.apply(e.index, e.term, &decoded);
-                        (a.outcome.to_string(), a.effects.len())
-                    }
-                });
-                if !entry_selected(&e, &decoded, opts) {
-                    return Ok(());
-                }
-                shown += 1;
-                first.get_or_insert(e.index);
-                last = Some(e.index);
-                let kind = RequestKind::of(&decoded);
-                let data = e.data.as_deref().unwrap_or_default();
-                let node = render_entry(e.r#type, data, &decoded, ropts);
-                // Only our data dirs have times (`None`: etcd's own).
-                let received = receive_times.as_ref().map(|t| received_text(t, e.index));
-                if opts.json {
-                    // Hot path of large dumps: render straight into a line buffer.
-                    line.clear();
-                    let _ = write!(
-                        line,
-                        "{{\"record\":\"entry\",\"term\":{},\"index\":{},\"type\":\"{}\",\"kind\":\"{}\",\"request\":",
-                        e.term,
-                        e.index,
-                        entry_type_name(e.r#type),
-                        kind.name()
-                    );
-                    node.write_json(&mut line);
-                    if let Some((o, n)) = &outcome {
-                        line.extend_from_slice(b",\"outcome\":");
-                        write_json_str(&mut line, o);
-                        let _ = write!(line, ",\"effects\":{n}");
-                    }
-                    match &received {
-                        Some(Some(at)) => {
-                            line.extend_from_slice(b",\"received_at\":");
-                            write_json_str(&mut line, at);
-                        }
-                        Some(None) => line.extend_from_slice(b",\"received_at\":null"),
-                        None => {}
-                    }
-                    line.extend_from_slice(b",\"file\":");
-                    write_json_str(&mut line, &file);
-                    let _ = write!(line, ",\"offset\":{}}}", rec.offset);
-                    out.raw_line(&line)?;
-                } else {
-                    if !header_shown {
-                        header_shown = true;
                         out.line(&format!(
-                            "{:>6} {:>10}  {:<5} {:<27} REQUEST",
-                            "TERM", "INDEX", "TYPE", "KIND"
+                            "member    {:016x}   cluster {:016x}",
+                            m.node_id, m.cluster_id
                         ))?;
                     }
-                    let received_col = received
-                        .as_ref()
-                        .map(|r| format!("received={} ", r.as_deref().unwrap_or("?")))
-                        .unwrap_or_default();
-                    let outcome_col = outcome
-                        .as_ref()
-                        .map(|(o, n)| format!("[{o}, {n} effect(s)] "))
-                        .unwrap_or_default();
-                    out.line(&format!(
-                        "{:>6} {:>10}  {:<5} {:<27} {received_col}{outcome_col}{}",
-                        e.term,
-                        e.index,
-                        entry_type_short(e.r#type),
-                        kind.name(),
-                        request_text(&node, matches!(kind.group(), "cluster"))
-                    ))?;
+                }
+                WalRecord::Metadata(_) | WalRecord::Crc(_) => {}
+                WalRecord::Snapshot(s) => {
+                    if opts.json {
+                        let cs = s.conf_state.as_ref().map(|c| {
+                            json!({"voters": c.voters, "learners": c.learners,
+                               "voters_outgoing": c.voters_outgoing,
+                               "learners_next": c.learners_next, "auto_leave": c.auto_leave})
+                        });
+                        out.json(
+                            &json!({"record": "snapshot", "index": s.index, "term": s.term,
+                                     "conf_state": cs, "file": file, "offset": rec.offset}),
+                        )?;
+                    } else {
+                        let cs = s
+                            .conf_state
+                            .as_ref()
+                            .map(|c| {
+                                let ids = |v: &[u64]| {
+                                    v.iter()
+                                        .map(|x| format!("{x:x}"))
+                                        .collect::<Vec<_>>()
+                                        .join(",")
+                                };
+                                format!(
+                                    " voters=[{}] learners=[{}]",
+                                    ids(&c.voters),
+                                    ids(&c.learners)
+                                )
+                            })
+                            .unwrap_or_default();
+                        out.line(&format!(
+                            "snapshot  index={} term={}{cs}   ({file} @{})",
+                            s.index, s.term, rec.offset
+                        ))?;
+                    }
+                }
+                WalRecord::State(hs) => last_state = Some(hs),
+                WalRecord::Entry(e) => {
+                    read += 1;
+                    let decoded = decode_entry(&e);
+                    // The model sees every entry (state matters), shown or not.
+                    let outcome = model.as_mut().map(|m| {
+                        if e.index <= m.applied_index() {
+                            // A rewritten (uncommitted, then replaced) entry.
+                            ("rewritten-after-apply".to_owned(), 0)
+                        } else {
+                            let a = m.apply(e.index, e.term, &decoded);
+                            (a.outcome.to_string(), a.effects.len())
+                        }
+                    });
+                    if !entry_selected(&e, &decoded, opts) {
+                        return Ok(());
+                    }
+                    shown += 1;
+                    first.get_or_insert(e.index);
+                    last = Some(e.index);
+                    let kind = RequestKind::of(&decoded);
+                    let data = e.data.as_deref().unwrap_or_default();
+                    let node = render_entry(e.r#type, data, &decoded, ropts);
+                    // Only our data dirs have times (`None`: etcd's own).
+                    let received = receive_times.as_ref().map(|t| received_text(t, e.index));
+                    if opts.json {
+                        // Hot path of large dumps: render straight into a line buffer.
+                        line.clear();
+                        let _ = write!(
+                            line,
+                            "{{\"record\":\"entry\",\"term\":{},\"index\":{},\"type\":\"{}\",\"kind\":\"{}\",\"request\":",
+                            e.term,
+                            e.index,
+                            entry_type_name(e.r#type),
+                            kind.name()
+                        );
+                        node.write_json(&mut line);
+                        if let Some((o, n)) = &outcome {
+                            line.extend_from_slice(b",\"outcome\":");
+                            write_json_str(&mut line, o);
+                            let _ = write!(line, ",\"effects\":{n}");
+                        }
+                        match &received {
+                            Some(Some(at)) => {
+                                line.extend_from_slice(b",\"received_at\":");
+                                write_json_str(&mut line, at);
+                            }
+                            Some(None) => line.extend_from_slice(b",\"received_at\":null"),
+                            None => {}
+                        }
+                        line.extend_from_slice(b",\"file\":");
+                        write_json_str(&mut line, &file);
+                        let _ = write!(line, ",\"offset\":{}}}", rec.offset);
+                        out.raw_line(&line)?;
+                    } else {
+                        if !header_shown {
+                            header_shown = true;
+                            out.line(&format!(
+                                "{:>6} {:>10}  {:<5} {:<27} REQUEST",
+                                "TERM", "INDEX", "TYPE", "KIND"
+                            ))?;
+                        }
+                        let received_col = received
+                            .as_ref()
+                            .map(|r| format!("received={} ", r.as_deref().unwrap_or("?")))
+                            .unwrap_or_default();
+                        let outcome_col = outcome
+                            .as_ref()
+                            .map(|(o, n)| format!("[{o}, {n} effect(s)] "))
+                            .unwrap_or_default();
+                        out.line(&format!(
+                            "{:>6} {:>10}  {:<5} {:<27} {received_col}{outcome_col}{}",
+                            e.term,
+                            e.index,
+                            entry_type_short(e.r#type),
+                            kind.name(),
+                            request_text(&node, matches!(kind.group(), "cluster"))
+                        ))?;
+                    }
                 }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     if opts.json {
         if let Some(hs) = last_state {
             out.json(&json!({"record": "hardstate", "term": hs.term, "vote": format!("{:016x}", hs.vote), "commit": hs.commit}))?;
@@ -453,71 +478,75 @@ pub fn verify(path: &Path, json_out: bool) -> Result<Verdict> {
     let mut state: Option<raftpb::HardState> = None;
     let mut snapshots = Vec::new();
     let mut logical: Option<WalError> = None;
-    let (reader, problem) = walk_raw(segments, |rec| {
-        records += 1;
-        bytes += rec.frame_size();
-        if logical.is_some() {
-            return Ok(None);
-        }
-        // Entries (nearly every record) are checked without copying their data.
-        let r = if rec.rtype == etcd_standby_wal::RecordType::Entry {
-            match etcd_standby_wal::frame::entry_term_index(rec.raw.data.unwrap_or_default()) {
-                Some((term, index)) => WalRecord::Entry(raftpb::Entry {
-                    r#type: 0,
-                    term,
-                    index,
-                    data: None,
-                }),
-                None => {
-                    return Ok(Some(WalError::Corrupt {
-                        location: rec.location(),
-                        detail: "entry payload does not decode".into(),
-                    }));
-                }
+    let (reader, problem) = walk_raw(
+        segments,
+        ("verifying WAL", progress::Stdout::Summary),
+        |rec| {
+            records += 1;
+            bytes += rec.frame_size();
+            if logical.is_some() {
+                return Ok(None);
             }
-        } else {
-            match rec.decode() {
-                Ok(r) => r,
-                Err(e) => return Ok(Some(e)),
-            }
-        };
-        let corrupt = |detail: String| WalError::Corrupt {
-            location: rec.location(),
-            detail,
-        };
-        match r {
-            WalRecord::Metadata(m) => {
-                let ids = (m.node_id, m.cluster_id);
-                if metadata.is_some_and(|old| old != ids) {
-                    logical = Some(corrupt(format!(
-                        "metadata conflict: node {:016x} cluster {:016x} differs from the first segment",
-                        ids.0, ids.1
-                    )));
-                }
-                metadata = Some(ids);
-            }
-            WalRecord::Entry(e) => {
-                entries += 1;
-                if first.is_some() {
-                    if e.index > last + 1 {
-                        logical = Some(corrupt(format!(
-                            "entry index {} leaves a gap after {}",
-                            e.index, last
-                        )));
-                    } else if e.index <= last {
-                        rewrites += 1;
+            // Entries (nearly every record) are checked without copying their data.
+            let r = if rec.rtype == etcd_standby_wal::RecordType::Entry {
+                match etcd_standby_wal::frame::entry_term_index(rec.raw.data.unwrap_or_default()) {
+                    Some((term, index)) => WalRecord::Entry(raftpb::Entry {
+                        r#type: 0,
+                        term,
+                        index,
+                        data: None,
+                    }),
+                    None => {
+                        return Ok(Some(WalError::Corrupt {
+                            location: rec.location(),
+                            detail: "entry payload does not decode".into(),
+                        }));
                     }
-                } else {
-                    first = Some(e.index);
                 }
-                last = e.index;
+            } else {
+                match rec.decode() {
+                    Ok(r) => r,
+                    Err(e) => return Ok(Some(e)),
+                }
+            };
+            let corrupt = |detail: String| WalError::Corrupt {
+                location: rec.location(),
+                detail,
+            };
+            match r {
+                WalRecord::Metadata(m) => {
+                    let ids = (m.node_id, m.cluster_id);
+                    if metadata.is_some_and(|old| old != ids) {
+                        logical = Some(corrupt(format!(
+                            "metadata conflict: node {:016x} cluster {:016x} differs from the first segment",
+                            ids.0, ids.1
+                        )));
+                    }
+                    metadata = Some(ids);
+                }
+                WalRecord::Entry(e) => {
+                    entries += 1;
+                    if first.is_some() {
+                        if e.index > last + 1 {
+                            logical = Some(corrupt(format!(
+                                "entry index {} leaves a gap after {}",
+                                e.index, last
+                            )));
+                        } else if e.index <= last {
+                            rewrites += 1;
+                        }
+                    } else {
+                        first = Some(e.index);
+                    }
+                    last = e.index;
+                }
+                WalRecord::State(hs) => state = Some(hs),
+                WalRecord::Snapshot(s) => snapshots.push((s.index, s.term)),
+                WalRecord::Crc(_) => {}
             }
-            WalRecord::State(hs) => state = Some(hs),
-            WalRecord::Snapshot(s) => snapshots.push((s.index, s.term)),
-            WalRecord::Crc(_) => {}
-        }
-        Ok(None)
-    })?;
+            Ok(None)
+        },
+    )?;
     let problem = problem.or(logical);
     let ends = reader.segment_ends();
     if json_out {
@@ -639,7 +668,7 @@ fn key_bucket(key: &[u8], depth: usize) -> Bytes {
 const MAX_PREFIXES: usize = 100_000;
 
 /// `wal stats`.
-pub fn stats(path: &Path, json_out: bool, depth: usize, top: usize) -> Result<Verdict> {
+pub fn stats(path: &Path, w: WriteOut, depth: usize, top: usize) -> Result<Verdict> {
     let (dir, segments) = resolve_segments(path)?;
     let nseg = segments.len();
     let mut by_kind: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
@@ -652,74 +681,78 @@ pub fn stats(path: &Path, json_out: bool, depth: usize, top: usize) -> Result<Ve
     let mut leases = (0u64, 0u64, 0u64);
     let mut auth_changes = 0u64;
     let mut conf_changes = Vec::new();
-    let (_reader, problem) = walk(segments, |rec, r| {
-        records += 1;
-        bytes += rec.frame_size();
-        let WalRecord::Entry(e) = r else {
-            return Ok(());
-        };
-        first.get_or_insert(e.index);
-        last = Some(e.index);
-        term_min = term_min.min(e.term);
-        term_max = term_max.max(e.term);
-        let len = e.data.as_ref().map_or(0, |d| d.len() as u64);
-        data_bytes += len;
-        *by_type.entry(entry_type_name(e.r#type)).or_default() += 1;
-        let decoded = decode_entry(&e);
-        let kind = RequestKind::of(&decoded);
-        let slot = by_kind.entry(kind.name()).or_default();
-        slot.0 += 1;
-        slot.1 += len;
-        match kind {
-            RequestKind::LeaseGrant => leases.0 += 1,
-            RequestKind::LeaseRevoke => leases.1 += 1,
-            RequestKind::LeaseCheckpoint => leases.2 += 1,
-            k if k.group() == "auth"
-                && !matches!(
-                    k,
-                    RequestKind::Authenticate
-                        | RequestKind::AuthStatus
-                        | RequestKind::AuthUserGet
-                        | RequestKind::AuthUserList
-                        | RequestKind::AuthRoleGet
-                        | RequestKind::AuthRoleList
-                ) =>
-            {
-                auth_changes += 1
+    let (_reader, problem) = walk(
+        segments,
+        ("reading WAL", progress::Stdout::Summary),
+        |rec, r| {
+            records += 1;
+            bytes += rec.frame_size();
+            let WalRecord::Entry(e) = r else {
+                return Ok(());
+            };
+            first.get_or_insert(e.index);
+            last = Some(e.index);
+            term_min = term_min.min(e.term);
+            term_max = term_max.max(e.term);
+            let len = e.data.as_ref().map_or(0, |d| d.len() as u64);
+            data_bytes += len;
+            *by_type.entry(entry_type_name(e.r#type)).or_default() += 1;
+            let decoded = decode_entry(&e);
+            let kind = RequestKind::of(&decoded);
+            let slot = by_kind.entry(kind.name()).or_default();
+            slot.0 += 1;
+            slot.1 += len;
+            match kind {
+                RequestKind::LeaseGrant => leases.0 += 1,
+                RequestKind::LeaseRevoke => leases.1 += 1,
+                RequestKind::LeaseCheckpoint => leases.2 += 1,
+                k if k.group() == "auth"
+                    && !matches!(
+                        k,
+                        RequestKind::Authenticate
+                            | RequestKind::AuthStatus
+                            | RequestKind::AuthUserGet
+                            | RequestKind::AuthUserList
+                            | RequestKind::AuthRoleGet
+                            | RequestKind::AuthRoleList
+                    ) =>
+                {
+                    auth_changes += 1
+                }
+                k if k.is_conf_change() => {
+                    if let Decoded::ConfChange(cc) = &decoded {
+                        conf_changes.push(format!(
+                            "{} {}:{:x}",
+                            e.index,
+                            kind.name(),
+                            cc.change.node_id
+                        ));
+                    }
+                }
+                _ => {}
             }
-            k if k.is_conf_change() => {
-                if let Decoded::ConfChange(cc) = &decoded {
-                    conf_changes.push(format!(
-                        "{} {}:{:x}",
-                        e.index,
-                        kind.name(),
-                        cc.change.node_id
-                    ));
+            if matches!(kind.group(), "kv") {
+                for k in keys(&decoded) {
+                    let b = key_bucket(&k.key, depth);
+                    if let Some(slot) = prefixes.get_mut(&b) {
+                        slot.0 += 1;
+                        slot.1 += len;
+                    } else if prefixes.len() < MAX_PREFIXES {
+                        prefixes.insert(b, (1, len));
+                    } else {
+                        other_prefix.0 += 1;
+                        other_prefix.1 += len;
+                    }
                 }
             }
-            _ => {}
-        }
-        if matches!(kind.group(), "kv") {
-            for k in keys(&decoded) {
-                let b = key_bucket(&k.key, depth);
-                if let Some(slot) = prefixes.get_mut(&b) {
-                    slot.0 += 1;
-                    slot.1 += len;
-                } else if prefixes.len() < MAX_PREFIXES {
-                    prefixes.insert(b, (1, len));
-                } else {
-                    other_prefix.0 += 1;
-                    other_prefix.1 += len;
-                }
-            }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     let mut busiest: Vec<(Bytes, (u64, u64))> = prefixes.into_iter().collect();
     busiest.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
     busiest.truncate(top);
     let mut out = Out::new();
-    if json_out {
+    if w == WriteOut::Json {
         let v = json!({
             "wal_dir": dir.display().to_string(), "segments": nseg, "records": records, "bytes": bytes,
             "entry_data_bytes": data_bytes,
@@ -771,30 +804,20 @@ pub fn stats(path: &Path, json_out: bool, depth: usize, top: usize) -> Result<Ve
         for (t, n) in &by_type {
             rows.push(vec![format!("type {t}"), n.to_string()]);
         }
-        for l in table(&rows) {
-            out.line(&l)?;
-        }
-        out.line("")?;
-        let mut krows = vec![vec!["KIND".into(), "ENTRIES".into(), "BYTES".into()]];
-        for (k, (n, b)) in &by_kind {
-            krows.push(vec![k.to_string(), n.to_string(), b.to_string()]);
-        }
-        for l in table(&krows) {
-            out.line(&l)?;
-        }
-        out.line("")?;
-        let mut prows = vec![vec![
-            "BUSIEST PREFIX".into(),
-            "REQUESTS".into(),
-            "BYTES".into(),
-        ]];
-        for (p, (n, b)) in &busiest {
-            prows.push(vec![
-                etcd_standby_decode::render::bytes_text(p),
-                n.to_string(),
-                b.to_string(),
-            ]);
-        }
+        let krows: Vec<Vec<String>> = by_kind
+            .iter()
+            .map(|(k, (n, b))| vec![k.to_string(), n.to_string(), b.to_string()])
+            .collect();
+        let mut prows: Vec<Vec<String>> = busiest
+            .iter()
+            .map(|(p, (n, b))| {
+                vec![
+                    etcd_standby_decode::render::bytes_text(p),
+                    n.to_string(),
+                    b.to_string(),
+                ]
+            })
+            .collect();
         if other_prefix.0 > 0 {
             prows.push(vec![
                 "(other prefixes)".into(),
@@ -802,8 +825,28 @@ pub fn stats(path: &Path, json_out: bool, depth: usize, top: usize) -> Result<Ve
                 other_prefix.1.to_string(),
             ]);
         }
-        for l in table(&prows) {
-            out.line(&l)?;
+        let tables: [(&[&str], Vec<Vec<String>>); 3] = [
+            (&["FIELD", "VALUE"], rows),
+            (&["KIND", "ENTRIES", "BYTES"], krows),
+            (&["BUSIEST PREFIX", "REQUESTS", "BYTES"], prows),
+        ];
+        for (i, (headers, rows)) in tables.into_iter().enumerate() {
+            if i > 0 {
+                out.line("")?;
+            }
+            if w == WriteOut::Table {
+                out.line(bordered_table(headers, &rows).trim_end())?;
+            } else {
+                // The overview reads as "name  value" lines without a header.
+                let mut all = Vec::with_capacity(rows.len() + 1);
+                if i > 0 {
+                    all.push(headers.iter().map(|h| h.to_string()).collect());
+                }
+                all.extend(rows);
+                for l in table(&all) {
+                    out.line(&l)?;
+                }
+            }
         }
     }
     out.flush()?;

@@ -255,3 +255,141 @@ fn wal_dump_outcome_explains_what_each_entry_did_on_the_primary() {
     let plain = json_lines(&run(&["wal", "dump", "--json", data.to_str().unwrap()]));
     assert!(plain.iter().all(|l| l.get("outcome").is_none()));
 }
+
+/// Rows of a bordered table (`| a | b |`), cells trimmed.
+fn table_rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn wal_stats_and_db_dump_print_etcdctl_style_tables_with_w_table() {
+    let data = fixtures().join("etcd-3.5.1/data");
+    let d = data.to_str().unwrap();
+    let out = run(&["wal", "stats", "-w", "table", d]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows = table_rows(&text);
+    assert!(
+        rows.contains(&vec!["index".to_string(), "1..61".into()]),
+        "{text}"
+    );
+    assert!(
+        rows.contains(&vec!["put".to_string(), "18".into(), "519".into()]),
+        "{text}"
+    );
+    assert!(rows.iter().any(|r| r[0] == "BUSIEST PREFIX"), "{text}");
+    // Every line of a table is as wide as its rule.
+    for block in text.split("\n\n") {
+        let widths: Vec<usize> = block.lines().map(|l| l.chars().count()).collect();
+        assert!(widths.windows(2).all(|w| w[0] == w[1]), "{block}");
+    }
+    // -w json is --json.
+    let a = run(&["wal", "stats", "-w", "json", d]);
+    let b = run(&["wal", "stats", "--json", d]);
+    assert_eq!(json_lines(&a), json_lines(&b));
+
+    let out = run(&["db", "dump", "-w", "table", d]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows = table_rows(&text);
+    assert!(
+        rows.iter()
+            .any(|r| r[0] == "meta" && r[1].contains("consistent_index=61"))
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[0] == "user" && r[1].contains("<redacted>")),
+        "password hashes stay redacted in tables: {text}"
+    );
+    let keys: Vec<_> = rows
+        .iter()
+        .filter(|r| r.len() == 6 && r[0] != "CREATE")
+        .collect();
+    assert_eq!(keys.len(), 7, "{text}");
+    assert!(keys.contains(&&vec![
+        "2".to_string(),
+        "9".into(),
+        "4".into(),
+        "-".into(),
+        "\"foo\"".into(),
+        "\"bar3\"".into()
+    ]));
+    let filtered = run(&[
+        "db",
+        "dump",
+        "-w",
+        "table",
+        "--bucket",
+        "key",
+        "--key-prefix",
+        "/a/",
+        d,
+    ]);
+    let rows = table_rows(&String::from_utf8_lossy(&filtered.stdout));
+    assert_eq!(rows.len(), 3, "header and /a/x, /a/y: {rows:?}");
+    let raw = run(&["db", "dump", "-w", "table", "--bucket", "lease", d]);
+    assert_eq!(raw.status.code(), Some(0));
+    let dump_json = run(&["db", "dump", "-w", "json", d]);
+    assert_eq!(
+        json_lines(&dump_json),
+        json_lines(&run(&["db", "dump", "--json", d]))
+    );
+}
+
+/// Runs `cmd` (a shell line) with a pseudo-terminal as stdout and stderr
+/// (util-linux `script`); returns what the terminal showed.
+fn on_a_terminal(cmd: &str) -> String {
+    let out = Command::new("script")
+        .args(["-qec", cmd, "/dev/null"])
+        .output()
+        .expect("util-linux `script` (Debian bsdutils, essential)");
+    assert!(out.status.success(), "{cmd}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn progress_bars_appear_on_a_terminal_and_never_in_pipes_or_between_dumped_lines() {
+    let bin = env!("CARGO_BIN_EXE_etcd-standby");
+    let data = fixtures().join("etcd-3.5.1/data");
+    let d = data.to_str().unwrap();
+    // A summary command draws on the terminal and clears the bar before its summary.
+    let tty = on_a_terminal(&format!("{bin} wal verify {d}"));
+    assert!(tty.contains("verifying WAL ["), "{tty:?}");
+    assert!(tty.contains("\u{1b}[2K"), "the bar is cleared: {tty:?}");
+    assert!(tty.contains("entries    61"), "{tty:?}");
+    // A dump to a file draws the bar on the terminal; the file has no trace of it.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("dump.txt");
+    let tty = on_a_terminal(&format!("{bin} wal dump {d} > {}", file.display()));
+    assert!(tty.contains("dumping WAL ["), "{tty:?}");
+    let dumped = std::fs::read_to_string(&file).unwrap();
+    assert!(!dumped.contains("dumping WAL") && !dumped.contains('\u{1b}'));
+    let tty = on_a_terminal(&format!("{bin} db dump {d} > {}", file.display()));
+    assert!(tty.contains("dumping keys ["), "{tty:?}");
+    // A dump to the terminal: no bar between its lines.
+    let tty = on_a_terminal(&format!("{bin} wal dump {d}"));
+    assert!(!tty.contains("dumping WAL"), "{tty:?}");
+    // Not a terminal (pipes, CI, journald): nothing on stderr at all.
+    for args in [
+        &["wal", "verify", d][..],
+        &["wal", "stats", d],
+        &["wal", "dump", d],
+        &["db", "dump", d],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -121,6 +121,9 @@ pub struct VerifyOptions {
     /// Compare keys at this point instead of live ([`checkpoint_point`]);
     /// then only keys are compared (leases and auth are not revisioned).
     pub at: Option<ReadPoint>,
+    /// Counts the primary's keys compared so far, for a progress display
+    /// (shared with the caller, who reads it while verify runs).
+    pub progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// A consistent point to compare keys at: the standby at the revision of
@@ -222,6 +225,8 @@ struct KeyCursor<'a> {
     /// Read at this revision (0: live).
     revision: i64,
     what: &'static str,
+    /// Advanced once per key returned.
+    counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl<'a> KeyCursor<'a> {
@@ -239,6 +244,7 @@ impl<'a> KeyCursor<'a> {
             side,
             revision,
             what,
+            counter: None,
         }
     }
 
@@ -251,6 +257,9 @@ impl<'a> KeyCursor<'a> {
                     Side::Standby => keys.unmap(&kv.key),
                 };
                 if let Some(k) = key {
+                    if let Some(c) = &self.counter {
+                        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     return Ok(Some((k, kv.value, kv.lease)));
                 }
             }
@@ -277,6 +286,27 @@ impl<'a> KeyCursor<'a> {
             }
         }
     }
+}
+
+/// How many keys the primary holds under the replicated include ranges (at
+/// `revision`, 0: live): the length of verify's progress bar. Excluded
+/// sub-prefixes are counted too, so it is an upper bound.
+pub async fn count_source_keys(source: &Client, keys: &KeyMap, revision: i64) -> Result<u64> {
+    let mut n = 0u64;
+    for (key, range_end) in disjoint(keys.source_ranges()) {
+        let r = source
+            .range(etcd_standby_client::pb::RangeRequest {
+                key,
+                range_end,
+                count_only: true,
+                revision,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| SinkError::client("count source keys", e))?;
+        n += u64::try_from(r.count).unwrap_or(0);
+    }
+    Ok(n)
 }
 
 /// `[start, end)` ranges sorted and with overlaps merged (an end of `"\0"`
@@ -399,6 +429,7 @@ pub async fn verify_with(
         (Side::Source, src_rev),
         "read source keys",
     );
+    src.counter = opts.progress.clone();
     let mut dst = KeyCursor::new(
         standby,
         keys.standby_ranges(),
