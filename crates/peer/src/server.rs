@@ -452,6 +452,9 @@ async fn sync_dir(dir: PathBuf) -> std::io::Result<()> {
         .map_err(std::io::Error::other)?
 }
 
+/// How often a snapshot being received is logged.
+const SNAPSHOT_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Streams the database part of a snapshot body into `path`; returns its size.
 async fn save_db(
     inner: &Inner,
@@ -472,12 +475,24 @@ async fn save_db(
     f.write_all(&first)
         .await
         .map_err(|e| format!("write: {e}"))?;
+    // A large db takes minutes over a WAN link: say how far it got.
+    let started = std::time::Instant::now();
+    let mut logged = started;
     while let Some(d) = read_data(body, Some(inner))
         .await
         .map_err(|e| format!("read: {e}"))?
     {
         size += d.len() as u64;
         f.write_all(&d).await.map_err(|e| format!("write: {e}"))?;
+        if logged.elapsed() >= SNAPSHOT_PROGRESS_EVERY {
+            logged = std::time::Instant::now();
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            info!(
+                received_bytes = size,
+                rate_mib_per_second = format_args!("{:.1}", size as f64 / secs / 1048576.0),
+                "receiving snapshot"
+            );
+        }
     }
     f.flush().await.map_err(|e| format!("flush: {e}"))?;
     f.sync_all().await.map_err(|e| format!("fsync: {e}"))?;

@@ -11,6 +11,9 @@ use crate::error::{Result, SinkError};
 use crate::sink::{Checkpoint, KvOp, Sink, lock};
 use crate::verify::{auth_enabled, read_standby_keys};
 
+/// How often a long snapshot reconcile logs how far it got.
+const RECONCILE_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Options of [`Sink::reconcile`].
 #[derive(Debug, Clone, Copy)]
 pub struct ReconcileOptions {
@@ -186,7 +189,19 @@ impl Sink {
         let room = self.cfg.max_txn_ops - 1;
         let mut chunk: Vec<(Bytes, KvOp)> = Vec::new();
         let mut chunk_bytes = 0usize;
-        for (k, op) in ops {
+        let total_ops = ops.len();
+        tracing::info!(
+            puts = report.put,
+            deletes = report.deleted,
+            unchanged = report.unchanged,
+            "snapshot reconcile: writing the difference"
+        );
+        let mut logged = std::time::Instant::now();
+        for (done, (k, op)) in ops.into_iter().enumerate() {
+            if logged.elapsed() >= RECONCILE_PROGRESS_EVERY {
+                logged = std::time::Instant::now();
+                tracing::info!(done, total = total_ops, "snapshot reconcile progress");
+            }
             let len = k.len()
                 + if let KvOp::Put { value, .. } = &op {
                     value.len()
