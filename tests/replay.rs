@@ -316,10 +316,16 @@ fn verify_reports_differences_as_a_table_or_json() {
     let tty = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{tty}");
     assert!(tty.contains("comparing keys ["), "{tty:?}");
-    assert!(tty.contains("| key_missing | /only/on/primary |"), "{tty:?}");
+    assert!(
+        tty.contains("| key_missing | /only/on/primary |"),
+        "{tty:?}"
+    );
     let bar_at = tty.find("comparing keys").unwrap_or(usize::MAX);
     let table_at = tty.find("| DIFFERENCE").unwrap_or(0);
-    assert!(bar_at < table_at, "the bar comes before the report: {tty:?}");
+    assert!(
+        bar_at < table_at,
+        "the bar comes before the report: {tty:?}"
+    );
     // Piped (the case above), stderr has no bar.
     let piped = Command::new(etcd_standby_bin())
         .args(["verify", "--source-endpoints", &primary.client_endpoints()])

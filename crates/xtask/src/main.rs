@@ -6,6 +6,7 @@
 //!   kubernetes-validate (the deploy/ tests) into `.tools/`;
 //! * `test [--soak] [-- ARGS]` — the whole suite against real etcd;
 //! * `demo [NAME] [--keep] [--release]` — end-to-end demonstrations;
+//! * `fuzz [--seconds N] [TARGET...]` — the coverage-guided cargo-fuzz campaign;
 //! * `bench NAME` — benchmarks.
 
 mod bench;
@@ -14,6 +15,7 @@ mod bench_replay;
 mod cmd;
 mod demo;
 mod etcd;
+mod fuzz;
 mod opstools;
 mod test;
 
@@ -41,6 +43,11 @@ commands:
   bench NAME                   run a benchmark (available: wal, learner, replay);
                                `bench replay` knobs: ETCD_STANDBY_BENCH_KEYS, _SECS,
                                _BACKLOG, _VERSIONS (e.g. 3.5), _MEMBERS, _CONC
+  fuzz [--seconds N] [TARGET...]
+                               coverage-guided fuzzing with cargo-fuzz (installed if missing,
+                               stable Rust, no sanitizer) over scratch copies of fuzz/corpus,
+                               N seconds per target (default 60), then cmin; the suite runs
+                               the same targets with a deterministic engine
   help                         show this text
 ";
 
@@ -116,6 +123,28 @@ fn dispatch(args: &[String]) -> Result<u8> {
                 bench::names()
             ),
         },
+        "fuzz" => {
+            let mut seconds = 60;
+            let mut targets = Vec::new();
+            let mut iter = rest.iter();
+            while let Some(arg) = iter.next() {
+                match arg.as_str() {
+                    "--seconds" => {
+                        seconds = iter
+                            .next()
+                            .and_then(|s| s.parse().ok())
+                            .ok_or_else(|| anyhow::anyhow!("--seconds takes a number"))?
+                    }
+                    flag if flag.starts_with('-') => bail!("unknown fuzz flag `{flag}`\n\n{USAGE}"),
+                    t => targets.push(t.to_string()),
+                }
+            }
+            Ok(if fuzz::run(&cmd::workspace_root(), seconds, &targets)? {
+                0
+            } else {
+                1
+            })
+        }
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(0)

@@ -32,6 +32,7 @@ const SINK: &str = "etcd-standby-sink";
 const DAEMON: &str = "etcd-standby-daemon";
 const CLI: &str = "etcd-standby";
 const TESTKIT: &str = "etcd-standby-testkit";
+const FUZZING: &str = "etcd-standby-fuzzing";
 const XTASK: &str = "xtask";
 const INTEGRATION: &str = "etcd-standby-integration";
 
@@ -65,6 +66,8 @@ const LAYERS: &[(&str, Allowed)] = &[
         ]),
     ),
     (TESTKIT, Any),
+    // The fuzz targets' bodies reach the parsers they fuzz, nothing else.
+    (FUZZING, Only(&[WAL, DECODE, BOLT, MODEL, PEER])),
     (XTASK, Any),
     (INTEGRATION, Any),
 ];
