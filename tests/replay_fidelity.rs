@@ -790,6 +790,199 @@ fn differential_auth_enabled(version: EtcdVersion, seed: u64, configured: bool) 
         &r,
         "after disabling auth",
     );
+    if !configured {
+        assert_no_secret_in_any_output(&mut r, &primary, &standby, (&standby_user, &standby_pw));
+    }
+}
+
+/// Every secret the run handled: the known passwords, the replicator's own,
+/// and every password, hash and token in the raft log (read with
+/// `--show-secrets`; a bcrypt hash both as logged, base64, and decoded).
+fn secrets_of_the_run(data: &std::path::Path, own_pw: &str) -> BTreeSet<String> {
+    fn walk(v: &serde_json::Value, out: &mut BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let secret = matches!(
+                        k.as_str(),
+                        "password"
+                            | "hashedPassword"
+                            | "hashed_password"
+                            | "simple_token"
+                            | "token"
+                    );
+                    match v.as_str() {
+                        Some(s) if secret && !s.is_empty() => {
+                            out.insert(s.to_owned());
+                            if k == "hashedPassword" {
+                                out.insert(String::from_utf8_lossy(&base64(s)).into_owned());
+                            }
+                        }
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out: BTreeSet<String> = [ROOT.1, ALICE.1, BOB.1, "dave-pw", own_pw]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let dump = cli(&[
+        "wal",
+        "dump",
+        "--json",
+        "--show-secrets",
+        &data.display().to_string(),
+    ]);
+    for line in dump.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            walk(&v, &mut out);
+        }
+    }
+    out.retain(|s| s.len() >= 6);
+    out
+}
+
+/// Standard base64 (padding ignored; other characters skipped).
+fn base64(s: &str) -> Vec<u8> {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let (mut out, mut acc, mut bits) = (Vec::new(), 0u32, 0);
+    for c in s.bytes() {
+        let Some(v) = A.iter().position(|&a| a == c) else {
+            continue;
+        };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// `etcd-standby ARGS`: stdout and stderr together.
+fn cli(args: &[&str]) -> String {
+    cli_env(args, &[])
+}
+
+fn cli_env(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(etcd_standby_integration::etcd_standby_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Secrets never appear in the replicator's log, `/metrics`, `/status`,
+/// `status`, `verify`, the WAL tools' default output or `config print`;
+/// the files of its data dir are private (the WAL holds etcd 3.4's
+/// plaintext passwords, as etcd's own does).
+fn assert_no_secret_in_any_output(
+    r: &mut Replicator,
+    primary: &EtcdCluster,
+    standby: &EtcdCluster,
+    (user, pw): (&str, &str),
+) {
+    use std::os::unix::fs::PermissionsExt;
+    let data = r.data_dir.clone();
+    let d = data.display().to_string();
+    let secrets = secrets_of_the_run(&data, pw);
+    assert!(
+        secrets.len() >= 5,
+        "the log holds the run's secrets: {secrets:?}"
+    );
+    let mut outputs: Vec<(String, String)> = Vec::new();
+    for path in ["/metrics", "/status", "/healthz", "/readyz", "/activez"] {
+        let body = r.get(path).map(|(_, b)| b).unwrap_or_default();
+        outputs.push((format!("GET {path}"), body));
+    }
+    let admin = r.admin.clone();
+    for w in ["simple", "json", "table"] {
+        outputs.push((
+            format!("status -w {w}"),
+            cli(&["status", "--admin", &admin, "-w", w]),
+        ));
+    }
+    for args in [
+        &["wal", "dump", &d][..],
+        &["wal", "dump", "--json", &d],
+        &["wal", "dump", "--json", "--outcome", &d],
+        &["wal", "stats", "--json", &d],
+        &["wal", "verify", &d],
+    ] {
+        outputs.push((args.join(" "), cli(args)));
+    }
+    let (src, dst) = (primary.client_endpoints(), standby.client_endpoints());
+    let verify_args = [
+        "verify",
+        "--source-endpoints",
+        &src,
+        "--standby-endpoints",
+        &dst,
+        "--standby-user",
+        user,
+        "-w",
+        "json",
+    ];
+    outputs.push((
+        "verify".into(),
+        cli_env(&verify_args, &[("ETCD_STANDBY_STANDBY_PASSWORD", pw)]),
+    ));
+    outputs.push((
+        "config print".into(),
+        cli_env(
+            &[
+                "config",
+                "print",
+                "--for",
+                "run",
+                "--",
+                "--standby-endpoints",
+                &dst,
+                "--standby-user",
+                user,
+            ],
+            &[
+                ("ETCD_STANDBY_STANDBY_PASSWORD", pw),
+                ("ETCD_STANDBY_SOURCE_PASSWORD", ROOT.1),
+            ],
+        ),
+    ));
+    // The log last: after a clean shutdown, everything the process said.
+    r.terminate();
+    outputs.push(("replicator log".into(), r.log()));
+    for (what, text) in &outputs {
+        assert!(
+            !text.is_empty() || what.starts_with("GET"),
+            "{what} printed nothing"
+        );
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "a secret ({} chars) appears in {what}",
+                secret.len()
+            );
+        }
+    }
+    // The data dir is private as etcd's (0700), and so are the WAL segments
+    // (0600) that hold 3.4's plaintext passwords and 3.5's hashes.
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "{}", data.display());
+    for e in std::fs::read_dir(data.join("member/wal"))
+        .unwrap()
+        .flatten()
+    {
+        assert_eq!(mode(&e.path()), 0o600, "{}", e.path().display());
+    }
 }
 
 #[test]

@@ -44,10 +44,43 @@ impl DirLock {
     }
 }
 
+/// Creates `dir` `0700` (etcd's `PrivateDirMode`: the log under it holds
+/// every request, passwords and hashes included), or narrows an existing
+/// one to it. Where that is not allowed (a volume's root owned by someone
+/// else), it says so and goes on.
+pub fn make_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            Ok(()) => tracing::warn!(
+                dir = %dir.display(),
+                was = format_args!("{:o}", mode & 0o777),
+                "the data dir was readable by others; narrowed it to 0700 (as etcd recommends)"
+            ),
+            Err(e) => tracing::warn!(
+                dir = %dir.display(),
+                mode = format_args!("{:o}", mode & 0o777),
+                error = %e,
+                "the data dir is readable by others and cannot be narrowed to 0700; \
+                 it holds the primary's raft log (passwords and hashes included)"
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// Takes the data dir's lock, or says who holds it.
 pub fn lock(layout: &Layout) -> Result<DirLock> {
-    std::fs::create_dir_all(&layout.root)
-        .with_context(|| format!("creating {}", layout.root.display()))?;
+    make_private_dir(&layout.root)?;
     let path = layout.root.join(LOCK_FILE);
     let file = File::options()
         .create(true)
@@ -280,6 +313,21 @@ pub fn refuse_if_promoted(layout: &Layout) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_data_dir_is_made_private_or_narrowed_to_0700() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let fresh = tmp.path().join("a/b");
+        make_private_dir(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        make_private_dir(&open).unwrap();
+        assert_eq!(mode(&open), 0o700);
+    }
 
     #[test]
     fn standby_identity_is_made_once_and_kept_private() {

@@ -68,7 +68,15 @@ pub fn write_snap_file(dir: &Path, snapshot: &raftpb::Snapshot) -> Result<PathBu
     };
     let path = dir.join(snap_file_name(term, index));
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&path)?;
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(crate::writer::PRIVATE_FILE_MODE)
+                .open(&path)?
+        };
         std::io::Write::write_all(&mut f, &env.encode_to_vec())?;
         f.sync_all()
     };

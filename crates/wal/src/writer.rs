@@ -8,7 +8,14 @@ use crate::segment::list_segments;
 use etcd_standby_proto::{Message, etcdserverpb, raftpb, walpb};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// Segments are created `0600`, as etcd's (`fileutil.PrivateFileMode`): a
+/// WAL holds every request, with etcd 3.4's plaintext passwords.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+/// The WAL dir is created `0700`, as etcd's (`fileutil.PrivateDirMode`).
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
 
 /// Appends records to an etcd-format WAL directory.
 pub struct WalWriter {
@@ -47,12 +54,17 @@ impl WalWriter {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| WalError::io(&tmp, e))?;
         }
-        std::fs::create_dir_all(&tmp).map_err(|e| WalError::io(&tmp, e))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(PRIVATE_DIR_MODE)
+            .create(&tmp)
+            .map_err(|e| WalError::io(&tmp, e))?;
         let name = segment_file_name(0, 0);
         let tmp_file = tmp.join(&name);
         let file = OpenOptions::new()
             .create_new(true)
             .write(true)
+            .mode(PRIVATE_FILE_MODE)
             .open(&tmp_file)
             .map_err(|e| WalError::io(&tmp_file, e))?;
         let mut w = WalWriter {
@@ -268,6 +280,7 @@ impl WalWriter {
         let file = OpenOptions::new()
             .create_new(true)
             .write(true)
+            .mode(PRIVATE_FILE_MODE)
             .open(&path)
             .map_err(|e| WalError::io(&path, e))?;
         self.file = file;
