@@ -306,6 +306,78 @@ fn peer_mtls(version: EtcdVersion) {
     block_on(varied_writes(c.client_urls(), 2_000, 16, 77));
     catch_up(&mut s, &c);
     compare_with_a_member_keep_running(&s, &c, 2_000);
+    // Our peer port enforces the peer CA: no client certificate, or one
+    // from another CA, is refused; etcd's certificate is served.
+    let other = Pki::new(&["intruder"]);
+    let addr = url.trim_start_matches("https://").to_owned();
+    let get = |client: Option<(String, String)>| block_on(tls_get(&addr, &ca, client));
+    let no_cert = get(None);
+    assert!(
+        no_cert.is_err(),
+        "served without a client certificate: {no_cert:?}"
+    );
+    let foreign = get(Some((
+        other.path("intruder.pem"),
+        other.path("intruder-key.pem"),
+    )));
+    assert!(
+        foreign.is_err(),
+        "served a certificate of another CA: {foreign:?}"
+    );
+    let member = get(Some((pki.path("etcd.pem"), pki.path("etcd-key.pem"))));
+    assert!(
+        member.as_ref().is_ok_and(|b| b.contains("etcdserver")),
+        "{member:?}"
+    );
+}
+
+/// `GET /version` over TLS trusting `ca`, presenting `client` (cert, key
+/// PEM files) when given; the response, or why it failed.
+async fn tls_get(addr: &str, ca: &str, client: Option<(String, String)>) -> Result<String, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let cfg = match client {
+        None => b.with_no_client_auth(),
+        Some((cert, key)) => {
+            let certs = CertificateDer::pem_file_iter(&cert)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            b.with_client_auth_cert(certs, PrivateKeyDer::from_pem_file(&key).unwrap())
+                .unwrap()
+        }
+    };
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tls.write_all(b"GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    if text.starts_with("HTTP/1.1 200") {
+        Ok(text)
+    } else {
+        Err(text)
+    }
 }
 
 /// Like [`compare_with_a_member`] on a running member (its WAL may be mid-write).
