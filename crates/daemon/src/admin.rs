@@ -150,6 +150,18 @@ fn reply(code: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response<Full
     r
 }
 
+/// Stopping the replicator (what `promote` does first) is for the operator
+/// on this host only, whatever address the listener binds (a Kubernetes
+/// pod binds `0.0.0.0` for probes and scrapes).
+fn stop_allowed_from(peer: SocketAddr) -> bool {
+    match peer.ip() {
+        std::net::IpAddr::V4(a) => a.is_loopback(),
+        std::net::IpAddr::V6(a) => {
+            a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
 /// `POST /v1/stop` (loopback only) and the GET-only rule, for both views.
 fn stop_or_refuse(
     stop: &tokio::sync::watch::Sender<bool>,
@@ -157,8 +169,7 @@ fn stop_or_refuse(
     peer: SocketAddr,
 ) -> Option<Response<Full<Bytes>>> {
     if req.method() == hyper::Method::POST && req.uri().path() == "/v1/stop" {
-        // Stopping the replicator is for the operator on this host only.
-        if !peer.ip().is_loopback() {
+        if !stop_allowed_from(peer) {
             return Some(reply(
                 StatusCode::FORBIDDEN,
                 "text/plain",
@@ -367,4 +378,31 @@ pub async fn fetch_status(addr: &str) -> Result<serde_json::Value> {
 /// A POST to a running daemon's admin listener (`/v1/stop`).
 pub async fn post(addr: &str, path: &str) -> Result<serde_json::Value> {
     request(addr, hyper::Method::POST, path).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stop_endpoint_is_for_loopback_clients_only() {
+        for ok in [
+            "127.0.0.1:5",
+            "127.9.9.9:5",
+            "[::1]:5",
+            "[::ffff:127.0.0.1]:5",
+        ] {
+            assert!(stop_allowed_from(ok.parse().unwrap()), "{ok}");
+        }
+        for no in [
+            "10.0.0.7:5",
+            "192.168.1.2:5",
+            "[fe80::1]:5",
+            "[::ffff:10.0.0.7]:5",
+            "0.0.0.0:5",
+        ] {
+            assert!(!stop_allowed_from(no.parse().unwrap()), "{no}");
+        }
+    }
 }
