@@ -2,6 +2,7 @@
 //! running it as a learner, generating load.
 // Test harness code: a failed setup step is a failed test, so panicking is right.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+pub mod chaos;
 pub mod fidelity;
 pub mod load;
 pub mod promote;

@@ -168,9 +168,11 @@ const SERVER_THREAD: &str = "fuzz-peer-server";
 /// connection's bytes (HTTP request parsing, routing, header checks,
 /// pipeline and snapshot bodies, stream set-up).
 pub struct PeerHttp {
-    rt: tokio::runtime::Runtime,
     addr: SocketAddr,
+    // Dropped before the runtime it runs on.
     _transport: Transport,
+    /// Keeps the server's runtime alive.
+    _rt: tokio::runtime::Runtime,
 }
 
 impl PeerHttp {
@@ -215,7 +217,7 @@ impl PeerHttp {
         let transport = transport.map_err(std::io::Error::other)?;
         Ok(PeerHttp {
             addr: transport.local_addr(),
-            rt,
+            _rt: rt,
             _transport: transport,
         })
     }
@@ -226,24 +228,28 @@ impl PeerHttp {
         let mut answer = Vec::new();
         SERVER_PANICKED.store(false, Ordering::SeqCst);
         if let Ok(mut c) = std::net::TcpStream::connect(self.addr) {
-            // Answers come at once; an accepted stream stays open: read it
-            // for a moment only.
-            let deadline = std::time::Instant::now() + Duration::from_millis(50);
-            let _ = c.set_read_timeout(Some(Duration::from_millis(50)));
+            // The server answers, or closes on the half-close, at once (give
+            // a loaded machine 5 s for that); an accepted stream then stays
+            // open: read it for 50 ms only.
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
             let _ = c.write_all(data);
             let _ = c.shutdown(std::net::Shutdown::Write);
             let mut sink = [0u8; 4096];
+            let mut deadline: Option<std::time::Instant> = None;
             while let Ok(n) = c.read(&mut sink) {
                 if answer.len() < sink.len() {
                     answer.extend_from_slice(&sink[..n.min(sink.len() - answer.len())]);
                 }
-                if n == 0 || std::time::Instant::now() >= deadline {
+                let now = std::time::Instant::now();
+                let end = *deadline.get_or_insert_with(|| {
+                    let _ = c.set_read_timeout(Some(Duration::from_millis(50)));
+                    now + Duration::from_millis(50)
+                });
+                if n == 0 || now >= end {
                     break;
                 }
             }
         }
-        // Let a connection task finish its input before the check.
-        self.rt.block_on(tokio::task::yield_now());
         assert!(
             !SERVER_PANICKED.load(Ordering::SeqCst),
             "the peer server panicked on this input"

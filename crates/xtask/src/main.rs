@@ -5,6 +5,7 @@
 //! * `install-ops-tools` — provision promtool/prometheus, kubectl and
 //!   kubernetes-validate (the deploy/ tests) into `.tools/`;
 //! * `test [--soak] [-- ARGS]` — the whole suite against real etcd;
+//!   `test --chaos ...` — the chaos campaign;
 //! * `demo [NAME] [--keep] [--release]` — end-to-end demonstrations;
 //! * `fuzz [--seconds N] [TARGET...]` — the coverage-guided cargo-fuzz campaign;
 //! * `bench NAME` — benchmarks.
@@ -34,6 +35,11 @@ commands:
   test [--soak] [-- ARGS...]   run the whole test suite against real etcd (nextest if
                                available, else cargo test); ARGS go to the test runner;
                                --soak sets ETCD_STANDBY_SOAK=1 for long tests
+  test --chaos [--seed S] [--minutes M] [--replay FILE] [--versions 3.4|3.5]
+                               only the chaos campaign: a seeded schedule of overlapping
+                               faults (default 5 min per version) under a bank/lease/delete
+                               workload; the schedule is written to target/chaos/ and
+                               --replay repeats one
   demo [NAME] [--keep] [--release]
                                run a demo: replicate (default: a 3-member primary kept in step
                                with a standby by `etcd-standby run`, then status, verify and
@@ -86,16 +92,41 @@ fn dispatch(args: &[String]) -> Result<u8> {
         }
         "test" => {
             let mut soak = false;
+            let mut chaos: Option<test::Chaos> = None;
             let mut extra = Vec::new();
             let mut iter = rest.iter();
+            let value = |flag: &str, it: &mut std::slice::Iter<'_, String>| {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("{flag} takes a value"))
+            };
             while let Some(arg) = iter.next() {
                 match arg.as_str() {
                     "--soak" => soak = true,
+                    "--chaos" => {
+                        chaos.get_or_insert_with(Default::default);
+                    }
+                    "--seed" => {
+                        chaos.get_or_insert_with(Default::default).seed =
+                            Some(value(arg, &mut iter)?)
+                    }
+                    "--minutes" => {
+                        chaos.get_or_insert_with(Default::default).minutes =
+                            Some(value(arg, &mut iter)?)
+                    }
+                    "--replay" => {
+                        chaos.get_or_insert_with(Default::default).replay =
+                            Some(value(arg, &mut iter)?)
+                    }
+                    "--versions" => {
+                        chaos.get_or_insert_with(Default::default).versions =
+                            Some(value(arg, &mut iter)?)
+                    }
                     "--" => extra.extend(iter.by_ref().cloned()),
                     _ => extra.push(arg.clone()),
                 }
             }
-            let ok = test::run(&test::TestArgs { soak, extra })?;
+            let ok = test::run(&test::TestArgs { soak, chaos, extra })?;
             Ok(if ok { 0 } else { 1 })
         }
         "demo" => {

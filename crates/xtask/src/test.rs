@@ -14,8 +14,46 @@ pub const SOAK_ENV: &str = "ETCD_STANDBY_SOAK";
 pub struct TestArgs {
     /// Set `ETCD_STANDBY_SOAK=1` for the tests.
     pub soak: bool,
+    /// Run the chaos campaign only (`tests/chaos.rs` `chaos_campaign`).
+    pub chaos: Option<Chaos>,
     /// Passed through to the test runner (filters, runner flags).
     pub extra: Vec<String>,
+}
+
+/// `--chaos` settings, passed to the campaign as `ETCD_STANDBY_CHAOS_*`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Chaos {
+    /// `--seed S`.
+    pub seed: Option<String>,
+    /// `--minutes M`.
+    pub minutes: Option<String>,
+    /// `--replay FILE` (a schedule written by an earlier run).
+    pub replay: Option<String>,
+    /// `--versions 3.4|3.5` (default both).
+    pub versions: Option<String>,
+}
+
+impl Chaos {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let mut add = |k, v: &Option<String>| {
+            if let Some(v) = v {
+                out.push((k, v.clone()));
+            }
+        };
+        add("ETCD_STANDBY_CHAOS_SEED", &self.seed);
+        add("ETCD_STANDBY_CHAOS_MINUTES", &self.minutes);
+        add("ETCD_STANDBY_CHAOS_VERSIONS", &self.versions);
+        if let Some(f) = &self.replay {
+            // Relative to where the command was typed, not the workspace.
+            let p = std::path::Path::new(f);
+            let abs = std::env::current_dir()
+                .map(|d| d.join(p))
+                .unwrap_or(p.to_path_buf());
+            out.push(("ETCD_STANDBY_CHAOS_REPLAY", abs.display().to_string()));
+        }
+        out
+    }
 }
 
 /// Provisions etcd, runs the suite; returns whether everything passed.
@@ -36,6 +74,25 @@ pub fn run(args: &TestArgs) -> Result<bool> {
     };
 
     let mut ok = true;
+    if let Some(chaos) = &args.chaos {
+        let mut c = with_env(cmd::cargo());
+        c.args(["test", "-p", "etcd-standby-integration", "--test", "chaos"])
+            .args([
+                "--",
+                "--ignored",
+                "--exact",
+                "chaos_campaign",
+                "--nocapture",
+            ])
+            .envs(chaos.env());
+        ok &= cmd::status(&mut c)?;
+        eprintln!(
+            "xtask: chaos {} in {:.1}s",
+            if ok { "passed" } else { "FAILED" },
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(ok);
+    }
     if nextest_available() {
         let mut nextest = with_env(cmd::cargo());
         nextest

@@ -1,0 +1,320 @@
+//! The chaos suite's fault schedule: drawn from a seed, written as JSON
+//! lines, read back to repeat a run exactly. Pure (no IO but the file).
+//!
+//! Faults hit three targets, the replicator, the primary's members and the
+//! standby; faults on different targets overlap (the bad day), faults on
+//! one target do not (a process cannot be killed while it is paused). At
+//! most one primary member is down at a time, so the primary keeps quorum.
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::load::Rng;
+
+/// The default suite's short runs: 30 s of faults, a seed per version
+/// chosen so that each draws every fault kind (a unit test keeps it so).
+pub const SHORT_MS: u64 = 30_000;
+/// The seed of the short run on etcd 3.5.
+pub const SHORT_SEED_3_5: u64 = 8;
+/// The seed of the short run on etcd 3.4.
+pub const SHORT_SEED_3_4: u64 = 2;
+
+/// One kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    /// SIGKILL the replicator; restart it after the duration.
+    KillReplicator,
+    /// SIGSTOP the replicator (hung, not dead); SIGCONT after the duration.
+    PauseReplicator,
+    /// SIGKILL the primary's leader; restart it after the duration.
+    KillPrimaryLeader,
+    /// SIGKILL a primary follower; restart it after the duration.
+    KillPrimaryFollower,
+    /// SIGSTOP the primary's leader (the others elect a new one).
+    PausePrimaryLeader,
+    /// Stop the standby cluster; start it after the duration.
+    StandbyOutage,
+    /// Compact the primary at its current revision (instant).
+    Compact,
+}
+
+impl Fault {
+    /// Every kind.
+    pub const ALL: [Fault; 7] = [
+        Fault::KillReplicator,
+        Fault::PauseReplicator,
+        Fault::KillPrimaryLeader,
+        Fault::KillPrimaryFollower,
+        Fault::PausePrimaryLeader,
+        Fault::StandbyOutage,
+        Fault::Compact,
+    ];
+
+    /// Its name in schedule files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::KillReplicator => "kill_replicator",
+            Fault::PauseReplicator => "pause_replicator",
+            Fault::KillPrimaryLeader => "kill_primary_leader",
+            Fault::KillPrimaryFollower => "kill_primary_follower",
+            Fault::PausePrimaryLeader => "pause_primary_leader",
+            Fault::StandbyOutage => "standby_outage",
+            Fault::Compact => "compact",
+        }
+    }
+
+    /// The kind named `s`.
+    pub fn parse(s: &str) -> Option<Fault> {
+        Fault::ALL.into_iter().find(|f| f.name() == s)
+    }
+
+    /// What it hits (faults on one target never overlap).
+    pub fn target(self) -> &'static str {
+        match self {
+            Fault::KillReplicator | Fault::PauseReplicator => "replicator",
+            Fault::KillPrimaryLeader | Fault::KillPrimaryFollower | Fault::PausePrimaryLeader => {
+                "primary"
+            }
+            Fault::StandbyOutage => "standby",
+            Fault::Compact => "none",
+        }
+    }
+
+    /// How long it lasts, in ms: (min, max).
+    fn duration_range(self) -> (u64, u64) {
+        match self {
+            Fault::KillReplicator => (300, 3_000),
+            Fault::PauseReplicator => (1_000, 5_000),
+            Fault::KillPrimaryLeader | Fault::KillPrimaryFollower => (1_000, 4_000),
+            Fault::PausePrimaryLeader => (1_000, 4_000),
+            Fault::StandbyOutage => (2_000, 8_000),
+            Fault::Compact => (0, 0),
+        }
+    }
+}
+
+/// One fault: when it starts (ms after the workload started) and how long it lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Start, ms after the workload started.
+    pub at_ms: u64,
+    /// Its kind.
+    pub fault: Fault,
+    /// Duration in ms (0 for instant faults).
+    pub duration_ms: u64,
+}
+
+/// A run's faults, in start order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// The seed it was drawn from (0 when read from a file).
+    pub seed: u64,
+    /// The steps, by start time.
+    pub steps: Vec<Step>,
+}
+
+impl Schedule {
+    /// Draws faults for `duration_ms` from `seed`: a new fault every 1–4 s,
+    /// of a random kind, started when its target is free again.
+    pub fn generate(seed: u64, duration_ms: u64) -> Schedule {
+        let mut rng = Rng(seed);
+        let mut busy: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut steps = Vec::new();
+        let mut t = 2_000;
+        while t < duration_ms {
+            let fault = Fault::ALL[rng.below(Fault::ALL.len() as u64) as usize];
+            let (lo, hi) = fault.duration_range();
+            let duration_ms = lo + rng.below(hi - lo + 1);
+            let target = fault.target();
+            let at_ms = if target == "none" {
+                t
+            } else {
+                t.max(busy.get(target).copied().unwrap_or(0))
+            };
+            if target != "none" {
+                // At least 500 ms before the next fault on the same target.
+                busy.insert(target, at_ms + duration_ms + 500);
+            }
+            steps.push(Step {
+                at_ms,
+                fault,
+                duration_ms,
+            });
+            t += 1_000 + rng.below(3_000);
+        }
+        steps.sort_by_key(|s| (s.at_ms, s.fault));
+        Schedule { seed, steps }
+    }
+
+    /// The schedule as JSON lines (one header line, one line per step).
+    pub fn to_json_lines(&self) -> String {
+        let mut out = json!({"schedule": "etcd-standby chaos", "seed": self.seed}).to_string();
+        out.push('\n');
+        for s in &self.steps {
+            out.push_str(
+                &json!({"at_ms": s.at_ms, "fault": s.fault.name(), "duration_ms": s.duration_ms})
+                    .to_string(),
+            );
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Reads [`Schedule::to_json_lines`] output.
+    pub fn from_json_lines(text: &str) -> Result<Schedule, String> {
+        let mut seed = 0;
+        let mut steps = Vec::new();
+        for (n, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let v: Value =
+                serde_json::from_str(line).map_err(|e| format!("line {}: {e}", n + 1))?;
+            if v.get("schedule").is_some() {
+                seed = v["seed"].as_u64().unwrap_or(0);
+                continue;
+            }
+            let field = |k: &str| v[k].as_u64().ok_or(format!("line {}: no {k}", n + 1));
+            let name = v["fault"]
+                .as_str()
+                .ok_or(format!("line {}: no fault", n + 1))?;
+            steps.push(Step {
+                at_ms: field("at_ms")?,
+                fault: Fault::parse(name).ok_or(format!("line {}: unknown fault {name}", n + 1))?,
+                duration_ms: field("duration_ms")?,
+            });
+        }
+        steps.sort_by_key(|s| (s.at_ms, s.fault));
+        Ok(Schedule { seed, steps })
+    }
+
+    /// Reads a schedule file.
+    pub fn read(path: &Path) -> Result<Schedule, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Schedule::from_json_lines(&text)
+    }
+
+    /// When the last fault ends, in ms.
+    pub fn end_ms(&self) -> u64 {
+        self.steps
+            .iter()
+            .map(|s| s.at_ms + s.duration_ms)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Fault counts by kind name.
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut out = BTreeMap::new();
+        for s in &self.steps {
+            *out.entry(s.fault.name()).or_default() += 1;
+        }
+        out
+    }
+}
+
+/// A start or end of a step, in execution order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Step `i` starts.
+    Start(usize),
+    /// Step `i` ends (restart, SIGCONT, ...).
+    End(usize),
+}
+
+/// The schedule's events by time (an end before a start at the same ms).
+pub fn events(s: &Schedule) -> Vec<(u64, Event)> {
+    let mut ev: Vec<(u64, u8, Event)> = Vec::new();
+    for (i, st) in s.steps.iter().enumerate() {
+        ev.push((st.at_ms, 1, Event::Start(i)));
+        if st.duration_ms > 0 {
+            ev.push((st.at_ms + st.duration_ms, 0, Event::End(i)));
+        }
+    }
+    ev.sort_by_key(|(t, o, e)| {
+        (
+            *t,
+            *o,
+            match e {
+                Event::Start(i) | Event::End(i) => *i,
+            },
+        )
+    });
+    ev.into_iter().map(|(t, _, e)| (t, e)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_gives_one_schedule_and_a_file_repeats_it() {
+        let a = Schedule::generate(7, 60_000);
+        assert_eq!(a, Schedule::generate(7, 60_000));
+        assert_ne!(a.steps, Schedule::generate(8, 60_000).steps);
+        let back = Schedule::from_json_lines(&a.to_json_lines()).unwrap();
+        assert_eq!(back, a);
+        assert!(a.steps.len() >= 15, "{}", a.steps.len());
+    }
+
+    #[test]
+    fn faults_on_one_target_never_overlap_and_different_targets_do() {
+        let mut overlapped = false;
+        for seed in 0..50 {
+            let s = Schedule::generate(seed, 120_000);
+            for (i, a) in s.steps.iter().enumerate() {
+                for b in &s.steps[i + 1..] {
+                    let overlap =
+                        b.at_ms < a.at_ms + a.duration_ms && a.at_ms < b.at_ms + b.duration_ms;
+                    if a.fault.target() == b.fault.target() && a.fault.target() != "none" {
+                        assert!(!overlap, "seed {seed}: {a:?} and {b:?}");
+                    } else if overlap {
+                        overlapped = true;
+                    }
+                }
+            }
+        }
+        assert!(overlapped, "no two faults ever overlap");
+    }
+
+    #[test]
+    fn the_default_suites_short_runs_draw_every_fault_kind() {
+        for seed in [SHORT_SEED_3_5, SHORT_SEED_3_4] {
+            let s = Schedule::generate(seed, SHORT_MS);
+            assert_eq!(
+                s.counts().len(),
+                Fault::ALL.len(),
+                "seed {seed}: {:?}",
+                s.counts()
+            );
+        }
+    }
+
+    #[test]
+    fn every_fault_kind_is_drawn_and_events_end_before_they_start_again() {
+        let s = Schedule::generate(3, 300_000);
+        assert_eq!(s.counts().len(), Fault::ALL.len(), "{:?}", s.counts());
+        let ev = events(&s);
+        assert!(ev.windows(2).all(|w| w[0].0 <= w[1].0));
+        let mut open: BTreeMap<&str, bool> = BTreeMap::new();
+        for (_, e) in ev {
+            match e {
+                Event::Start(i) => {
+                    let t = s.steps[i].fault.target();
+                    if s.steps[i].duration_ms > 0 {
+                        assert!(
+                            !open.get(t).copied().unwrap_or(false),
+                            "{t} hit twice at once"
+                        );
+                        open.insert(t, true);
+                    }
+                }
+                Event::End(i) => {
+                    open.insert(s.steps[i].fault.target(), false);
+                }
+            }
+        }
+    }
+}
