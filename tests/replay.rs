@@ -376,3 +376,86 @@ fn verify_at_checkpoint_is_consistent_while_replication_runs() {
     eprintln!("{checked} consistent verifies while writes replicated");
     assert!(checked >= 2, "the writes ended before a second verify");
 }
+
+/// A lease the primary keeps alive outlives its copy on the standby while
+/// the replicator is down for longer than its TTL (the standby expires it
+/// and deletes its keys). On restart, replay grants it again with the same
+/// ID and writes its keys back before going on, instead of halting on
+/// "lease not found" at the next put with that lease (found by the chaos
+/// suite after a standby outage).
+#[test]
+fn leases_the_standby_expired_while_replication_was_down_are_restored() {
+    use etcd_standby_client::pb::PutRequest;
+    use etcd_standby_client::{Client, ClientConfig};
+    let primary = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    let standby = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Standby::start(
+        &primary,
+        &dir.path().join("r"),
+        &["--standby-endpoints", &standby.client_endpoints()],
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let p = rt
+        .block_on(Client::connect(ClientConfig::new(primary.client_urls())))
+        .unwrap();
+    let put = |key: &str, lease: i64| {
+        rt.block_on(p.put(PutRequest {
+            key: key.to_owned().into(),
+            value: "v".into(),
+            lease,
+            ..Default::default()
+        }))
+        .unwrap();
+    };
+    let lease = rt.block_on(p.lease_grant(0, 3)).unwrap().id;
+    // The primary's client keeps the lease alive all along.
+    let keeper = {
+        let p = p.clone();
+        rt.spawn(async move {
+            let (tx, mut rx) = p.lease_keep_alive().await.unwrap();
+            loop {
+                tx.keep_alive(lease).await.unwrap();
+                let _ = rx.message().await;
+                tokio::time::sleep(Duration::from_millis(700)).await;
+            }
+        })
+    };
+    put("/held/a", lease);
+    put("/held/b", lease);
+    wait_replayed(&mut s, &primary, Duration::from_secs(60));
+    // Replication down for longer than the TTL: the standby expires its copy.
+    s.kill();
+    let standby_client = rt
+        .block_on(Client::connect(ClientConfig::new(standby.client_urls())))
+        .unwrap();
+    let start = Instant::now();
+    while rt
+        .block_on(standby_client.lease_leases())
+        .unwrap()
+        .leases
+        .iter()
+        .any(|l| l.id == lease)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the standby kept the lease"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    put("/held/c", lease);
+    s.restart();
+    wait_replayed(&mut s, &primary, Duration::from_secs(60));
+    assert!(
+        s.log().contains("restoring them and their keys"),
+        "{}",
+        s.log()
+    );
+    let (ok, out) = verify(&primary, &standby);
+    assert!(ok, "{out}\n{}", s.log());
+    keeper.abort();
+}

@@ -80,6 +80,11 @@ pub trait StandbySink: Send {
     /// The primary's revision after entry `index` (recorded with the
     /// checkpoint of exactly that index; see `verify --at-checkpoint`).
     fn note_source_revision(&mut self, _index: u64, _revision: i64) {}
+    /// The IDs of the standby's leases, when the sink can list them
+    /// (`None`: it cannot, and lost leases are not looked for).
+    fn lease_ids(&self) -> impl Future<Output = Result<Option<Vec<i64>>, SinkError>> + Send {
+        async { Ok(None) }
+    }
 }
 
 impl StandbySink for Sink {
@@ -103,6 +108,9 @@ impl StandbySink for Sink {
     }
     fn note_source_revision(&mut self, index: u64, revision: i64) {
         Sink::note_source_revision(self, index, revision);
+    }
+    async fn lease_ids(&self) -> Result<Option<Vec<i64>>, SinkError> {
+        self.standby_lease_ids().await.map(Some)
     }
     async fn revision(&self) -> Option<i64> {
         let req = etcd_standby_client::pb::RangeRequest {
@@ -290,6 +298,8 @@ pub struct Replay<S: StandbySink> {
     db_floor: u64,
     /// When entries were received (for `--apply-delay`).
     times: Option<ReceiveTimes>,
+    /// Whether the standby was checked for lost leases at its checkpoint.
+    leases_checked: bool,
 }
 
 impl<S: StandbySink> Replay<S> {
@@ -316,6 +326,7 @@ impl<S: StandbySink> Replay<S> {
             replayed_bytes: 0,
             db_floor: 0,
             times: None,
+            leases_checked: false,
         }
     }
 
@@ -647,6 +658,59 @@ impl<S: StandbySink> Replay<S> {
         Ok(())
     }
 
+    /// Once, when the model reaches the standby's checkpoint after a
+    /// (re)start: leases the primary holds there but the standby lacks were
+    /// expired by the standby while nobody kept them alive (the replicator
+    /// was stopped, paused or reconnecting for longer than their TTL; a
+    /// restarted standby re-arms every lease with its TTL, which runs out
+    /// before we reconnect). Writing on would fail with "lease not found"
+    /// and the keys the standby deleted with them would stay missing, so
+    /// the standby is reconciled to the model: the leases are granted again
+    /// (same IDs) and their keys written back. The chaos suite found this
+    /// (a standby outage, then 2 to 5 s leases).
+    async fn restore_lost_leases(&mut self) -> Result<()> {
+        let checkpoint = self.sink.checkpoint_index();
+        if self.leases_checked || checkpoint == 0 || self.model.applied_index() != checkpoint {
+            return Ok(());
+        }
+        self.leases_checked = true;
+        let have: std::collections::BTreeSet<i64> = match self.sink.lease_ids().await {
+            Ok(Some(ids)) => ids.into_iter().collect(),
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the standby's leases to look for lost ones");
+                return Ok(());
+            }
+        };
+        let lost: Vec<i64> = self
+            .model
+            .leases()
+            .keys()
+            .filter(|id| !have.contains(id))
+            .copied()
+            .collect();
+        if lost.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(
+            lost = lost.len(),
+            first = format_args!("{:#x}", lost[0]),
+            checkpoint,
+            "the standby expired leases the primary still holds (nobody kept them alive there for longer than their TTL); restoring them and their keys"
+        );
+        self.set_state(ReplayState::Reconciling, None);
+        let state = self.model.to_snapshot_state();
+        let term = self.model.applied_term();
+        let report = self
+            .sink
+            .reconcile(&state, checkpoint, term, self.opts.reconcile)
+            .await?;
+        tracing::info!(?report, "lost leases restored");
+        self.metrics.reconciles.inc();
+        self.set_state(ReplayState::Replaying, None);
+        Ok(())
+    }
+
     /// Applies everything committed after the model's index: reads from
     /// the reader until it has nothing more, reconciling at snapshot jumps.
     async fn drain(
@@ -677,6 +741,7 @@ impl<S: StandbySink> Replay<S> {
                                 self.model.applied_index()
                             );
                         }
+                        self.restore_lost_leases().await?;
                         self.apply_entry(e, *at)?;
                         if self.batch.len() >= max {
                             self.flush(reader, stop).await?;

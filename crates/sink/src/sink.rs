@@ -362,15 +362,20 @@ impl Sink {
     }
 
     /// Tracks every lease the standby has (they were mirrored earlier).
-    async fn load_standby_leases(&self) -> Result<()> {
+    /// The IDs of the standby's leases.
+    pub async fn standby_lease_ids(&self) -> Result<Vec<i64>> {
         let leases = self
             .client
             .lease_leases()
             .await
             .map_err(|e| SinkError::client("list the standby's leases", e))?;
-        for l in leases.leases {
-            match self.client.lease_time_to_live(l.id, false).await {
-                Ok(t) if t.ttl > 0 => self.keeper.track(l.id, t.granted_ttl),
+        Ok(leases.leases.into_iter().map(|l| l.id).collect())
+    }
+
+    async fn load_standby_leases(&self) -> Result<()> {
+        for id in self.standby_lease_ids().await? {
+            match self.client.lease_time_to_live(id, false).await {
+                Ok(t) if t.ttl > 0 => self.keeper.track(id, t.granted_ttl),
                 Ok(_) => {}
                 Err(e) => return Err(SinkError::client("standby lease TTL", e)),
             }
