@@ -105,20 +105,17 @@ fn fuzz_peer_http_requests_never_panic_the_server() {
     // The harness reaches the real server: it answers the seeds as etcd would.
     let seed = |f: &str| std::fs::read(fuzz_dir().join("corpus/peer_http").join(f)).unwrap();
     let answer = |f: &str| String::from_utf8_lossy(&server.run(&seed(f))).into_owned();
+    let version = answer("seed-version");
+    assert!(version.starts_with("HTTP/1.1 200"), "/version: {version:?}");
+    let pipeline = answer("seed-pipeline");
     assert!(
-        answer("seed-version").starts_with("HTTP/1.1 200"),
-        "{}",
-        answer("seed-version")
-    );
-    assert!(
-        answer("seed-pipeline").starts_with("HTTP/1.1 204"),
-        "{}",
-        answer("seed-pipeline")
+        pipeline.starts_with("HTTP/1.1 204"),
+        "pipeline: {pipeline:?}"
     );
     let wrong = answer("seed-wrong-cluster");
     assert!(
         wrong.starts_with("HTTP/1.1 412") && wrong.contains("cluster ID mismatch"),
-        "{wrong}"
+        "{wrong:?}"
     );
     run(
         "peer_http",

@@ -99,6 +99,10 @@ where
         async move { Ok::<_, Infallible>(handle(inner, kill, req).await) }
     });
     let conn = http1::Builder::new()
+        // A client that shuts down its write side after its request still
+        // gets the answer (hyper would otherwise drop a response still being
+        // made when it reads EOF; the fuzz harness found it).
+        .half_close(true)
         .timer(TokioTimer::new())
         .header_read_timeout(CONN_TIMEOUT)
         .keep_alive(true)
