@@ -26,11 +26,11 @@ use etcd_standby_client::pb::{
 };
 use etcd_standby_client::{Client, prefix_end};
 use etcd_standby_integration::chaos::{self, Event, Fault, Schedule, events};
-use etcd_standby_integration::fidelity::{Replicator, assert_verified, connect};
-use etcd_standby_integration::load::{Rng, cluster_raft_index};
+use etcd_standby_integration::fidelity::{Replicator, assert_verified, bank_violation, connect};
+use etcd_standby_integration::load::Rng;
+use etcd_standby_integration::standby::wal_entries_and_commit;
 use etcd_standby_proto::raftpb;
 use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion};
-use etcd_standby_wal::{WalReader, WalRecord};
 
 const ACCOUNTS: usize = 20;
 const START_BALANCE: i64 = 1000;
@@ -185,22 +185,9 @@ async fn standby_reader(s: Client, stop: Arc<AtomicBool>, c: Arc<Counters>) {
         c.standby_reads.fetch_add(1, Ordering::Relaxed);
         if !resp.kvs.is_empty() {
             c.standby_full_reads.fetch_add(1, Ordering::Relaxed);
-            let sum: i64 = resp
-                .kvs
-                .iter()
-                .map(|kv| {
-                    std::str::from_utf8(&kv.value)
-                        .unwrap()
-                        .parse::<i64>()
-                        .unwrap()
-                })
-                .sum();
-            if resp.kvs.len() != ACCOUNTS || sum != total {
-                let rev = resp.header.map(|h| h.revision).unwrap_or_default();
-                c.violations.lock().unwrap().push(format!(
-                    "standby revision {rev}: {} accounts, sum {sum}",
-                    resp.kvs.len()
-                ));
+            let rev = resp.header.map(|h| h.revision).unwrap_or_default();
+            if let Some(v) = bank_violation(&resp.kvs, rev, ACCOUNTS, total) {
+                c.violations.lock().unwrap().push(v);
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -210,27 +197,9 @@ async fn standby_reader(s: Client, stop: Arc<AtomicBool>, c: Arc<Counters>) {
 /// The entries of a WAL at or below its last persisted commit index: raft
 /// committed them, so every member that holds one holds the same.
 fn committed_entries(wal_dir: &Path) -> BTreeMap<u64, raftpb::Entry> {
-    let mut r = WalReader::open(wal_dir).expect("open WAL");
-    let mut out = BTreeMap::new();
-    let mut commit = 0;
-    loop {
-        let rec = match r.next_record() {
-            Ok(Some(rec)) => rec,
-            Ok(None) => break,
-            Err(e) if e.is_torn_tail() => break,
-            Err(e) => panic!("{}: {e}", wal_dir.display()),
-        };
-        match rec.decode().expect("decode record") {
-            WalRecord::Entry(e) => {
-                let _ = out.split_off(&e.index);
-                out.insert(e.index, e);
-            }
-            WalRecord::State(hs) => commit = commit.max(hs.commit),
-            _ => {}
-        }
-    }
-    let _ = out.split_off(&(commit + 1));
-    out
+    let (mut entries, commit) = wal_entries_and_commit(wal_dir);
+    let _ = entries.split_off(&(commit + 1));
+    entries
 }
 
 /// Acked ⇒ durable: our committed entries equal a member's on every index
@@ -420,20 +389,7 @@ fn chaos(version: EtcdVersion, schedule: &Schedule, label: &str) {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     });
-    let target = rt.block_on(cluster_raft_index(primary.client_urls()));
-    let start = Instant::now();
-    while r
-        .replay_u64("standby_checkpoint")
-        .is_none_or(|cp| cp < target)
-    {
-        assert!(
-            start.elapsed() < WAIT,
-            "replay did not catch up after the faults: {:?}\n{}",
-            r.replay(),
-            r.log_tail(60)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    r.wait_replayed(WAIT);
     assert_verified(&primary, &standby, &[], &r, "after the chaos");
     r.kill();
     compared += check_durable(&data, &primary);

@@ -37,6 +37,19 @@ fn wait_replayed(s: &mut Standby, primary: &EtcdCluster, timeout: Duration) {
     }
 }
 
+/// A 1-member 3.5 primary and standby, and a replicator between them
+/// (data dir under `dir`).
+fn primary_standby_replicator(dir: &std::path::Path) -> (EtcdCluster, EtcdCluster, Standby) {
+    let primary = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    let standby = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    let s = Standby::start(
+        &primary,
+        &dir.join("r"),
+        &["--standby-endpoints", &standby.client_endpoints()],
+    );
+    (primary, standby, s)
+}
+
 fn verify(primary: &EtcdCluster, standby: &EtcdCluster) -> (bool, String) {
     let out = Command::new(etcd_standby_bin())
         .args(["verify", "--source-endpoints", &primary.client_endpoints()])
@@ -343,14 +356,8 @@ fn verify_reports_differences_as_a_table_or_json() {
 /// same entry), so it finds no difference while writes keep replicating.
 #[test]
 fn verify_at_checkpoint_is_consistent_while_replication_runs() {
-    let primary = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
-    let standby = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Standby::start(
-        &primary,
-        &dir.path().join("r"),
-        &["--standby-endpoints", &standby.client_endpoints()],
-    );
+    let (primary, standby, mut s) = primary_standby_replicator(dir.path());
     block_on(varied_writes(primary.client_urls(), 500, 4, 41));
     wait_replayed(&mut s, &primary, Duration::from_secs(60));
     let urls = primary.client_urls();
@@ -387,14 +394,8 @@ fn verify_at_checkpoint_is_consistent_while_replication_runs() {
 fn leases_the_standby_expired_while_replication_was_down_are_restored() {
     use etcd_standby_client::pb::PutRequest;
     use etcd_standby_client::{Client, ClientConfig};
-    let primary = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
-    let standby = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Standby::start(
-        &primary,
-        &dir.path().join("r"),
-        &["--standby-endpoints", &standby.client_endpoints()],
-    );
+    let (primary, standby, mut s) = primary_standby_replicator(dir.path());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -26,8 +26,8 @@ use etcd_standby_client::pb::{
 };
 use etcd_standby_client::{Client, ClientError, EtcdError, KeyValue, authpb, prefix_end};
 use etcd_standby_integration::fidelity::{
-    Replicator, all_keys, assert_verified, connect, del_op, del_prefix_op, get_op, put_op,
-    revision, soak, txn, txn_op,
+    Replicator, all_keys, assert_verified, bank_violation, connect, del_op, del_prefix_op, get_op,
+    put_op, revision, soak, txn, txn_op,
 };
 use etcd_standby_integration::load::{Rng, cluster_raft_index, varied_writes};
 use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion};
@@ -1453,22 +1453,9 @@ fn bank(version: EtcdVersion, members: usize, seed: u64) {
                         continue;
                     }
                     full_reads.fetch_add(1, Ordering::Relaxed);
-                    let sum: i64 = resp
-                        .kvs
-                        .iter()
-                        .map(|kv| {
-                            std::str::from_utf8(&kv.value)
-                                .unwrap()
-                                .parse::<i64>()
-                                .unwrap()
-                        })
-                        .sum();
-                    if resp.kvs.len() != ACCOUNTS || sum != total {
-                        let rev = resp.header.map(|h| h.revision).unwrap_or_default();
-                        violations.lock().unwrap().push(format!(
-                            "standby revision {rev}: {} accounts, sum {sum}",
-                            resp.kvs.len()
-                        ));
+                    let rev = resp.header.map(|h| h.revision).unwrap_or_default();
+                    if let Some(v) = bank_violation(&resp.kvs, rev, ACCOUNTS, total) {
+                        violations.lock().unwrap().push(v);
                     }
                 }
             })

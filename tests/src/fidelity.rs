@@ -15,6 +15,31 @@ use etcd_standby_client::pb::{
 use etcd_standby_client::{Client, ClientConfig, prefix_end};
 use etcd_standby_testkit::EtcdCluster;
 
+/// The bank invariant on one read of its accounts (`kvs`, at `revision`):
+/// all `accounts` present and summing to `total`. What is wrong, if anything.
+pub fn bank_violation(
+    kvs: &[etcd_standby_client::KeyValue],
+    revision: i64,
+    accounts: usize,
+    total: i64,
+) -> Option<String> {
+    let sum: i64 = kvs
+        .iter()
+        .map(|kv| {
+            std::str::from_utf8(&kv.value)
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        })
+        .sum();
+    (kvs.len() != accounts || sum != total).then(|| {
+        format!(
+            "standby revision {revision}: {} accounts, sum {sum}",
+            kvs.len()
+        )
+    })
+}
+
 use crate::etcd_standby_bin;
 use crate::load::{block_on, cluster_raft_index};
 use crate::standby::Standby;

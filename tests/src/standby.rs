@@ -250,8 +250,14 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
 /// later record at index i drops everything from i on). A torn tail ends
 /// the read (a live member's WAL may be mid-write).
 pub fn wal_entries(wal_dir: &Path) -> BTreeMap<u64, raftpb::Entry> {
+    wal_entries_and_commit(wal_dir).0
+}
+
+/// [`wal_entries`] and the highest commit index its hard states record.
+pub fn wal_entries_and_commit(wal_dir: &Path) -> (BTreeMap<u64, raftpb::Entry>, u64) {
     let mut r = WalReader::open(wal_dir).expect("open WAL");
     let mut out = BTreeMap::new();
+    let mut commit = 0;
     loop {
         let rec = match r.next_record() {
             Ok(Some(rec)) => rec,
@@ -259,12 +265,16 @@ pub fn wal_entries(wal_dir: &Path) -> BTreeMap<u64, raftpb::Entry> {
             Err(e) if e.is_torn_tail() => break,
             Err(e) => panic!("{}: {e}", wal_dir.display()),
         };
-        if let WalRecord::Entry(e) = rec.decode().expect("decode record") {
-            let _ = out.split_off(&e.index);
-            out.insert(e.index, e);
+        match rec.decode().expect("decode record") {
+            WalRecord::Entry(e) => {
+                let _ = out.split_off(&e.index);
+                out.insert(e.index, e);
+            }
+            WalRecord::State(hs) => commit = commit.max(hs.commit),
+            _ => {}
         }
     }
-    out
+    (out, commit)
 }
 
 /// Asserts that `ours` equals `theirs` on every index both hold (at least

@@ -845,14 +845,19 @@ async fn verify_cmd(
         at,
         progress: Some(compared.clone()),
     };
-    // The bar's length is a count-only read; without it the bar still counts.
-    let total = etcd_standby_sink::verify::count_source_keys(
-        &src,
-        &keys,
-        at.map_or(0, |p| p.source_revision),
-    )
-    .await
-    .ok();
+    // The bar's length is a count-only read, made only when a bar is drawn;
+    // without it the bar still counts.
+    let total = if progress::Progress::shown(progress::Stdout::Summary) {
+        etcd_standby_sink::verify::count_source_keys(
+            &src,
+            &keys,
+            at.map_or(0, |p| p.source_revision),
+        )
+        .await
+        .ok()
+    } else {
+        None
+    };
     let bar = progress::Progress::items("comparing keys", total, progress::Stdout::Summary);
     let run = etcd_standby_sink::verify::verify_with(&src, &dst, &keys, &opts);
     tokio::pin!(run);

@@ -28,12 +28,18 @@ pub fn wanted(stderr_is_terminal: bool, stdout_is_terminal: bool, stdout: Stdout
 pub struct Progress(Option<ProgressBar>);
 
 impl Progress {
-    fn new(total: Option<u64>, template: &str, msg: &'static str, stdout: Stdout) -> Self {
-        if !wanted(
+    /// Whether a bar would be drawn here (so its length need not be
+    /// computed when nobody will see it).
+    pub fn shown(stdout: Stdout) -> bool {
+        wanted(
             std::io::stderr().is_terminal(),
             std::io::stdout().is_terminal(),
             stdout,
-        ) {
+        )
+    }
+
+    fn new(total: Option<u64>, template: &str, msg: &'static str, stdout: Stdout) -> Self {
+        if !Self::shown(stdout) {
             return Progress(None);
         }
         let bar = match total {
