@@ -28,7 +28,7 @@ pub use frame::RecordType;
 pub use log::{WalLog, read_log};
 pub use reader::{RecordRef, SegmentEnd, WalReader, WalRecord};
 pub use segment::{Segment, list_segments};
-pub use writer::WalWriter;
+pub use writer::{SyncedEnd, WalWriter, discard_unsynced};
 
 use std::path::{Path, PathBuf};
 

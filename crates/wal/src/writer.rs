@@ -30,6 +30,71 @@ pub struct WalWriter {
     hard_state: Option<raftpb::HardState>,
     buf: Vec<u8>,
     segment_size: u64,
+    /// Where the last successful fsync left the log.
+    synced: SyncedEnd,
+}
+
+/// The end of what a [`WalWriter`] last made durable: the segment being
+/// written then and the byte offset its fsync covered. Bytes after it (a
+/// write that failed half way, for instance for lack of space) were never
+/// acknowledged to anyone; [`discard_unsynced`] cuts them off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncedEnd {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Bytes of it that are durable.
+    pub offset: u64,
+}
+
+/// Cuts a WAL directory back to `end`, what a writer last fsynced: the
+/// segment is truncated to `end.offset`, segments after it are removed, and
+/// both are made durable. After a failed write or fsync the writer's state
+/// and the files may disagree (a partial record, a half-cut segment), so the
+/// learner calls this and then re-opens the WAL with [`WalWriter::open`], as
+/// a restart would, without trusting anything it had not fsynced (Invariant
+/// 1 of `ARCHITECTURE.md`). Needs no free space.
+pub fn discard_unsynced(dir: &Path, end: &SyncedEnd) -> Result<()> {
+    let mut removed = false;
+    for seg in list_segments(dir)? {
+        if seg.seq > end.seq {
+            std::fs::remove_file(&seg.path).map_err(|e| WalError::io(&seg.path, e))?;
+            removed = true;
+        }
+    }
+    // A segment head that was being written when the cut failed.
+    let rd = std::fs::read_dir(dir).map_err(|e| WalError::io(dir, e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| WalError::io(dir, e))?;
+        if ent.file_name().to_str().is_some_and(is_cut_tmp_name) {
+            let p = ent.path();
+            std::fs::remove_file(&p).map_err(|e| WalError::io(&p, e))?;
+            removed = true;
+        }
+    }
+    let f = OpenOptions::new()
+        .write(true)
+        .open(&end.path)
+        .map_err(|e| WalError::io(&end.path, e))?;
+    let len = f.metadata().map_err(|e| WalError::io(&end.path, e))?.len();
+    if len > end.offset {
+        f.set_len(end.offset)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| WalError::io(&end.path, e))?;
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Suffix of the temporary file a new segment's head is written to before
+/// it is renamed into place (etcd writes it into a preallocated `N.tmp`).
+const CUT_TMP_SUFFIX: &str = ".wal.tmp";
+
+fn is_cut_tmp_name(name: &str) -> bool {
+    name.ends_with(CUT_TMP_SUFFIX)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -79,6 +144,11 @@ impl WalWriter {
             hard_state: None,
             buf: Vec::with_capacity(1 << 16),
             segment_size: frame::SEGMENT_SIZE_BYTES,
+            synced: SyncedEnd {
+                path: PathBuf::new(),
+                seq: 0,
+                offset: 0,
+            },
         };
         w.push(RecordType::Crc, None);
         let md = w.metadata.clone();
@@ -98,6 +168,7 @@ impl WalWriter {
             sync_dir(parent)?;
         }
         w.file_path = dir.join(name);
+        w.synced.path = w.file_path.clone();
         Ok(w)
     }
 
@@ -182,6 +253,11 @@ impl WalWriter {
             hard_state,
             buf: Vec::with_capacity(1 << 16),
             segment_size: frame::SEGMENT_SIZE_BYTES,
+            synced: SyncedEnd {
+                path: last.path.clone(),
+                seq: last.seq,
+                offset: end,
+            },
         };
         std::io::Seek::seek(&mut w.file, std::io::SeekFrom::Start(end))
             .map_err(|e| WalError::io(&last.path, e))?;
@@ -207,6 +283,11 @@ impl WalWriter {
     /// Current segment file.
     pub fn current_file(&self) -> &Path {
         &self.file_path
+    }
+
+    /// Where the last successful fsync left the log (see [`discard_unsynced`]).
+    pub fn synced_end(&self) -> &SyncedEnd {
+        &self.synced
     }
 
     fn push(&mut self, rtype: RecordType, data: Option<&[u8]>) {
@@ -268,39 +349,67 @@ impl WalWriter {
         self.file
             .sync_data()
             .map_err(|e| WalError::io(&self.file_path, e))?;
+        self.synced = SyncedEnd {
+            path: self.file_path.clone(),
+            seq: self.seq,
+            offset: self.offset,
+        };
         if self.offset >= self.segment_size {
             self.cut()?;
         }
         Ok(())
     }
 
+    /// Starts the next segment like etcd's `cut`: its head (CRC, metadata,
+    /// hard state) is written to a temporary file and fsynced, then renamed
+    /// into place and the directory fsynced, so a segment never appears
+    /// half-written (a full disk fails the cut and leaves only a `.tmp`,
+    /// which [`discard_unsynced`] removes).
     fn cut(&mut self) -> Result<()> {
         let name = segment_file_name(self.seq + 1, self.last_index + 1);
-        let path = self.dir.join(name);
-        let file = OpenOptions::new()
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        if tmp.exists() {
+            std::fs::remove_file(&tmp).map_err(|e| WalError::io(&tmp, e))?;
+        }
+        let mut file = OpenOptions::new()
             .create_new(true)
             .write(true)
             .mode(PRIVATE_FILE_MODE)
-            .open(&path)
-            .map_err(|e| WalError::io(&path, e))?;
-        self.file = file;
-        self.file_path = path;
-        self.seq += 1;
-        self.offset = 0;
+            .open(&tmp)
+            .map_err(|e| WalError::io(&tmp, e))?;
+        // The head is framed on a copy of the chain, so a failed cut leaves
+        // this writer as it was (it is re-opened from disk anyway).
+        let crc = self.crc;
+        let mut head = Vec::new();
+        std::mem::swap(&mut head, &mut self.buf);
         self.push(RecordType::Crc, None);
         let md = self.metadata.clone();
         self.push(RecordType::Metadata, Some(&md));
         if let Some(hs) = self.hard_state {
             self.push(RecordType::State, Some(&hs.encode_to_vec()));
         }
-        self.file
-            .write_all(&self.buf)
-            .map_err(|e| WalError::io(&self.file_path, e))?;
-        self.offset += self.buf.len() as u64;
-        self.buf.clear();
-        self.file
-            .sync_all()
-            .map_err(|e| WalError::io(&self.file_path, e))?;
-        sync_dir(&self.dir)
+        std::mem::swap(&mut head, &mut self.buf);
+        let written = file
+            .write_all(&head)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| WalError::io(&tmp, e))
+            .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| WalError::io(&path, e)))
+            .and_then(|()| sync_dir(&self.dir));
+        if let Err(e) = written {
+            self.crc = crc;
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.file = file;
+        self.file_path = path;
+        self.seq += 1;
+        self.offset = head.len() as u64;
+        self.synced = SyncedEnd {
+            path: self.file_path.clone(),
+            seq: self.seq,
+            offset: self.offset,
+        };
+        Ok(())
     }
 }
