@@ -278,6 +278,12 @@ struct RunArgs {
     /// flags). Default: the host and port of --advertise-peer-url.
     #[arg(long, env = "ETCD_STANDBY_PEER_LISTEN")]
     peer_listen: Option<String>,
+    /// Reach a primary member at another address than the peer URL it
+    /// advertises: `ADVERTISED_HOST:PORT=HOST:PORT` (repeatable, or comma
+    /// separated). For a tunnel, NAT or private link between the cities;
+    /// TLS still checks the advertised host name.
+    #[arg(long, env = "ETCD_STANDBY_PEER_DIAL_VIA", value_delimiter = ',', value_parser = parse_dial_via)]
+    peer_dial_via: Vec<(String, String)>,
     /// The peer URL registered with the cluster; etcd members dial it.
     #[arg(long, env = "ETCD_STANDBY_ADVERTISE_PEER_URL")]
     advertise_peer_url: String,
@@ -562,6 +568,7 @@ fn run_daemon(a: RunArgs) -> anyhow::Result<i32> {
     let opts = etcd_standby_daemon::RunOptions {
         source: a.source.client()?,
         peer_listen: listen,
+        peer_dial_via: a.peer_dial_via,
         advertise_peer_url: a.advertise_peer_url,
         peer_tls: etcd_standby_daemon::tls::PeerTlsFiles {
             cert: a.peer_cert,
@@ -628,6 +635,23 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("{s:?} is not a duration"));
     }
     Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// `--peer-dial-via`: `ADVERTISED_HOST:PORT=HOST:PORT`, both sides with a
+/// port (they are compared with and used as TCP authorities).
+fn parse_dial_via(s: &str) -> Result<(String, String), String> {
+    let (from, to) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not ADVERTISED_HOST:PORT=HOST:PORT"))?;
+    for side in [from, to] {
+        let ok = side
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+        if !ok {
+            return Err(format!("{side:?} in {s:?} is not HOST:PORT"));
+        }
+    }
+    Ok((from.to_string(), to.to_string()))
 }
 
 /// `--peer-listen`: a bare `IP:PORT`, or an etcd-style listen URL whose
@@ -1173,7 +1197,29 @@ fn main() {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_peer_listen;
+    use super::{parse_dial_via, parse_peer_listen};
+
+    #[test]
+    fn peer_dial_via_takes_host_port_pairs_and_refuses_the_rest() {
+        assert_eq!(
+            parse_dial_via("etcd-a1:2380=127.0.0.1:12380"),
+            Ok(("etcd-a1:2380".to_string(), "127.0.0.1:12380".to_string()))
+        );
+        assert_eq!(
+            parse_dial_via("[::1]:2380=[::1]:9"),
+            Ok(("[::1]:2380".to_string(), "[::1]:9".to_string()))
+        );
+        for bad in [
+            "etcd-a1:2380",
+            "etcd-a1=b:1",
+            "a:1=b",
+            "a:1=:2",
+            "a:x=b:1",
+            "",
+        ] {
+            assert!(parse_dial_via(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn peer_listen_takes_etcd_style_urls_and_bare_addresses() {

@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub advertise_peer_url: String,
     /// Peer TLS files.
     pub peer_tls: PeerTlsFiles,
+    /// `--peer-dial-via`: advertised member `host:port` → where to connect.
+    pub peer_dial_via: Vec<(String, String)>,
     /// Data dir.
     pub data_dir: PathBuf,
     /// Our name.
@@ -662,6 +664,7 @@ async fn serve(
             client_tls,
             snapshot_dir,
             initial_version: version,
+            dial_via: opts.peer_dial_via.clone(),
         },
         in_tx,
     )

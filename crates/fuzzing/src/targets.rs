@@ -207,6 +207,7 @@ impl PeerHttp {
                 server: "3.5.1".to_string(),
                 cluster: "3.5.0".to_string(),
             },
+            dial_via: Vec::new(),
         };
         let transport = rt.block_on(async {
             let (tx, mut rx) = tokio::sync::mpsc::channel(16);

@@ -68,6 +68,12 @@ pub struct PeerConfig {
     pub snapshot_dir: PathBuf,
     /// Versions reported until a leader's version is observed.
     pub initial_version: VersionInfo,
+    /// Where to open the TCP connection for a member's advertised
+    /// `host:port` when it differs (a tunnel, NAT or private link in front
+    /// of the primary): advertised authority → authority to connect to.
+    /// TLS still verifies the advertised host name, and the `Host` header
+    /// carries it, so the member sees what it would from its peers.
+    pub dial_via: Vec<(String, String)>,
 }
 
 /// What the transport hands to the daemon.

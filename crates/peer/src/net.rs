@@ -46,11 +46,16 @@ pub(crate) async fn connect(
     url: &str,
 ) -> Result<(SendRequest<ClientBody>, PeerUrl), PeerError> {
     let pu = parse_peer_url(url).ok_or_else(|| PeerError::BadUrl(url.to_string()))?;
-    let tcp = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&pu.authority))
+    let addr = inner.dial_via.get(&pu.authority).unwrap_or(&pu.authority);
+    let tcp = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| PeerError::Timeout("connect"))?
         .map_err(|source| PeerError::Io {
-            what: format!("connect {url}"),
+            what: if *addr == pu.authority {
+                format!("connect {url}")
+            } else {
+                format!("connect {url} via {addr}")
+            },
             source,
         })?;
     let _ = tcp.set_nodelay(true);

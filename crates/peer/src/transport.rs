@@ -155,6 +155,8 @@ pub(crate) struct Inner {
     pub(crate) inbound: mpsc::Sender<Inbound>,
     pub(crate) metrics: PeerMetrics,
     pub(crate) client_tls: Option<tokio_rustls::TlsConnector>,
+    /// [`crate::PeerConfig::dial_via`].
+    pub(crate) dial_via: HashMap<String, String>,
     pub(crate) local_addr: SocketAddr,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) state: Mutex<State>,
@@ -449,6 +451,7 @@ impl Transport {
             inbound,
             metrics: PeerMetrics::default(),
             client_tls,
+            dial_via: cfg.dial_via.into_iter().collect(),
             local_addr,
             runtime: tokio::runtime::Handle::current(),
             state: Mutex::new(State::default()),

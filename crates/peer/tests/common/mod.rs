@@ -64,6 +64,7 @@ pub fn config(
             server: "3.5.1".to_string(),
             cluster: "3.5.0".to_string(),
         },
+        dial_via: Vec::new(),
     }
 }
 
