@@ -268,6 +268,13 @@ fn handle(state: &AdminState, req: &Request<Incoming>, peer: SocketAddr) -> Resp
                     "text/plain",
                     format!("{}\n", st.state),
                 )
+            } else if st.state == NodeState::DiskFull {
+                // Alive and recovering by itself: a restart frees no space.
+                reply(
+                    StatusCode::OK,
+                    "text/plain",
+                    "ok (disk_full: acknowledging nothing until space returns)\n",
+                )
             } else {
                 reply(StatusCode::OK, "text/plain", "ok\n")
             }

@@ -136,7 +136,7 @@ impl Error {
     /// This error's code: from its typed root, or from what the message
     /// chain says for the errors that are only words.
     pub fn code(&self) -> Code {
-        if disk_full(self) {
+        if self.is_disk_full() {
             return LOCAL_DISK_FULL;
         }
         match self.root() {
@@ -175,18 +175,26 @@ pub fn sink_code(e: &SinkError) -> Code {
     }
 }
 
-/// Whether an IO error below `e` is ENOSPC.
-fn disk_full(e: &Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::StorageFull
-        {
-            return true;
+impl Error {
+    /// Whether an IO error below this one is ENOSPC or EDQUOT (anywhere in
+    /// the chain, or in its words): the node loop waits for space on these
+    /// instead of stopping ([`crate::node`]).
+    pub fn is_disk_full(&self) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(err) = cur {
+            if let Some(io) = err.downcast_ref::<std::io::Error>()
+                && matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                )
+            {
+                return true;
+            }
+            cur = err.source();
         }
-        cur = err.source();
+        let text = self.to_string();
+        text.contains("No space left on device") || text.contains("Disk quota exceeded")
     }
-    e.to_string().contains("No space left on device")
 }
 
 /// The table of `docs/runbook.md` (generated; a test keeps it equal).
@@ -244,8 +252,16 @@ mod tests {
         let full =
             Error::from(std::io::Error::from(std::io::ErrorKind::StorageFull)).context("fsync WAL");
         assert_eq!(full.code(), LOCAL_DISK_FULL);
+        let quota = Error::from(etcd_standby_wal::WalError::io(
+            "/d/member/wal/x.wal",
+            std::io::Error::from_raw_os_error(122), // EDQUOT on Linux
+        ))
+        .context("appending to the WAL");
+        assert!(quota.is_disk_full(), "{quota}");
+        assert_eq!(quota.code(), LOCAL_DISK_FULL);
         let other = Error::from(std::io::Error::other("bad sector")).context("fsync WAL");
         assert_eq!(other.code(), LOCAL_LOG);
+        assert!(!other.is_disk_full());
         assert_eq!(Error::msg("something new").code(), UNCLASSIFIED);
         let r = Error::refusal(PEER_URL_MISMATCH, "no").context("joining");
         assert_eq!(r.code(), PEER_URL_MISMATCH);

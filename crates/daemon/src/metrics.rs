@@ -63,6 +63,9 @@ pub struct LearnerMetrics {
     pub alarms: Family<AlarmLabel, Counter>,
     /// The node loop's state (1 for the current one).
     pub node_state: Family<StateLabel, Gauge>,
+    /// Times the data dir ran out of space (each starts a `disk_full`
+    /// episode; counted so an episode shorter than a scrape still shows).
+    pub disk_full: Counter,
 }
 
 impl LearnerMetrics {
@@ -86,6 +89,7 @@ impl LearnerMetrics {
             refused_messages: Counter::default(),
             alarms: Family::default(),
             node_state: Family::default(),
+            disk_full: Counter::default(),
         };
         let r = reg.sub_registry_with_prefix("etcd_standby");
         r.register(
@@ -158,6 +162,11 @@ impl LearnerMetrics {
             "node_state",
             "State of the learner node loop (1 for the current state)",
             m.node_state.clone(),
+        );
+        r.register(
+            "local_disk_full",
+            "Writes to the local data dir that failed for lack of space (ENOSPC, EDQUOT); each starts a disk_full episode in which nothing is acknowledged",
+            m.disk_full.clone(),
         );
         m
     }

@@ -15,17 +15,31 @@
 //! state ([`LogStore::flush_aux`]: the receive times, [`crate::times`]) at
 //! most once per second and when it ends. It publishes when the current
 //! leader was last heard from and when entries were last made durable.
+//!
+//! **A full disk** (a write of the log failing with ENOSPC or EDQUOT, see
+//! [`Error::is_disk_full`]) does not end the loop. Nothing of the failed
+//! Ready is acknowledged; the loop enters [`NodeState::DiskFull`] (status
+//! with the error and its code, `etcd_standby_local_disk_full_total`), drops
+//! what the leader sends meanwhile (the leader retries, as after a lost
+//! message) and retries with backoff. A retry rebuilds the durable state as
+//! a restart does ([`LogStore::reopen`]: space probe, WAL cut back to its
+//! last fsync, re-opened, torn tail repaired) and a new raft core from what
+//! it read, because after a failed write the core and the WAL writer may
+//! believe in bytes that never became durable. Other errors still end the
+//! loop. Guards: `tests/node_loop.rs` `a_full_disk_acknowledges_nothing_*`,
+//! `tests/diskfull.rs`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use etcd_standby_decode::Member;
-use etcd_standby_follower::{Alarm, Event, Follower, FollowerError, Membership, Ready};
+use etcd_standby_follower::{Alarm, Event, Follower, FollowerError, Membership, Ready, Restored};
 use etcd_standby_peer::{Inbound, IncomingSnapshot, Transport};
 use etcd_standby_proto::raftpb;
 use tokio::sync::{mpsc, watch};
 
+use crate::backoff::Backoff;
 use crate::blocking;
 use crate::clock::unix_ms;
 use crate::committed::CommittedTail;
@@ -35,6 +49,14 @@ use crate::status::{NodeState, NodeStatus, StatusCell};
 
 /// Least time between two [`LogStore::flush_aux`] calls while the loop runs.
 const AUX_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// While the disk is full: first and longest wait between two recovery tries.
+const DISK_FULL_RETRY_FIRST: Duration = Duration::from_millis(250);
+/// See [`DISK_FULL_RETRY_FIRST`].
+const DISK_FULL_RETRY_MAX: Duration = Duration::from_secs(5);
+/// While the disk stays full (or the auxiliary state keeps failing to
+/// flush), a warning at most this often: a reminder, not a flood.
+const WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// Counters the node loop publishes.
 #[derive(Debug, Default, Clone, Copy)]
@@ -65,6 +87,12 @@ pub trait LogStore: Send {
     fn durable_commit(&self) -> u64;
     /// Records that the cluster removed us, so the data dir never rejoins.
     fn record_removal(&mut self) -> Result<()>;
+    /// After a failed write: forgets whatever was not made durable and reads
+    /// the log back exactly as a restart does (torn tail repaired), returning
+    /// what the raft core is rebuilt from. Fails, with the file system's
+    /// error, while the disk is still full. `base`, `last` and
+    /// `durable_commit` describe the re-opened log afterwards.
+    fn reopen(&mut self) -> Result<Restored>;
     /// Makes informational state the log keeps beside the WAL durable (the
     /// receive times): called at most once per second and when the loop
     /// ends, never per Ready, so it adds no fsync to the acknowledgement
@@ -116,6 +144,25 @@ impl Default for NodeOptions {
             retention_entries: 100_000,
             memory_window: 1_000,
             max_batch: 1024,
+        }
+    }
+}
+
+/// When the auxiliary state was last flushed, and whether flushing fails.
+struct AuxFlush {
+    last: Instant,
+    failing_since: Option<Instant>,
+    last_warn: Option<Instant>,
+    failures: u64,
+}
+
+impl AuxFlush {
+    fn new() -> AuxFlush {
+        AuxFlush {
+            last: Instant::now(),
+            failing_since: None,
+            last_warn: None,
+            failures: 0,
         }
     }
 }
@@ -341,15 +388,40 @@ impl<L: LogStore, T: Outbound> Node<L, T> {
     }
 
     /// Flushes the log's auxiliary state when [`AUX_FLUSH_EVERY`] passed
-    /// since `last` (or always with `force`). Failures are only logged.
-    fn flush_aux(&mut self, last: &mut Instant, force: bool) {
-        if !force && last.elapsed() < AUX_FLUSH_EVERY {
+    /// since the last flush (or always with `force`). Failures are only
+    /// logged: the first at once, then at most every [`WARN_EVERY`], and
+    /// when flushing works again.
+    fn flush_aux(&mut self, aux: &mut AuxFlush, force: bool) {
+        if !force && aux.last.elapsed() < AUX_FLUSH_EVERY {
             return;
         }
-        *last = Instant::now();
+        aux.last = Instant::now();
         let log = &mut self.log;
-        if let Err(e) = blocking(|| log.flush_aux()) {
-            tracing::warn!(error = %e, "flushing the log's auxiliary state (receive times)");
+        match blocking(|| log.flush_aux()) {
+            Ok(()) => {
+                if let Some(since) = aux.failing_since.take() {
+                    tracing::info!(
+                        after_seconds = since.elapsed().as_secs(),
+                        failures = aux.failures,
+                        "flushing the log's auxiliary state (receive times) works again"
+                    );
+                    aux.failures = 0;
+                }
+            }
+            Err(e) => {
+                aux.failures += 1;
+                let warn = match aux.failing_since {
+                    None => {
+                        aux.failing_since = Some(Instant::now());
+                        true
+                    }
+                    Some(_) => aux.last_warn.is_none_or(|w| w.elapsed() >= WARN_EVERY),
+                };
+                if warn {
+                    aux.last_warn = Some(Instant::now());
+                    tracing::warn!(error = %e, failures = aux.failures, "flushing the log's auxiliary state (receive times)");
+                }
+            }
         }
     }
 
@@ -365,15 +437,16 @@ impl<L: LogStore, T: Outbound> Node<L, T> {
     }
 
     /// Runs until removal, shutdown or an error, then flushes the log's
-    /// auxiliary state (whichever way the loop ended).
+    /// auxiliary state (whichever way the loop ended). A full disk is not an
+    /// error that ends it (see the module docs).
     pub async fn run(
         mut self,
         inbound: mpsc::Receiver<Inbound>,
         stop: watch::Receiver<bool>,
     ) -> Result<Exit> {
-        let mut last_flush = Instant::now();
-        let exit = self.run_loop(inbound, stop, &mut last_flush).await;
-        self.flush_aux(&mut last_flush, true);
+        let mut aux = AuxFlush::new();
+        let exit = self.run_loop(inbound, stop, &mut aux).await;
+        self.flush_aux(&mut aux, true);
         exit
     }
 
@@ -381,92 +454,234 @@ impl<L: LogStore, T: Outbound> Node<L, T> {
         &mut self,
         mut inbound: mpsc::Receiver<Inbound>,
         mut stop: watch::Receiver<bool>,
-        last_flush: &mut Instant,
+        aux: &mut AuxFlush,
     ) -> Result<Exit> {
         self.publish_status(NodeState::Starting);
+        let mut res = self.start().await;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            match res {
+                Ok(Some(exit)) => return Ok(exit),
+                Ok(None) => {}
+                Err(e) if e.is_disk_full() => {
+                    if let Some(exit) = self.ride_out_disk_full(e, &mut inbound, &mut stop).await? {
+                        return Ok(exit);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            res = self.turn(&mut inbound, &mut stop, &mut tick, aux).await;
+        }
+    }
+
+    /// What a start (and a recovery) does before taking messages: publish
+    /// the durable commit, dial the members, and hand out the entries
+    /// committed before (a restart's core hands them out again).
+    async fn start(&mut self) -> Result<Option<Exit>> {
         if let Some(tail) = &self.committed {
             tail.resume(self.log.durable_commit());
         }
         self.outbound.set_members(self.members_for_transport());
-        // Entries committed before a restart are handed out again.
         let mut none = None;
         if let Some(exit) = self.cycle(&mut none).await? {
-            return Ok(self.finish(exit));
+            return Ok(Some(self.finish(exit)));
         }
         self.publish_status(NodeState::Following);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            let first = tokio::select! {
-                m = inbound.recv() => m,
-                _ = tick.tick() => {
-                    self.housekeeping()?;
-                    self.flush_aux(last_flush, false);
-                    self.publish_status(NodeState::Following);
-                    continue;
+        Ok(None)
+    }
+
+    /// One turn of the loop: a tick, a stop, or a batch of inbound messages
+    /// stepped and made durable in one Ready cycle.
+    async fn turn(
+        &mut self,
+        inbound: &mut mpsc::Receiver<Inbound>,
+        stop: &mut watch::Receiver<bool>,
+        tick: &mut tokio::time::Interval,
+        aux: &mut AuxFlush,
+    ) -> Result<Option<Exit>> {
+        let first = tokio::select! {
+            m = inbound.recv() => m,
+            _ = tick.tick() => {
+                self.housekeeping()?;
+                self.flush_aux(aux, false);
+                self.publish_status(NodeState::Following);
+                return Ok(None);
+            }
+            _ = stop.changed() => {
+                self.publish_status(NodeState::Stopped);
+                return Ok(Some(Exit::Stopped));
+            }
+        };
+        let Some(first) = first else {
+            self.publish_status(NodeState::Stopped);
+            return Ok(Some(Exit::Stopped));
+        };
+        let mut batch = vec![first];
+        while batch.len() < self.opts.max_batch {
+            match inbound.try_recv() {
+                Ok(m) => {
+                    let is_snap = matches!(m, Inbound::Snapshot(_));
+                    batch.push(m);
+                    if is_snap {
+                        break;
+                    }
                 }
+                Err(_) => break,
+            }
+        }
+        let mut snapshot = None;
+        // Senders in this batch (a handful of members at most).
+        let mut from: Vec<u64> = Vec::new();
+        for item in batch {
+            let sender = match &item {
+                Inbound::Message(m) => Some(m.from),
+                Inbound::Snapshot(inc) => Some(inc.message.from),
+                Inbound::Removed { .. } => None,
+            };
+            if let Some(f) = sender.filter(|f| !from.contains(f)) {
+                from.push(f);
+            }
+            match item {
+                Inbound::Message(m) => self.step(m)?,
+                Inbound::Snapshot(inc) => {
+                    // Persist what came before, then the snapshot alone.
+                    let mut none = None;
+                    if let Some(exit) = self.cycle(&mut none).await? {
+                        return Ok(Some(self.finish(exit)));
+                    }
+                    match self.follower.step(inc.message.clone()) {
+                        Ok(()) => snapshot = Some(inc),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "leader snapshot refused");
+                            inc.reject(e.to_string());
+                        }
+                    }
+                }
+                Inbound::Removed { detail } => {
+                    return Ok(Some(self.finish(Exit::Removed(detail))));
+                }
+            }
+        }
+        // After stepping, so the first message of a new leader counts.
+        self.note_contact(&from);
+        if let Some(exit) = self.cycle(&mut snapshot).await? {
+            return Ok(Some(self.finish(exit)));
+        }
+        self.flush_aux(aux, false);
+        self.publish_status(NodeState::Following);
+        Ok(None)
+    }
+
+    /// Publishes the disk-full state with `err` and its code.
+    fn publish_disk_full(&self, err: &Error) {
+        self.publish_status(NodeState::DiskFull);
+        let (msg, code) = (err.to_string(), err.code().id);
+        self.status.update(|s| {
+            s.error = Some(msg);
+            s.error_code = Some(code);
+        });
+    }
+
+    /// A write of the log failed for lack of space (`err`): acknowledges
+    /// nothing more, drops what arrives (a snapshot is refused, so the
+    /// leader sends it again later), and retries [`Node::recover`] with
+    /// backoff until it works. Returns `None` once recovered (state
+    /// `following` again), an exit on stop or removal, or an error that is
+    /// not a full disk.
+    async fn ride_out_disk_full(
+        &mut self,
+        err: Error,
+        inbound: &mut mpsc::Receiver<Inbound>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Exit>> {
+        let since = Instant::now();
+        self.metrics.disk_full.inc();
+        tracing::error!(
+            error = %err,
+            code = err.code().id,
+            durable_index = self.log.last().0,
+            "ALARM: the data dir is full; the learner acknowledges nothing more until space returns \
+             (everything acknowledged is durable). Free space on its file system; it resumes by itself"
+        );
+        self.publish_disk_full(&err);
+        let mut backoff = Backoff::new(DISK_FULL_RETRY_FIRST, DISK_FULL_RETRY_MAX);
+        let retry = tokio::time::sleep(backoff.next_delay());
+        tokio::pin!(retry);
+        let mut last_warn = Instant::now();
+        let mut dropped = 0u64;
+        let mut tries = 0u64;
+        loop {
+            tokio::select! {
+                m = inbound.recv() => match m {
+                    None => {
+                        self.publish_status(NodeState::Stopped);
+                        return Ok(Some(Exit::Stopped));
+                    }
+                    Some(Inbound::Message(_)) => dropped += 1,
+                    Some(Inbound::Snapshot(inc)) => {
+                        dropped += 1;
+                        inc.reject("the learner's data dir is full".to_owned());
+                    }
+                    Some(Inbound::Removed { detail }) => {
+                        return Ok(Some(self.finish(Exit::Removed(detail))));
+                    }
+                },
                 _ = stop.changed() => {
                     self.publish_status(NodeState::Stopped);
-                    return Ok(Exit::Stopped);
+                    return Ok(Some(Exit::Stopped));
                 }
-            };
-            let Some(first) = first else {
-                self.publish_status(NodeState::Stopped);
-                return Ok(Exit::Stopped);
-            };
-            let mut batch = vec![first];
-            while batch.len() < self.opts.max_batch {
-                match inbound.try_recv() {
-                    Ok(m) => {
-                        let is_snap = matches!(m, Inbound::Snapshot(_));
-                        batch.push(m);
-                        if is_snap {
-                            break;
+                _ = &mut retry => {
+                    tries += 1;
+                    match self.recover().await {
+                        Ok(Some(exit)) => return Ok(Some(exit)),
+                        Ok(None) => {
+                            self.status.update(|s| {
+                                s.error = None;
+                                s.error_code = None;
+                            });
+                            tracing::info!(
+                                after_seconds = format_args!("{:.1}", since.elapsed().as_secs_f64()),
+                                durable_index = self.log.last().0,
+                                dropped_messages = dropped,
+                                "space returned on the data dir: the log was re-opened from disk and the learner follows again"
+                            );
+                            return Ok(None);
                         }
-                    }
-                    Err(_) => break,
-                }
-            }
-            let mut snapshot = None;
-            // Senders in this batch (a handful of members at most).
-            let mut from: Vec<u64> = Vec::new();
-            for item in batch {
-                let sender = match &item {
-                    Inbound::Message(m) => Some(m.from),
-                    Inbound::Snapshot(inc) => Some(inc.message.from),
-                    Inbound::Removed { .. } => None,
-                };
-                if let Some(f) = sender.filter(|f| !from.contains(f)) {
-                    from.push(f);
-                }
-                match item {
-                    Inbound::Message(m) => self.step(m)?,
-                    Inbound::Snapshot(inc) => {
-                        // Persist what came before, then the snapshot alone.
-                        let mut none = None;
-                        if let Some(exit) = self.cycle(&mut none).await? {
-                            return Ok(self.finish(exit));
-                        }
-                        match self.follower.step(inc.message.clone()) {
-                            Ok(()) => snapshot = Some(inc),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "leader snapshot refused");
-                                inc.reject(e.to_string());
+                        Err(e) if e.is_disk_full() => {
+                            if last_warn.elapsed() >= WARN_EVERY {
+                                last_warn = Instant::now();
+                                tracing::warn!(
+                                    for_seconds = since.elapsed().as_secs(),
+                                    tries,
+                                    dropped_messages = dropped,
+                                    code = e.code().id,
+                                    error = %e,
+                                    "the data dir is still full; nothing is acknowledged until space returns"
+                                );
                             }
+                            self.publish_disk_full(&e);
+                            retry.as_mut().reset(tokio::time::Instant::now() + backoff.next_delay());
                         }
-                    }
-                    Inbound::Removed { detail } => {
-                        return Ok(self.finish(Exit::Removed(detail)));
+                        Err(e) => return Err(e),
                     }
                 }
             }
-            // After stepping, so the first message of a new leader counts.
-            self.note_contact(&from);
-            if let Some(exit) = self.cycle(&mut snapshot).await? {
-                return Ok(self.finish(exit));
-            }
-            self.flush_aux(last_flush, false);
-            self.publish_status(NodeState::Following);
         }
+    }
+
+    /// Rebuilds the durable state and the raft core from disk, as a restart
+    /// does, then starts again ([`Node::start`]). Fails while the disk is
+    /// still full.
+    async fn recover(&mut self) -> Result<Option<Exit>> {
+        let log = &mut self.log;
+        let restored = blocking(|| log.reopen()).context("re-opening the local log")?;
+        self.follower = Follower::new(
+            self.member_id,
+            restored,
+            &etcd_standby_follower::raft_logger(),
+        )
+        .context("rebuilding the raft core from the local log")?;
+        self.start().await
     }
 
     fn finish(&mut self, exit: Exit) -> Exit {

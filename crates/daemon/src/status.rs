@@ -20,6 +20,13 @@ pub enum NodeState {
     Starting,
     /// Receiving and acknowledging the leader's log.
     Following,
+    /// A write to the data dir failed for lack of space (ENOSPC, EDQUOT):
+    /// nothing more is acknowledged to the leader (everything acknowledged
+    /// is durable), `error` / `error_code` (`ES-3002`) say what failed, and
+    /// the learner retries on its own, back to `following` once space
+    /// returns. Not unhealthy: a restart cannot free space, and replay of
+    /// what is durable goes on.
+    DiskFull,
     /// The cluster removed this member (exit code 3).
     Removed,
     /// Shut down on request.
@@ -30,9 +37,10 @@ pub enum NodeState {
 
 impl NodeState {
     /// Every state, for bounded metric labels and docs.
-    pub const ALL: [NodeState; 5] = [
+    pub const ALL: [NodeState; 6] = [
         NodeState::Starting,
         NodeState::Following,
+        NodeState::DiskFull,
         NodeState::Removed,
         NodeState::Stopped,
         NodeState::Failed,
@@ -43,6 +51,7 @@ impl NodeState {
         match self {
             NodeState::Starting => "starting",
             NodeState::Following => "following",
+            NodeState::DiskFull => "disk_full",
             NodeState::Removed => "removed",
             NodeState::Stopped => "stopped",
             NodeState::Failed => "failed",
@@ -151,7 +160,8 @@ pub struct NodeStatus {
     /// When the last batch of entries was made durable, in milliseconds
     /// since the Unix epoch (0: none since start).
     pub last_received_at_unix_ms: u64,
-    /// The last error, if the loop failed.
+    /// The last error, if the loop failed or is waiting for disk space
+    /// (cleared when it recovers).
     pub error: Option<String>,
     /// Its stable code ([`crate::codes`]).
     pub error_code: Option<&'static str>,

@@ -209,6 +209,117 @@ fn open_receive_times(layout: &Layout) -> ReceiveTimes {
     })
 }
 
+/// What [`load`] read back from a data dir.
+struct Loaded {
+    wal: WalWriter,
+    base: (u64, u64),
+    last: (u64, u64),
+    durable_commit: u64,
+    restored: Restored,
+}
+
+/// Opens the WAL of a data dir for appending (repairing a torn tail like
+/// etcd) and reads the newest snapshot or marker and the entries after it.
+fn load(layout: &Layout, id: &Identity) -> Result<Loaded> {
+    let wal_dir = layout.wal();
+    let wal =
+        WalWriter::open(&wal_dir).with_context(|| format!("opening {}", wal_dir.display()))?;
+    let wal = match layout.segment_bytes {
+        Some(b) => wal.with_segment_size(b),
+        None => wal,
+    };
+    // Newest WAL snapshot record that has its .snap file.
+    let all =
+        read_log(&wal_dir, u64::MAX).with_context(|| format!("scanning {}", wal_dir.display()))?;
+    if let Some(md) = &all.metadata
+        && (md.node_id != id.member_id || md.cluster_id != id.cluster_id)
+    {
+        bail!(
+            "{} belongs to member {:x} of cluster {:x}, but {} says {:x} of {:x}",
+            wal_dir.display(),
+            md.node_id,
+            md.cluster_id,
+            layout.identity().display(),
+            id.member_id,
+            id.cluster_id
+        );
+    }
+    let snap_dir = layout.snap();
+    let mut base = raftpb::SnapshotMetadata::default();
+    let mut membership = Membership::default();
+    for rec in all.snapshots.iter().rev() {
+        let path = snap_dir.join(names::snap_file_name(rec.term, rec.index));
+        match snap::read_snap_file(&path) {
+            Ok(sf) => {
+                let s = sf.snapshot;
+                let data = s.data.clone().unwrap_or_default();
+                membership = v2store::membership_from_v2_store(&data)
+                    .with_context(|| format!("membership in {}", path.display()))?;
+                base = raftpb::SnapshotMetadata {
+                    conf_state: Some(membership.conf_state()),
+                    index: rec.index,
+                    term: rec.term,
+                };
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "snapshot file unusable; trying an older one");
+            }
+        }
+    }
+    let log =
+        read_log(&wal_dir, base.index).with_context(|| format!("reading {}", wal_dir.display()))?;
+    if let Some(t) = &log.torn_tail {
+        // WalWriter::open repaired it; reading again cannot see one.
+        bail!("torn tail remained after repair: {t}");
+    }
+    let hard_state = log.hard_state.unwrap_or_default();
+    let last = log
+        .entries
+        .last()
+        .map_or((base.index, base.term), |e| (e.index, e.term));
+    Ok(Loaded {
+        wal,
+        base: (base.index, base.term),
+        last,
+        durable_commit: hard_state.commit,
+        restored: Restored {
+            base,
+            membership,
+            entries: log.entries,
+            hard_state,
+        },
+    })
+}
+
+/// Bytes [`LocalLog::reopen`] writes and fsyncs to see that space returned.
+pub const SPACE_PROBE_BYTES: u64 = 1 << 20;
+
+/// Name of the probe file in the data dir (removed after each probe).
+const SPACE_PROBE_FILE: &str = ".space-probe";
+
+/// Writes `bytes` (non-zero, so no file system can skip them) to a probe
+/// file in `dir`, fsyncs and removes it: fails with the file system's
+/// error (ENOSPC, EDQUOT) while there is no room for them.
+fn probe_space(dir: &Path, bytes: u64) -> Result<()> {
+    let path = dir.join(SPACE_PROBE_FILE);
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&path)?;
+        let chunk = vec![0xa5u8; 64 << 10];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            std::io::Write::write_all(&mut f, &chunk[..n])?;
+            left -= n as u64;
+        }
+        f.sync_all()
+    })();
+    // Removing needs no space; a probe left behind is retried and removed next time.
+    let removed = std::fs::remove_file(&path);
+    res.with_context(|| format!("probing for free space with {}", path.display()))?;
+    removed.with_context(|| format!("removing {}", path.display()))
+}
+
 impl LocalLog {
     /// Creates the log of a freshly joined member.
     pub fn create(layout: &Layout, id: &Identity) -> Result<LocalLog> {
@@ -255,87 +366,49 @@ impl LocalLog {
     /// Opens an existing log: repairs a torn tail like etcd, loads the newest
     /// snapshot or marker and the entries after it.
     pub fn open(layout: &Layout, id: &Identity) -> Result<(LocalLog, Restored)> {
-        let wal_dir = layout.wal();
-        let wal =
-            WalWriter::open(&wal_dir).with_context(|| format!("opening {}", wal_dir.display()))?;
-        let wal = match layout.segment_bytes {
-            Some(b) => wal.with_segment_size(b),
-            None => wal,
-        };
-        // Newest WAL snapshot record that has its .snap file.
-        let all = read_log(&wal_dir, u64::MAX)
-            .with_context(|| format!("scanning {}", wal_dir.display()))?;
-        if let Some(md) = &all.metadata
-            && (md.node_id != id.member_id || md.cluster_id != id.cluster_id)
-        {
-            bail!(
-                "{} belongs to member {:x} of cluster {:x}, but {} says {:x} of {:x}",
-                wal_dir.display(),
-                md.node_id,
-                md.cluster_id,
-                layout.identity().display(),
-                id.member_id,
-                id.cluster_id
-            );
-        }
-        let snap_dir = layout.snap();
-        let mut base = raftpb::SnapshotMetadata::default();
-        let mut membership = Membership::default();
-        for rec in all.snapshots.iter().rev() {
-            let path = snap_dir.join(names::snap_file_name(rec.term, rec.index));
-            match snap::read_snap_file(&path) {
-                Ok(sf) => {
-                    let s = sf.snapshot;
-                    let data = s.data.clone().unwrap_or_default();
-                    membership = v2store::membership_from_v2_store(&data)
-                        .with_context(|| format!("membership in {}", path.display()))?;
-                    base = raftpb::SnapshotMetadata {
-                        conf_state: Some(membership.conf_state()),
-                        index: rec.index,
-                        term: rec.term,
-                    };
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "snapshot file unusable; trying an older one");
-                }
-            }
-        }
-        let log = read_log(&wal_dir, base.index)
-            .with_context(|| format!("reading {}", wal_dir.display()))?;
-        if let Some(t) = &log.torn_tail {
-            // WalWriter::open repaired it; reading again cannot see one.
-            bail!("torn tail remained after repair: {t}");
-        }
-        let hard_state = log.hard_state.unwrap_or_default();
-        let last = log
-            .entries
-            .last()
-            .map_or((base.index, base.term), |e| (e.index, e.term));
+        let loaded = load(layout, id)?;
         let times = open_receive_times(layout);
         // No record may vouch for entries the WAL does not hold.
-        if let Err(e) = times.forget_from(last.0.saturating_add(1)) {
+        if let Err(e) = times.forget_from(loaded.last.0.saturating_add(1)) {
             tracing::warn!(error = %e, "receive times: dropping records beyond the log");
         }
-        let restored = Restored {
-            base: base.clone(),
-            membership,
-            entries: log.entries,
-            hard_state,
-        };
         Ok((
             LocalLog {
                 layout: layout.clone(),
-                wal,
-                base: (base.index, base.term),
-                last,
-                durable_commit: hard_state.commit,
+                wal: loaded.wal,
+                base: loaded.base,
+                last: loaded.last,
+                durable_commit: loaded.durable_commit,
                 identity: id.clone(),
                 retention: Retention::unneeded(),
                 times,
             },
-            restored,
+            loaded.restored,
         ))
+    }
+
+    /// Rebuilds the log's state from disk exactly as a restart does, after
+    /// a failed write (see [`LogStore::reopen`]): first checks that
+    /// [`SPACE_PROBE_BYTES`] can be written and fsynced in the data dir
+    /// (so a disk that is still full fails here, not at the next
+    /// acknowledgement), then cuts the WAL back to what the writer last
+    /// fsynced ([`etcd_standby_wal::discard_unsynced`]: a partial record, a
+    /// half-cut segment), then re-opens it like [`LocalLog::open`]. The
+    /// receive times and the replay retention stay the same handles.
+    pub fn reopen(&mut self) -> Result<Restored> {
+        probe_space(&self.layout.root, SPACE_PROBE_BYTES)?;
+        let wal_dir = self.layout.wal();
+        etcd_standby_wal::discard_unsynced(&wal_dir, self.wal.synced_end())
+            .with_context(|| format!("cutting {} back to its last fsync", wal_dir.display()))?;
+        let loaded = load(&self.layout, &self.identity)?;
+        if let Err(e) = self.times.forget_from(loaded.last.0.saturating_add(1)) {
+            tracing::warn!(error = %e, "receive times: dropping records beyond the log");
+        }
+        self.wal = loaded.wal;
+        self.base = loaded.base;
+        self.last = loaded.last;
+        self.durable_commit = loaded.durable_commit;
+        Ok(loaded.restored)
     }
 
     /// Makes WAL release wait for replay: from now on nothing at or after
@@ -550,6 +623,9 @@ impl LogStore for LocalLog {
     fn flush_aux(&mut self) -> Result<()> {
         self.times.flush().context("flushing receive times")
     }
+    fn reopen(&mut self) -> Result<Restored> {
+        LocalLog::reopen(self)
+    }
     fn record_removal(&mut self) -> Result<()> {
         let mut id = self.identity.clone();
         id.removed = true;
@@ -620,5 +696,47 @@ mod tests {
         assert!(layout.received_times().exists());
         let (log, _) = LocalLog::open(&layout, &id).unwrap();
         assert_eq!(log.receive_times().records(), want);
+    }
+
+    #[test]
+    fn reopen_forgets_what_was_not_fsynced_and_the_log_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            root: dir.path().to_path_buf(),
+            segment_bytes: Some(400),
+        };
+        let id = Identity {
+            member_id: 0x10,
+            cluster_id: 0x20,
+            peer_urls: vec!["http://127.0.0.1:2480".into()],
+            name: "standby".into(),
+            removed: false,
+        };
+        let mut log = LocalLog::create(&layout, &id).unwrap();
+        let times = log.receive_times();
+        for i in 1..=12 {
+            log.persist(&ready(entries(i..=i, 1), i - 1), None).unwrap();
+        }
+        // A write that failed half way (the disk filled): bytes after the
+        // last fsync (here a copy of the last record, which the reader calls
+        // corruption: only cutting back to the fsync lets the log open).
+        let seg = log.wal.current_file().to_path_buf();
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let tail = bytes[bytes.len() - 48..].to_vec();
+        bytes.extend_from_slice(&tail);
+        std::fs::write(&seg, &bytes).unwrap();
+        let restored = log.reopen().unwrap();
+        let idx: Vec<u64> = restored.entries.iter().map(|e| e.index).collect();
+        assert_eq!(idx, (1..=12).collect::<Vec<_>>());
+        assert_eq!(restored.hard_state.commit, 11);
+        assert_eq!((log.last(), log.durable_commit()), ((12, 1), 11));
+        assert!(!layout.root.join(SPACE_PROBE_FILE).exists());
+        // The same receive-times handle goes on recording.
+        log.persist(&ready(entries(13..=14, 1), 13), None).unwrap();
+        assert_eq!(times.records().last().map(|r| r.0), Some(14));
+        drop(log);
+        let (log, restored) = LocalLog::open(&layout, &id).unwrap();
+        assert_eq!(restored.entries.last().map(|e| e.index), Some(14));
+        assert_eq!(log.durable_commit(), 13);
     }
 }

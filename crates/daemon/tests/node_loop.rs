@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use etcd_standby_daemon::committed::{CommittedTail, Read, TailLimits};
@@ -35,6 +37,10 @@ enum Ev {
     Removed,
     /// The log's auxiliary state (receive times) was flushed.
     FlushedAux,
+    /// The log was re-opened from disk (`ok`) or that failed (still full).
+    Reopened {
+        ok: bool,
+    },
 }
 
 type Journal = Arc<Mutex<Vec<Ev>>>;
@@ -43,22 +49,42 @@ struct FakeLog {
     journal: Journal,
     last: (u64, u64),
     commit: u64,
-    /// Fail every persist from this call on (a full disk).
+    /// What is durable: the entries and hard state a reopen reads back.
+    entries: Vec<raftpb::Entry>,
+    hard_state: raftpb::HardState,
+    /// Fail every persist from this call on with an IO error (a bad disk).
     fail_after: Option<usize>,
+    /// While set, every write fails with ENOSPC (and so does a reopen,
+    /// as the real one probes for space first).
+    full: Arc<AtomicBool>,
     calls: usize,
+}
+
+/// ENOSPC as the OS reports it, inside the context the real log adds.
+fn enospc() -> Error {
+    Error::from(std::io::Error::from_raw_os_error(28)).context("appending to the WAL")
 }
 
 impl LogStore for FakeLog {
     fn persist(&mut self, rd: &Ready, _db: Option<&Path>) -> Result<PersistStats> {
         self.calls += 1;
         if self.fail_after.is_some_and(|n| self.calls > n) {
-            return Err(Error::Io(std::io::Error::other("No space left on device")));
+            return Err(Error::Io(std::io::Error::other("Input/output error")).context("fsync WAL"));
         }
+        if self.full.load(Ordering::SeqCst) && (!rd.entries.is_empty() || rd.hard_state.is_some()) {
+            // Whatever part of it reached the file is not durable.
+            return Err(enospc());
+        }
+        if let Some(first) = rd.entries.first() {
+            self.entries.retain(|e| e.index < first.index);
+        }
+        self.entries.extend(rd.entries.iter().cloned());
         if let Some(e) = rd.entries.last() {
             self.last = (e.index, e.term);
         }
         if let Some(hs) = &rd.hard_state {
             self.commit = hs.commit;
+            self.hard_state = *hs;
         }
         self.journal
             .lock()
@@ -91,6 +117,20 @@ impl LogStore for FakeLog {
     fn flush_aux(&mut self) -> Result<()> {
         self.journal.lock().unwrap().push(Ev::FlushedAux);
         Ok(())
+    }
+    fn reopen(&mut self) -> Result<Restored> {
+        let ok = !self.full.load(Ordering::SeqCst);
+        self.journal.lock().unwrap().push(Ev::Reopened { ok });
+        if !ok {
+            return Err(enospc().context("probing for free space"));
+        }
+        self.last = self.entries.last().map_or((0, 0), |e| (e.index, e.term));
+        self.commit = self.hard_state.commit;
+        Ok(Restored {
+            entries: self.entries.clone(),
+            hard_state: self.hard_state,
+            ..Default::default()
+        })
     }
 }
 
@@ -180,6 +220,8 @@ struct Harness {
     journal: Journal,
     status: StatusCell<NodeStatus>,
     node: Node<FakeLog, FakeOut>,
+    full: Arc<AtomicBool>,
+    registry: prometheus_client::registry::Registry,
 }
 
 fn harness(fail_after: Option<usize>, committed: Option<CommittedTail>) -> Harness {
@@ -192,13 +234,17 @@ fn harness(fail_after: Option<usize>, committed: Option<CommittedTail>) -> Harne
     )
     .unwrap();
     let mut registry = prometheus_client::registry::Registry::default();
+    let full = Arc::new(AtomicBool::new(false));
     let node = Node {
         follower,
         log: FakeLog {
             journal: journal.clone(),
             last: (0, 0),
             commit: 0,
+            entries: Vec::new(),
+            hard_state: raftpb::HardState::default(),
             fail_after,
+            full: full.clone(),
             calls: 0,
         },
         outbound: FakeOut {
@@ -216,6 +262,8 @@ fn harness(fail_after: Option<usize>, committed: Option<CommittedTail>) -> Harne
         journal,
         status,
         node,
+        full,
+        registry,
     }
 }
 
@@ -278,8 +326,8 @@ async fn acks_leave_only_after_their_entries_are_durable() {
 }
 
 #[tokio::test]
-async fn a_failed_persist_stops_the_loop_without_acknowledging() {
-    // The first persist (the bootstrap append) works, the next fails (disk full).
+async fn a_failed_persist_that_is_not_a_full_disk_stops_the_loop_without_acknowledging() {
+    // The first persist (the bootstrap append) works, the next fails (EIO).
     let mut h = harness(Some(1), None);
     // One message per Ready cycle, so the second append is its own persist.
     h.node.opts.max_batch = 1;
@@ -287,8 +335,9 @@ async fn a_failed_persist_stops_the_loop_without_acknowledging() {
     let msgs = vec![app((0, 0), bootstrap_log(), 3), app((3, 2), es, 3)];
     let err = drive(h.node, msgs).await.err().map(|e| e.to_string());
     assert!(
-        err.as_deref()
-            .is_some_and(|e| e.contains("persisting to the local log") && e.contains("No space")),
+        err.as_deref().is_some_and(
+            |e| e.contains("persisting to the local log") && e.contains("Input/output")
+        ),
         "{err:?}"
     );
     let j = h.journal.lock().unwrap().clone();
@@ -296,6 +345,152 @@ async fn a_failed_persist_stops_the_loop_without_acknowledging() {
         acks(&j).iter().all(|(_, i)| *i <= 3),
         "nothing beyond the durable prefix was acked: {j:?}"
     );
+    assert!(!j.iter().any(|e| matches!(e, Ev::Reopened { .. })), "{j:?}");
+}
+
+/// Every acknowledgement in the journal left after a Ready that made its
+/// index durable (and after the last reopen, if it came after one).
+fn assert_acks_follow_durability(j: &[Ev]) {
+    for (pos, index) in acks(j) {
+        let durable = j[..pos].iter().rev().find_map(|e| match e {
+            Ev::Durable { last } => Some(*last),
+            _ => None,
+        });
+        assert!(
+            durable.is_some_and(|d| d >= index),
+            "ack of {index} at {pos} left before it was durable: {j:?}"
+        );
+    }
+}
+
+/// Waits (bounded, for correctness only) until `f` holds for the status.
+async fn wait_status(status: &StatusCell<NodeStatus>, what: &str, f: impl Fn(&NodeStatus) -> bool) {
+    let start = Instant::now();
+    while !f(&status.get()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what}: {:?}",
+            status.get()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn metrics_text(registry: &prometheus_client::registry::Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_acknowledges_nothing_raises_the_state_and_recovers_when_space_returns() {
+    let h = harness(None, None);
+    let (journal, status, full) = (h.journal.clone(), h.status.clone(), h.full.clone());
+    let (tx, rx) = mpsc::channel(64);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let Harness { node, registry, .. } = h;
+    let task = tokio::spawn(node.run(rx, stop_rx));
+
+    tx.send(app((0, 0), bootstrap_log(), 3)).await.unwrap();
+    wait_status(&status, "bootstrap durable", |s| {
+        s.state == NodeState::Following && s.last_durable_index == 3
+    })
+    .await;
+    assert!(acks(&journal.lock().unwrap()).iter().any(|(_, i)| *i == 3));
+
+    // The disk fills: the next append fails, nothing of it is acked.
+    full.store(true, Ordering::SeqCst);
+    let es: Vec<_> = (4..=8).map(|i| entry(i, 2, 0, payload(i))).collect();
+    tx.send(app((3, 2), es, 3)).await.unwrap();
+    wait_status(&status, "disk_full published", |s| {
+        s.state == NodeState::DiskFull
+    })
+    .await;
+    let st = status.get();
+    assert_eq!(st.error_code, Some("ES-3002"), "{st:?}");
+    assert!(
+        st.error
+            .as_deref()
+            .is_some_and(|e| e.contains("No space left on device")),
+        "{st:?}"
+    );
+    assert_eq!(st.last_durable_index, 3);
+    let text = metrics_text(&registry);
+    assert!(
+        text.contains("etcd_standby_local_disk_full_total 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("etcd_standby_node_state{state=\"disk_full\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("etcd_standby_node_state{state=\"following\"} 0\n"),
+        "{text}"
+    );
+    // The leader sends more meanwhile; retries find the disk still full.
+    let es: Vec<_> = (9..=10).map(|i| entry(i, 2, 0, payload(i))).collect();
+    tx.send(app((8, 2), es, 3)).await.unwrap();
+    let start = Instant::now();
+    while !journal
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| *e == Ev::Reopened { ok: false })
+    {
+        assert!(start.elapsed() < Duration::from_secs(20), "no retry");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status.get().state, NodeState::DiskFull);
+    {
+        let j = journal.lock().unwrap().clone();
+        assert!(
+            acks(&j).iter().all(|(_, i)| *i <= 3),
+            "nothing beyond the durable prefix was acked while full: {j:?}"
+        );
+    }
+
+    // Space returns: recovered in place, without a new node.
+    full.store(false, Ordering::SeqCst);
+    wait_status(&status, "recovered", |s| s.state == NodeState::Following).await;
+    let st = status.get();
+    assert_eq!((st.error.as_deref(), st.error_code), (None, None), "{st:?}");
+    assert_eq!(st.last_durable_index, 3);
+    assert!(journal.lock().unwrap().contains(&Ev::Reopened { ok: true }));
+    let text = metrics_text(&registry);
+    assert!(
+        text.contains("etcd_standby_node_state{state=\"following\"} 1\n"),
+        "{text}"
+    );
+    // The leader's retry (from our last acked index) is made durable and acked.
+    let es: Vec<_> = (4..=10).map(|i| entry(i, 2, 0, payload(i))).collect();
+    tx.send(app((3, 2), es, 9)).await.unwrap();
+    wait_status(&status, "the retry durable", |s| s.last_durable_index == 10).await;
+    let start = Instant::now();
+    while !acks(&journal.lock().unwrap()).iter().any(|(_, i)| *i == 10) {
+        assert!(start.elapsed() < Duration::from_secs(20), "no ack of 10");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(tx);
+    let exit = task.await.unwrap().unwrap();
+    assert!(matches!(exit, Exit::Stopped));
+    let j = journal.lock().unwrap().clone();
+    assert_acks_follow_durability(&j);
+    assert_eq!(status.get().commit_index, 9);
+}
+
+#[tokio::test]
+async fn shutdown_while_the_disk_is_full_stops_cleanly() {
+    let mut h = harness(None, None);
+    h.node.opts.max_batch = 1;
+    h.full.store(true, Ordering::SeqCst);
+    let exit = drive(h.node, vec![app((0, 0), bootstrap_log(), 3)])
+        .await
+        .unwrap();
+    assert!(matches!(exit, Exit::Stopped));
+    let j = h.journal.lock().unwrap().clone();
+    assert!(acks(&j).is_empty(), "{j:?}");
+    assert_eq!(h.status.get().state, NodeState::Stopped);
 }
 
 #[tokio::test]
