@@ -210,6 +210,8 @@ fn save_model(layout: &Layout, model: &Model) -> Result<u64> {
     let state = model.to_snapshot_state();
     let write = || -> std::result::Result<(), Error> {
         let f = std::fs::File::create(&tmp)?;
+        // A full disk fails this half way: the partial file must not stay
+        // and keep the space (removed below).
         let mut w = std::io::BufWriter::new(f);
         state.write_to(&mut w)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
@@ -218,7 +220,10 @@ fn save_model(layout: &Layout, model: &Model) -> Result<u64> {
         std::fs::File::open(&dir)?.sync_all()?;
         Ok(())
     };
-    write().with_context(|| format!("saving the shadow model to {}", path.display()))?;
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("saving the shadow model to {}", path.display()));
+    }
     for (i, p) in layout.saved_models().unwrap_or_default() {
         if i != index
             && let Err(e) = std::fs::remove_file(&p)
@@ -300,7 +305,15 @@ pub struct Replay<S: StandbySink> {
     times: Option<ReceiveTimes>,
     /// Whether the standby was checked for lost leases at its checkpoint.
     leases_checked: bool,
+    /// When saving the model last failed (a full data dir), so it is tried
+    /// again only after [`MODEL_SAVE_RETRY`], with one warning per try.
+    save_failed_at: Option<Instant>,
 }
+
+/// After a failed model save (typically a full data dir), the next try
+/// waits this long: the save is an optimisation, never worth a flood of
+/// retries and warnings.
+const MODEL_SAVE_RETRY: Duration = Duration::from_secs(60);
 
 impl<S: StandbySink> Replay<S> {
     /// Replay over a connected sink; call [`Replay::run`].
@@ -327,6 +340,7 @@ impl<S: StandbySink> Replay<S> {
             db_floor: 0,
             times: None,
             leases_checked: false,
+            save_failed_at: None,
         }
     }
 
@@ -548,14 +562,27 @@ impl<S: StandbySink> Replay<S> {
         if !due || applied != checkpoint || !self.batch.is_empty() {
             return;
         }
+        if self
+            .save_failed_at
+            .is_some_and(|t| t.elapsed() < MODEL_SAVE_RETRY)
+        {
+            return;
+        }
         let (layout, model) = (&self.layout, &self.model);
         match blocking(|| save_model(layout, model)) {
             Ok(i) => {
                 self.saved = (i, Instant::now());
+                self.save_failed_at = None;
                 tracing::info!(index = i, "shadow model saved");
             }
             Err(e) => {
-                tracing::warn!(error = %e, "could not save the shadow model; restarts replay more of the WAL")
+                self.save_failed_at = Some(Instant::now());
+                tracing::warn!(
+                    error = %e,
+                    code = e.code().id,
+                    retry_in_seconds = MODEL_SAVE_RETRY.as_secs(),
+                    "could not save the shadow model; replay goes on (a restart replays more of the WAL)"
+                )
             }
         }
     }
