@@ -83,8 +83,18 @@ impl Replicator {
         data_dir: &Path,
         extra: &[&str],
     ) -> Replicator {
-        let endpoints = standby.client_endpoints();
-        let mut flags = vec!["--standby-endpoints", endpoints.as_str()];
+        Replicator::start_to(primary, &standby.client_endpoints(), data_dir, extra)
+    }
+
+    /// [`Replicator::start`] writing to `standby_endpoints` (comma
+    /// separated), e.g. proxies in front of the standby's members.
+    pub fn start_to(
+        primary: &EtcdCluster,
+        standby_endpoints: &str,
+        data_dir: &Path,
+        extra: &[&str],
+    ) -> Replicator {
+        let mut flags = vec!["--standby-endpoints", standby_endpoints];
         flags.extend_from_slice(extra);
         Replicator {
             inner: Standby::start(primary, data_dir, &flags),

@@ -6,6 +6,7 @@ pub mod chaos;
 pub mod fidelity;
 pub mod load;
 pub mod promote;
+pub mod proxy;
 pub mod standby;
 
 use std::path::PathBuf;

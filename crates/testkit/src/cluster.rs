@@ -533,6 +533,20 @@ impl EtcdCluster {
         self.wait_members_healthy(&[i], timeout)
     }
 
+    /// Starts the members `ids` again together (after a whole-cluster or
+    /// quorum outage, where one alone could never become healthy) and waits
+    /// until all are healthy. Running ones are stopped cleanly first.
+    pub fn restart_members(&mut self, ids: &[usize]) -> Result<()> {
+        for &i in ids {
+            if self.member(i)?.child.is_some() {
+                self.stop_member(i)?;
+            }
+            self.spawn_member(i, "restart")?;
+        }
+        let timeout = self.opts.start_timeout;
+        self.wait_members_healthy(ids, timeout)
+    }
+
     /// Whether member `i` is running (reaps it if it exited on its own).
     pub fn is_running(&mut self, i: usize) -> Result<bool> {
         let m = self.member_mut(i)?;
