@@ -459,6 +459,8 @@ impl<L: LogStore, T: Outbound> Node<L, T> {
         self.publish_status(NodeState::Starting);
         let mut res = self.start().await;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Ticks missed while waiting for disk space are not made up in a burst.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             match res {
                 Ok(Some(exit)) => return Ok(exit),

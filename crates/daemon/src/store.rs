@@ -457,6 +457,9 @@ impl LocalLog {
     /// entries and hard state, then fsyncs once. Returns what was written.
     pub fn persist(&mut self, rd: &Ready, db: Option<&Path>) -> Result<PersistStats> {
         let mut stats = PersistStats::default();
+        // `base` and `last` say what is durable: they move only after the
+        // fsync (a failed one leaves them, and `/status`, where they were).
+        let (mut base, mut last) = (self.base, self.last);
         if let Some(s) = &rd.snapshot {
             let meta = s.metadata.clone().unwrap_or_default();
             let snap_dir = self.layout.snap();
@@ -478,11 +481,11 @@ impl LocalLog {
                     conf_state: meta.conf_state.clone(),
                 })
                 .context("WAL snapshot record")?;
-            self.base = (meta.index, meta.term);
-            self.last = (meta.index, meta.term);
+            base = (meta.index, meta.term);
+            last = (meta.index, meta.term);
         }
         if let Some(first) = rd.entries.first()
-            && first.index <= self.last.0
+            && first.index <= last.0
         {
             // A new leader overwrites our uncommitted suffix from `first`.
             self.forget_times_from(first.index);
@@ -497,7 +500,7 @@ impl LocalLog {
             stats.bytes += e.data.as_ref().map_or(0, |d| d.len() as u64);
         }
         if let Some(e) = rd.entries.last() {
-            self.last = (e.index, e.term);
+            last = (e.index, e.term);
         }
         if rd.must_sync
             || rd.snapshot.is_some()
@@ -508,6 +511,7 @@ impl LocalLog {
             self.wal.sync().context("fsync WAL")?;
             stats.fsync = Some(t.elapsed());
         }
+        (self.base, self.last) = (base, last);
         if let Some(hs) = &rd.hard_state {
             self.durable_commit = hs.commit;
         }
