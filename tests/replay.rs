@@ -460,3 +460,157 @@ fn leases_the_standby_expired_while_replication_was_down_are_restored() {
     assert!(ok, "{out}\n{}", s.log());
     keeper.abort();
 }
+
+/// Issue 12 item 4: the replicator joins an auth-enabled 3-member primary
+/// while a workload is running (root puts, a limited user's allowed and
+/// denied puts, short leases with keys left to expire). Once the workload
+/// stops with a final put and the primary is quiet (no lease left to
+/// expire, no write after it), the final entry must reach the standby
+/// without waiting for a later raft entry: nothing else will ever come.
+/// The 20 s bound is a correctness check (a stall lasts forever on a quiet
+/// primary), not a speed target. The reported stall (the final key arrived
+/// only with the next lease revoke, on 3.4.23) has not been reproduced by
+/// this test yet; it passes on 3.4.23 and 3.5.1 and stays as the guard.
+fn final_write_reaches_the_standby_on_a_quiet_primary(version: EtcdVersion) {
+    use etcd_standby_client::pb::PutRequest;
+    use etcd_standby_client::{Client, authpb, prefix_end};
+    use etcd_standby_integration::fidelity::{Replicator, connect};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    const ROOT: (&str, &str) = ("root", "root-pw");
+    const LIMITED: (&str, &str) = ("limited", "limited-pw");
+    // Built (or located) now, so a build cannot stretch the workload below.
+    etcd_standby_bin();
+    let primary = EtcdCluster::start(version, 3, ClusterOptions::default()).unwrap();
+    let standby = EtcdCluster::start(version, 1, ClusterOptions::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let eps = primary.client_urls();
+    rt.block_on(async {
+        let anon = connect(eps.clone(), None).await;
+        anon.user_add(ROOT.0, ROOT.1, false).await.unwrap();
+        anon.user_grant_role(ROOT.0, "root").await.unwrap();
+        anon.role_add("ok-rw").await.unwrap();
+        anon.role_grant_permission(
+            "ok-rw",
+            authpb::Permission {
+                perm_type: authpb::permission::Type::Readwrite as i32,
+                key: "/ok/".into(),
+                range_end: prefix_end(b"/ok/").into(),
+            },
+        )
+        .await
+        .unwrap();
+        anon.user_add(LIMITED.0, LIMITED.1, false).await.unwrap();
+        anon.user_grant_role(LIMITED.0, "ok-rw").await.unwrap();
+        anon.auth_enable().await.unwrap();
+    });
+    let root = rt.block_on(connect(eps.clone(), Some(ROOT)));
+    let limited = rt.block_on(connect(eps.clone(), Some(LIMITED)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let denied = Arc::new(AtomicU64::new(0));
+    let put = |c: &Client, key: String, lease: i64| {
+        let c = c.clone();
+        async move {
+            c.put(PutRequest {
+                key: key.into(),
+                value: "v".into(),
+                lease,
+                ..Default::default()
+            })
+            .await
+        }
+    };
+    let mut workers = Vec::new();
+    for w in 0..3u64 {
+        let (root, limited, stop, denied) =
+            (root.clone(), limited.clone(), stop.clone(), denied.clone());
+        workers.push(rt.spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                put(&root, format!("/w/{w}/{}", i % 50), 0).await.unwrap();
+                put(&limited, format!("/ok/{w}/{}", i % 50), 0)
+                    .await
+                    .unwrap();
+                if put(&limited, format!("/denied/{w}/{i}"), 0).await.is_err() {
+                    denied.fetch_add(1, Ordering::Relaxed);
+                }
+                if i.is_multiple_of(5) {
+                    let ttl = 2 + (i % 3) as i64;
+                    let lease = root.lease_grant(0, ttl).await.unwrap().id;
+                    put(&root, format!("/lease/{w}/{i}/a"), lease)
+                        .await
+                        .unwrap();
+                    put(&root, format!("/lease/{w}/{i}/b"), lease)
+                        .await
+                        .unwrap();
+                }
+            }
+        }));
+    }
+    // The replicator starts while the workload runs.
+    std::thread::sleep(Duration::from_secs(2));
+    let dir = tempfile::tempdir().unwrap();
+    let r = Replicator::start(
+        &primary,
+        &standby,
+        &dir.path().join("r"),
+        &["--source-user", ROOT.0, "--source-password", ROOT.1],
+    );
+    let start = Instant::now();
+    while r.node_u64("commit_index").unwrap_or(0) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the learner did not join\n{}",
+            r.log_tail(60)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        rt.block_on(w).unwrap();
+    }
+    assert!(denied.load(Ordering::Relaxed) > 0, "no write was denied");
+    // Quiet the primary: every lease expires (its revoke is the last entry
+    // before the final put).
+    let start = Instant::now();
+    while !rt.block_on(root.lease_leases()).unwrap().leases.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "leases never expired"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    rt.block_on(put(&root, "/final".to_owned(), 0)).unwrap();
+    let target = block_on(cluster_raft_index(primary.client_urls()));
+    let start = Instant::now();
+    while replay_field(&r, "standby_checkpoint").is_none_or(|c| c < target) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the final entry {target} did not reach the standby of a quiet primary\nstatus {}\n{}",
+            r.status().map(|s| s.to_string()).unwrap_or_default(),
+            r.log_tail(60)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "final entry {target} replayed; {} denied writes",
+        denied.load(Ordering::Relaxed)
+    );
+}
+
+#[test]
+fn final_write_reaches_the_standby_on_a_quiet_primary_3_4() {
+    final_write_reaches_the_standby_on_a_quiet_primary(EtcdVersion::V3_4);
+}
+
+#[test]
+fn final_write_reaches_the_standby_on_a_quiet_primary_3_5() {
+    final_write_reaches_the_standby_on_a_quiet_primary(EtcdVersion::V3_5);
+}
