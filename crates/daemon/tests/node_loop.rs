@@ -435,8 +435,7 @@ async fn a_full_disk_acknowledges_nothing_raises_the_state_and_recovers_when_spa
     while !journal
         .lock()
         .unwrap()
-        .iter()
-        .any(|e| *e == Ev::Reopened { ok: false })
+        .contains(&Ev::Reopened { ok: false })
     {
         assert!(start.elapsed() < Duration::from_secs(20), "no retry");
         tokio::time::sleep(Duration::from_millis(20)).await;
