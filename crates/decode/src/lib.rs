@@ -14,6 +14,7 @@ pub mod dispatch;
 mod kind;
 mod member;
 pub mod render;
+mod typed_json;
 
 pub use dispatch::{APPLY_ORDER, ApplyRequest, ApplyRules, apply_request};
 pub use kind::{RequestKind, parse_kind_filter};

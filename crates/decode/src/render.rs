@@ -102,7 +102,8 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-fn write_bytes_json(out: &mut Vec<u8>, b: &[u8]) {
+/// Appends the JSON form of bytes ([`bytes_json`]) to `out`.
+pub(crate) fn write_bytes_json(out: &mut Vec<u8>, b: &[u8]) {
     match json_text(b) {
         Some(s) => write_json_str(out, s),
         None => {
@@ -369,6 +370,24 @@ pub fn render_message(full_name: &str, bytes: &[u8], opts: RenderOptions) -> Res
         .ok_or_else(|| format!("no message {full_name} in schema"))?;
     let m = DynamicMessage::decode(desc, bytes).map_err(|e| format!("{full_name}: {e}"))?;
     Ok(message_node(&m, opts))
+}
+
+pub use crate::typed_json::write_typed_request;
+
+/// Appends the JSON of an entry's request to `out`: exactly the bytes of
+/// `render_entry(..).write_json(out)`, written by the typed writer
+/// ([`write_typed_request`]) for the hot request kinds and by schema
+/// reflection for everything else. The `wal dump --json` hot path.
+pub fn write_entry_json(
+    entry_type: i32,
+    data: &[u8],
+    decoded: &Decoded,
+    opts: RenderOptions,
+    out: &mut Vec<u8>,
+) {
+    if !write_typed_request(decoded, out) {
+        render_entry(entry_type, data, decoded, opts).write_json(out);
+    }
 }
 
 /// Renders an entry's request (`data` is the entry payload, `decoded` its
