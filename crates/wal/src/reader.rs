@@ -242,23 +242,26 @@ impl WalReader {
             }
         };
         let path = &self.segments[found.segment].path;
-        let location = Location {
-            file: path.clone(),
-            offset: found.offset,
-            record_index: found.record_index,
-        };
         let Some(os) = self.open.as_ref() else {
             self.done = true;
             return Err(WalError::Corrupt {
-                location,
+                location: Location {
+                    file: path.clone(),
+                    offset: found.offset,
+                    record_index: found.record_index,
+                },
                 detail: "internal: segment closed".into(),
             });
         };
-        let body = &os.buf[found.buf_start + 8..found.buf_start + 8 + found.len as usize];
-        let raw = frame::parse_record(body).map_err(|what| WalError::Corrupt {
-            location,
-            detail: format!("record does not parse: {what}"),
-        })?;
+        let body_start = found.buf_start + 8;
+        let data = found
+            .data
+            .and_then(|(from, len)| os.buf.get(body_start + from..body_start + from + len));
+        let raw = RawRecord {
+            rtype: found.raw_type,
+            crc: found.crc,
+            data,
+        };
         Ok(Some(RecordRef {
             segment: found.segment,
             offset: found.offset,
@@ -280,15 +283,17 @@ impl WalReader {
             let Some(seg) = self.segments.get(self.cur) else {
                 return Ok(None);
             };
-            let path = seg.path.clone();
+            // Borrowed, not cloned: the per-record path allocates nothing;
+            // a `Location` is built only when there is damage to report.
+            let path = seg.path.as_path();
             let is_last = self.cur + 1 == self.segments.len();
             if self.open.is_none() {
                 let (file, size): (Box<dyn Read + Send>, u64) =
                     match self.memory.as_ref().and_then(|m| m.get(self.cur)) {
                         Some(b) => (Box::new(std::io::Cursor::new(b.clone())), b.len() as u64),
                         None => {
-                            let f = File::open(&path).map_err(|e| WalError::io(&path, e))?;
-                            let size = f.metadata().map_err(|e| WalError::io(&path, e))?.len();
+                            let f = File::open(path).map_err(|e| WalError::io(path, e))?;
+                            let size = f.metadata().map_err(|e| WalError::io(path, e))?.len();
                             (Box::new(f), size)
                         }
                     };
@@ -304,25 +309,21 @@ impl WalReader {
             let Some(os) = self.open.as_mut() else {
                 continue;
             };
-            let loc = Location {
-                file: path.clone(),
-                offset: os.off,
-                record_index: self.record_index,
-            };
+            let record_index = self.record_index;
+            let rec_off = os.off;
             let damaged = |detail: String, torn: bool| {
+                let location = Location {
+                    file: path.to_path_buf(),
+                    offset: rec_off,
+                    record_index,
+                };
                 if torn {
-                    WalError::TornTail {
-                        location: loc.clone(),
-                        detail,
-                    }
+                    WalError::TornTail { location, detail }
                 } else {
-                    WalError::Corrupt {
-                        location: loc.clone(),
-                        detail,
-                    }
+                    WalError::Corrupt { location, detail }
                 }
             };
-            let avail = os.fill(8, &path)?;
+            let avail = os.fill(8, path)?;
             if avail > 0 && avail < 8 {
                 return Err(damaged(
                     format!("only {avail} bytes left where an 8-byte length field was expected"),
@@ -338,7 +339,7 @@ impl WalReader {
             };
             if lf == 0 {
                 self.ends.push(SegmentEnd {
-                    path,
+                    path: path.to_path_buf(),
                     end_offset: os.off,
                     file_size: os.size,
                     zero_tail: avail != 0,
@@ -358,7 +359,7 @@ impl WalReader {
                 let look = 8 + remaining
                     .min(n.saturating_add(pad))
                     .min(frame::MIN_SECTOR_SIZE * 2) as usize;
-                let avail = os.fill(look, &path)?.min(look);
+                let avail = os.fill(look, path)?.min(look);
                 let torn = is_last
                     && avail > 8
                     && frame::looks_torn(&os.buf[os.start + 8..os.start + avail], os.off + 8);
@@ -388,7 +389,7 @@ impl WalReader {
                 ));
             }
             let total = (8 + n + pad) as usize;
-            let avail = os.fill(total, &path)?;
+            let avail = os.fill(total, path)?;
             if avail < total {
                 return Err(damaged(
                     format!("file shrank while reading: {avail} of {total} bytes available"),
@@ -397,9 +398,18 @@ impl WalReader {
             }
             let frame_bytes = &os.buf[os.start..os.start + total];
             let body = &frame_bytes[8..8 + n as usize];
-            let torn_shape = is_last && frame::looks_torn(&frame_bytes[8..], os.off + 8);
-            let raw = frame::parse_record(body)
-                .map_err(|what| damaged(format!("record does not parse: {what}"), torn_shape))?;
+            // etcd's torn-write shape (a zeroed sector) matters only for a
+            // damaged record, so it is looked at only then.
+            let torn_shape = || is_last && frame::looks_torn(&frame_bytes[8..], rec_off + 8);
+            let raw = match frame::parse_record(body) {
+                Ok(raw) => raw,
+                Err(what) => {
+                    return Err(damaged(
+                        format!("record does not parse: {what}"),
+                        torn_shape(),
+                    ));
+                }
+            };
             if raw.rtype == RecordType::Crc.as_i64() {
                 if self.crc != 0 && raw.crc != self.crc {
                     return Err(damaged(
@@ -419,7 +429,7 @@ impl WalReader {
                             "crc mismatch: record says {:08x}, chain computes {computed:08x}",
                             raw.crc
                         ),
-                        torn_shape,
+                        torn_shape(),
                     ));
                 }
                 self.crc = computed;
@@ -430,14 +440,23 @@ impl WalReader {
                     false,
                 ));
             };
+            // The payload's place in the buffer, so `next_record` need not
+            // parse the envelope a second time.
+            let data = raw.data.map(|d| {
+                let from = d.as_ptr() as usize - body.as_ptr() as usize;
+                (from, d.len())
+            });
             let found = Found {
                 segment: self.cur,
-                offset: os.off,
+                offset: rec_off,
                 len_field: lf,
                 len: n,
                 pad,
-                record_index: self.record_index,
+                record_index,
                 rtype,
+                raw_type: raw.rtype,
+                crc: raw.crc,
+                data,
                 buf_start: os.start,
             };
             self.pending = total;
@@ -456,5 +475,11 @@ struct Found {
     pad: u64,
     record_index: u64,
     rtype: RecordType,
+    /// The envelope's type field as stored.
+    raw_type: i64,
+    /// The envelope's stored CRC.
+    crc: u32,
+    /// Payload as (offset from the record body's start, length).
+    data: Option<(usize, usize)>,
     buf_start: usize,
 }
