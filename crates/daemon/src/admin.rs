@@ -20,7 +20,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::error::{Context, Error, Result};
-use crate::status::{NodeState, NodeStatus, ReplayState, ReplayStatus, StatusCell};
+use crate::status::{NodeState, NodeStatus, ReplayState, ReplayStatus, SourceStatus, StatusCell};
 use crate::times::ReceiveTimes;
 
 /// What the admin handlers read.
@@ -31,6 +31,9 @@ pub struct AdminState {
     pub replay: Option<StatusCell<ReplayStatus>>,
     /// Metrics registry (text-encoded on each scrape).
     pub registry: Mutex<Registry>,
+    /// The primary as seen through its client API and the learner-behind
+    /// watchdog (`/status` → `source`).
+    pub source: StatusCell<SourceStatus>,
     /// The peer transport (its status is part of `/status`).
     pub transport: Transport,
     /// Readiness: commit within this many entries of the leader's.
@@ -235,6 +238,7 @@ fn handle(state: &AdminState, req: &Request<Incoming>, peer: SocketAddr) -> Resp
             let body = serde_json::json!({
                 "node": st,
                 "replay": replay,
+                "source": state.source.get(),
                 "rpo": rpo_now(&st, replay.as_ref(), &state.times),
                 "peers": state.transport.status(),
                 "ha": state.ha_instance.as_ref().map(|i| serde_json::json!({"role": "active", "instance": i})),

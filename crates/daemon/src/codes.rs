@@ -78,6 +78,8 @@ codes! {
         "Check the disk; `wal verify DATA_DIR` gives the offset; a corrupt log means re-seed";
     RAFT_REFUSED = "ES-3004", "The learner's raft core refused a message or state (it never votes or campaigns)",
         "Read the alarm: someone promoted the learner or asked it to vote; remove it from the primary";
+    LEARNER_BEHIND = "ES-3005", "The learner's commit index has not reached an index the primary reported longer ago than the watchdog's threshold (not an error: a warning while it lasts)",
+        "Read `source.behind_reason` and `peers` in /status (peer link cut or half-open, leader not sending to us, full disk); it clears by itself once commits reach the learner again";
     PRIMARY_CLIENT = "ES-4001", "A call to the primary's or standby's client API failed (join, member list, auth)",
         "Check endpoints, TLS files and credentials (`config print`), and the cluster's health";
     PEER_TRANSPORT = "ES-4002", "The peer listener or a peer connection failed",

@@ -25,9 +25,10 @@ use crate::datadir;
 use crate::error::{Context, Error, Result, bail};
 use crate::ha;
 use crate::metrics;
+use crate::monitor::MonitorOptions;
 use crate::node::{Exit, Node, NodeOptions};
 use crate::replay;
-use crate::status::{NodeState, NodeStatus, ReplayState, ReplayStatus, StatusCell};
+use crate::status::{NodeState, NodeStatus, ReplayState, ReplayStatus, SourceStatus, StatusCell};
 use crate::store::{Identity, Layout, LocalLog};
 use crate::tls::PeerTlsFiles;
 
@@ -232,7 +233,7 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     if let (Some(a), Some(r)) = (&active, opts.replay.as_mut()) {
         r.sink.lock = Some(a.held.fence.clone());
     }
-    let code = serve(opts, layout, identity, log, restored, pre, active).await;
+    let code = serve(opts, layout, identity, log, restored, pre, active, client).await;
     drop(lock);
     code
 }
@@ -627,6 +628,7 @@ where
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     opts: RunOptions,
     layout: Layout,
@@ -635,8 +637,10 @@ async fn serve(
     restored: Restored,
     pre: Preflight,
     active: Option<Active>,
+    source: Client,
 ) -> Result<i32> {
     let Preflight { members, version } = pre;
+    let watchdog = watchdog_options();
     let follower = Follower::new(
         identity.member_id,
         restored,
@@ -703,6 +707,7 @@ async fn serve(
             reader.clone(),
             replay_status.clone(),
             rmetrics.clone(),
+            watchdog,
             stop_rx.clone(),
         ));
         let retention = log.retain_for_replay();
@@ -743,9 +748,23 @@ async fn serve(
             res
         }));
     }
+    let source_status = StatusCell::<SourceStatus>::default();
+    tokio::spawn(watch_source(
+        SourceWatch {
+            client: source,
+            endpoints: opts.source.endpoints.clone(),
+            node: node_status.clone(),
+            transport: transport.clone(),
+            status: source_status.clone(),
+            metrics: metrics::SourceMetrics::new(&mut registry),
+            opts: watchdog,
+        },
+        stop_rx.clone(),
+    ));
     let admin_state = Arc::new(admin::AdminState {
         node: node_status.clone(),
         replay: opts.replay.is_some().then(|| replay_status.clone()),
+        source: source_status,
         registry: Mutex::new(registry),
         transport: transport.clone(),
         ready_lag: 1000,
@@ -836,10 +855,11 @@ async fn watch_replay(
     reader: crate::committed::CommittedReader,
     status: StatusCell<ReplayStatus>,
     metrics: metrics::ReplayMetrics,
+    opts: MonitorOptions,
     mut stop: watch::Receiver<bool>,
 ) {
-    use crate::monitor::{Monitor, MonitorOptions, Observation, Say};
-    let mut monitor = Monitor::new(MonitorOptions::default(), std::time::Instant::now());
+    use crate::monitor::{Monitor, Observation, Say};
+    let mut monitor = Monitor::new(opts, std::time::Instant::now());
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -891,6 +911,307 @@ async fn watch_replay(
         let stalled = monitor.stalled_for(&o, now).as_secs();
         metrics.stalled_seconds.set(stalled as i64);
         status.update(|s| s.stalled_seconds = stalled);
+    }
+}
+
+/// Hidden: the watchdogs' threshold in seconds instead of 30 (tests cannot
+/// wait for real stalls that long). Not a documented setting.
+pub const WATCHDOG_STALL_AFTER_ENV: &str = "ETCD_STANDBY_WATCHDOG_STALL_AFTER";
+
+/// The watchdogs' tunables: the defaults, or the threshold from
+/// [`WATCHDOG_STALL_AFTER_ENV`].
+fn watchdog_options() -> MonitorOptions {
+    let mut o = MonitorOptions::default();
+    let secs = std::env::var(WATCHDOG_STALL_AFTER_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0);
+    if let Some(secs) = secs {
+        o.stall_after = Duration::from_secs(secs);
+        tracing::warn!(
+            stall_after_seconds = secs,
+            "watchdog threshold overridden by {WATCHDOG_STALL_AFTER_ENV} (meant for tests)"
+        );
+    }
+    o
+}
+
+/// How often the primary is asked for its raft index: every 5 s, more
+/// often with a threshold below 30 s (six looks per threshold).
+fn primary_poll_every(opts: &MonitorOptions) -> Duration {
+    (opts.stall_after / 6).clamp(Duration::from_secs(1), Duration::from_secs(5))
+}
+
+/// What the learner-behind-the-primary watch reads and writes.
+struct SourceWatch {
+    /// The primary's client API (the daemon's source client).
+    client: Client,
+    /// Its endpoints; one is asked per look, the next after a failure.
+    endpoints: Vec<String>,
+    /// Our commit index and what the node loop knows of the leader.
+    node: StatusCell<NodeStatus>,
+    /// The peer streams, for the reason.
+    transport: Transport,
+    /// `/status` → `source`.
+    status: StatusCell<SourceStatus>,
+    metrics: metrics::SourceMetrics,
+    opts: MonitorOptions,
+}
+
+/// One answer (or failure) of the primary's `Status`, and when it came back.
+type PrimaryLook = (
+    String,
+    std::result::Result<etcd_standby_client::StatusResponse, String>,
+    std::time::Instant,
+);
+
+/// Asks one source endpoint for `Status` every `every` (the next endpoint
+/// after a failure); never more than one call at a time, each bounded.
+async fn poll_primary(
+    client: Client,
+    endpoints: Vec<String>,
+    every: Duration,
+    out: mpsc::Sender<PrimaryLook>,
+) {
+    let mut at = 0usize;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !endpoints.is_empty() {
+        tick.tick().await;
+        let ep = endpoints[at % endpoints.len()].clone();
+        let answer =
+            match tokio::time::timeout(every.max(Duration::from_secs(3)), client.status(&ep)).await
+            {
+                Ok(Ok(st)) => Ok(st),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("Status timed out".to_owned()),
+            };
+        if answer.is_err() {
+            at += 1;
+        }
+        if out
+            .send((ep, answer, std::time::Instant::now()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// The "learner behind the primary" watchdog ([`crate::monitor::PrimaryWatch`]),
+/// once a second: replay's stall watch cannot see a learner that stopped
+/// learning commits (its commit point and replay are then equal); the
+/// primary's own raft index can. The `Status` calls run in a task of their
+/// own, so a hanging one delays nothing here, and nothing here waits on the
+/// node loop or replay.
+async fn watch_source(w: SourceWatch, mut stop: watch::Receiver<bool>) {
+    use crate::monitor::{PrimaryWatch, SourceSay};
+    let (tx, mut looks) = mpsc::channel(4);
+    let poller = tokio::spawn(poll_primary(
+        w.client.clone(),
+        w.endpoints.clone(),
+        primary_poll_every(&w.opts),
+        tx,
+    ));
+    let mut watch = PrimaryWatch::new(w.opts, std::time::Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut failing = 0u64;
+    w.status
+        .update(|s| s.stall_after_seconds = w.opts.stall_after.as_secs());
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            look = looks.recv() => {
+                let Some((ep, answer, at)) = look else { break };
+                match answer {
+                    Ok(st) => {
+                        if failing >= 3 {
+                            tracing::info!(endpoint = %ep, after_failures = failing, "the primary answers Status again");
+                        }
+                        failing = 0;
+                        watch.primary_at(st.raft_index, at);
+                        w.metrics.primary_index.set(st.raft_index as i64);
+                        w.status.update(|s| {
+                            s.primary_index = st.raft_index;
+                            s.primary_applied_index = st.raft_applied_index;
+                            s.primary_leader_id = if st.leader == 0 { String::new() } else { format!("{:x}", st.leader) };
+                            s.endpoint = ep.clone();
+                            s.observed_at_unix_ms = crate::clock::unix_ms(std::time::SystemTime::now());
+                            s.last_error = None;
+                        });
+                    }
+                    Err(e) => {
+                        failing += 1;
+                        w.metrics.status_failures.inc();
+                        if failing == 3 {
+                            tracing::warn!(endpoint = %ep, error = %e, "the primary's Status keeps failing; the learner-behind watchdog only knows the primary's older reports");
+                        } else {
+                            tracing::debug!(endpoint = %ep, error = %e, "Status of the primary failed");
+                        }
+                        w.status.update(|s| {
+                            s.status_failures += 1;
+                            s.last_error = Some(format!("{ep}: {e}"));
+                        });
+                    }
+                }
+                continue;
+            }
+            _ = stop.changed() => break,
+        }
+        let node = w.node.get();
+        let now = std::time::Instant::now();
+        let commit = node.commit_index;
+        for say in watch.observe(commit, now) {
+            match say {
+                SourceSay::Behind {
+                    for_secs,
+                    commit,
+                    primary_index,
+                    primary_latest,
+                    commit_unchanged_secs,
+                } => {
+                    let endpoint = w.status.get().endpoint;
+                    let streams = peer_streams(&w.transport.status());
+                    let why = behind_reason(
+                        &node,
+                        &BehindFacts {
+                            for_secs,
+                            primary_index,
+                            primary_latest,
+                            commit_unchanged_secs,
+                            endpoint: &endpoint,
+                            streams: &streams,
+                        },
+                    );
+                    tracing::warn!(
+                        member = %node.member_id,
+                        code = crate::codes::LEARNER_BEHIND.id,
+                        behind_seconds = for_secs,
+                        commit,
+                        last_received = node.last_received_index,
+                        leader_commit = node.leader_commit_index,
+                        primary_index,
+                        primary_latest,
+                        leader = %node.leader_id,
+                        node_state = %node.state,
+                        peers = %streams,
+                        "the learner is behind the primary: {why}"
+                    );
+                    w.status.update(|s| {
+                        s.behind_reason = Some(why);
+                        s.behind_code = Some(crate::codes::LEARNER_BEHIND.id);
+                    });
+                }
+                SourceSay::CaughtUp { after_secs, commit } => {
+                    tracing::info!(
+                        member = %node.member_id,
+                        after_seconds = after_secs,
+                        commit,
+                        primary_latest = watch.primary_latest(),
+                        "the learner caught up with the primary's reported index again"
+                    );
+                    w.status.update(|s| {
+                        s.behind_reason = None;
+                        s.behind_code = None;
+                    });
+                }
+            }
+        }
+        let behind = watch.behind_for(commit, now).as_secs();
+        w.metrics.behind_seconds.set(behind as i64);
+        w.status.update(|s| {
+            s.behind_primary_seconds = behind;
+            s.behind_primary = watch.is_behind();
+        });
+    }
+    poller.abort();
+}
+
+/// What a "behind the primary" report is made of, besides the node status.
+struct BehindFacts<'a> {
+    for_secs: u64,
+    primary_index: u64,
+    primary_latest: u64,
+    commit_unchanged_secs: u64,
+    endpoint: &'a str,
+    streams: &'a str,
+}
+
+/// One sentence for the log and `/status`: what we know, what the primary
+/// said, and whether our commit is frozen or only slow.
+fn behind_reason(node: &NodeStatus, f: &BehindFacts<'_>) -> String {
+    let moving = if f.commit_unchanged_secs >= f.for_secs {
+        format!(
+            "it has not moved for {} s (the learner stopped learning commits)",
+            f.commit_unchanged_secs
+        )
+    } else {
+        "it moves, but slower than the primary commits (catching up)".to_owned()
+    };
+    let contact = if node.last_leader_contact_unix_ms == 0 {
+        "never since start".to_owned()
+    } else {
+        let now = crate::clock::unix_ms(std::time::SystemTime::now());
+        format!(
+            "{} s ago",
+            now.saturating_sub(node.last_leader_contact_unix_ms) / 1000
+        )
+    };
+    format!(
+        "our commit index {commit} has not reached {pi}, which the primary ({ep}) reported {s} s ago \
+         (its newest report: {latest}); {moving}. Last received {recv}, leader commit as we know it {lc}, \
+         node {state}, following leader {leader}, last leader contact {contact}; peer streams: {streams}",
+        commit = node.commit_index,
+        pi = f.primary_index,
+        ep = if f.endpoint.is_empty() {
+            "?"
+        } else {
+            f.endpoint
+        },
+        s = f.for_secs,
+        latest = f.primary_latest,
+        recv = node.last_received_index,
+        lc = node.leader_commit_index,
+        state = node.state,
+        leader = if node.leader_id.is_empty() {
+            "none"
+        } else {
+            &node.leader_id
+        },
+        streams = f.streams,
+    )
+}
+
+/// The peer streams to the primary's voters, in a few words each.
+fn peer_streams(t: &etcd_standby_peer::TransportStatus) -> String {
+    let up = |b: bool| if b { "up" } else { "down" };
+    let peers: Vec<String> = t
+        .peers
+        .iter()
+        .filter(|p| p.member && !p.is_learner)
+        .map(|p| {
+            let mut s = format!(
+                "{}{}: dialed msgapp {} message {}, attached msgapp {} message {}, reconnects {}",
+                p.id_hex,
+                if p.id == t.leader { " (leader)" } else { "" },
+                up(p.msgapp_dialed.connected),
+                up(p.message_dialed.connected),
+                up(p.msgapp_attached),
+                up(p.message_attached),
+                p.reconnects
+            );
+            if let Some(e) = &p.last_error {
+                s.push_str(&format!(", last error: {e}"));
+            }
+            s
+        })
+        .collect();
+    if peers.is_empty() {
+        "none".to_owned()
+    } else {
+        peers.join("; ")
     }
 }
 

@@ -336,6 +336,46 @@ impl ReplayMetrics {
     }
 }
 
+/// The primary as seen through its client API, and the "learner behind
+/// the primary" watchdog ([`crate::monitor::PrimaryWatch`]).
+#[derive(Clone)]
+pub struct SourceMetrics {
+    /// The newest raft index a primary member reported (its commit index).
+    pub primary_index: Gauge,
+    /// Seconds since the primary reported an index our commit has not reached.
+    pub behind_seconds: Gauge,
+    /// `Status` calls to the primary that failed.
+    pub status_failures: Counter,
+}
+
+impl SourceMetrics {
+    /// Creates and registers the metrics.
+    pub fn new(reg: &mut Registry) -> Self {
+        let m = SourceMetrics {
+            primary_index: Gauge::default(),
+            behind_seconds: Gauge::default(),
+            status_failures: Counter::default(),
+        };
+        let r = reg.sub_registry_with_prefix("etcd_standby");
+        r.register(
+            "primary_raft_index",
+            "Newest raft index (commit index) a primary member reported through its client API Status",
+            m.primary_index.clone(),
+        );
+        r.register(
+            "learner_behind_primary_seconds",
+            "Seconds since the primary reported a raft index the learner's commit index has not reached (0: reached every report)",
+            m.behind_seconds.clone(),
+        );
+        r.register(
+            "primary_status_failures",
+            "Status calls to the primary's client API that failed (the learner-behind watchdog tolerates them)",
+            m.status_failures.clone(),
+        );
+        m
+    }
+}
+
 /// Name of the HA role gauge (the passive listener writes it by hand).
 pub const HA_ACTIVE: &str = "etcd_standby_ha_active";
 /// Help text of [`HA_ACTIVE`].
@@ -368,6 +408,7 @@ pub fn catalog() -> Vec<MetricDoc> {
     register_ha_active(&mut reg);
     let learner = LearnerMetrics::new(&mut reg);
     let replay = ReplayMetrics::new(&mut reg);
+    SourceMetrics::new(&mut reg);
     etcd_standby_peer::PeerMetrics::default().register(&mut reg);
     // One series per family, so their label names show.
     learner.set_node_state(NodeState::Starting);

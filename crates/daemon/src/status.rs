@@ -203,6 +203,44 @@ pub struct ReplayStatus {
     pub sink: Option<etcd_standby_sink::SinkStats>,
 }
 
+/// The primary as seen through its client API, and the "learner behind
+/// the primary" watchdog ([`crate::monitor::PrimaryWatch`]) that compares
+/// it with our commit index: `/status` → `source`. Written by the daemon's
+/// source watch only.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceStatus {
+    /// The newest raft index a primary member reported (`Status.raftIndex`:
+    /// its committed index; 0: none yet).
+    pub primary_index: u64,
+    /// That member's applied index (`Status.raftAppliedIndex`).
+    pub primary_applied_index: u64,
+    /// The leader that member reported (hex, empty when none).
+    pub primary_leader_id: String,
+    /// The endpoint that answered last.
+    pub endpoint: String,
+    /// When it answered, in milliseconds since the Unix epoch (0: never).
+    pub observed_at_unix_ms: u64,
+    /// `Status` calls to the primary that failed since start (they are
+    /// tolerated: the watch asks the next endpoint next time).
+    pub status_failures: u64,
+    /// The last failure (cleared by the next answer).
+    pub last_error: Option<String>,
+    /// Seconds since the primary reported an index our commit index has
+    /// not reached (0: we reached every report).
+    pub behind_primary_seconds: u64,
+    /// The watchdog's threshold: `behind_primary` is declared at this many
+    /// seconds.
+    pub stall_after_seconds: u64,
+    /// The learner is declared behind the primary (it stopped learning
+    /// commits, or catches up too slowly); `behind_reason` says why.
+    pub behind_primary: bool,
+    /// While behind: our commit, last received and leader commit as we know
+    /// them, the primary's index, the leader we follow and its peer streams.
+    pub behind_reason: Option<String>,
+    /// While behind: [`crate::codes::LEARNER_BEHIND`].
+    pub behind_code: Option<&'static str>,
+}
+
 /// A status record shared by its one writer and its readers.
 #[derive(Debug, Default)]
 pub struct StatusCell<T>(Arc<Mutex<T>>);
