@@ -75,28 +75,71 @@ fn printable(s: &str) -> bool {
     s.bytes().all(|b| (0x20..0x7f).contains(&b)) || s.chars().all(|c| !c.is_control())
 }
 
+/// True for the bytes a JSON string literal must escape (as we write it:
+/// `"`, `\\`, control characters and DEL).
+#[inline]
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
+}
+
+/// [`needs_escape`] for any of 8 bytes at once (SWAR: the "has a byte less
+/// than n" and "has a zero byte" tricks, exact for the any-byte question).
+#[inline]
+fn word_needs_escape(v: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(LO) & !x & HI != 0;
+    (v.wrapping_sub(LO * 0x20) & !v & HI != 0)
+        || has_zero(v ^ (LO * u64::from(b'"')))
+        || has_zero(v ^ (LO * u64::from(b'\\')))
+        || has_zero(v ^ (LO * 0x7f))
+}
+
 /// Appends `s` as a JSON string literal.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    write_json_str_bytes(out, s.as_bytes());
+}
+
+/// [`write_json_str`] on the bytes of a `str` (or of bytes known to be
+/// UTF-8). Runs of bytes that need no escape are found 32 at a time (the
+/// check vectorizes) and copied whole: the hot loop of large dumps.
+fn write_json_str_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    const CHUNK: usize = 32;
+    out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let bytes = s.as_bytes();
     let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f | 0x7f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[run..i]);
-        if esc.is_empty() {
-            let _ = std::io::Write::write_fmt(out, format_args!("\\u{b:04x}"));
-        } else {
-            out.extend_from_slice(esc);
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + CHUNK) {
+            // `|` rather than `any`: no early exit, so it vectorizes.
+            if !chunk.iter().fold(false, |acc, &b| acc | needs_escape(b)) {
+                i += CHUNK;
+                continue;
+            }
         }
-        run = i + 1;
+        if let Some(word) = bytes.get(i..i + 8).and_then(|w| w.first_chunk::<8>())
+            && !word_needs_escape(u64::from_le_bytes(*word))
+        {
+            i += 8;
+            continue;
+        }
+        let b = bytes[i];
+        if needs_escape(b) {
+            out.extend_from_slice(&bytes[run..i]);
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                _ => {
+                    out.extend_from_slice(b"\\u00");
+                    out.extend_from_slice(&HEX[usize::from(b)]);
+                }
+            }
+            run = i + 1;
+        }
+        i += 1;
     }
     out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
@@ -104,6 +147,16 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
 
 /// Appends the JSON form of bytes ([`bytes_json`]) to `out`.
 pub(crate) fn write_bytes_json(out: &mut Vec<u8>, b: &[u8]) {
+    // Printable ASCII (keys and values of most clusters) is valid UTF-8 and
+    // printable: one vectorized check instead of UTF-8 validation plus a
+    // printability pass.
+    let ascii = b
+        .iter()
+        .fold(true, |acc, &x| acc & (0x20..0x7f).contains(&x));
+    if ascii && !b.starts_with(b"0x") {
+        write_json_str_bytes(out, b);
+        return;
+    }
     match json_text(b) {
         Some(s) => write_json_str(out, s),
         None => {
@@ -114,6 +167,22 @@ pub(crate) fn write_bytes_json(out: &mut Vec<u8>, b: &[u8]) {
             out.push(b'"');
         }
     }
+}
+
+/// Appends the decimal form of `v` (what `write!(out, "{v}")` writes, without
+/// the formatting machinery).
+pub fn write_uint(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
 }
 
 const HEX: [[u8; 2]; 256] = {
@@ -192,9 +261,7 @@ impl Node {
             Node::Int(i) => {
                 let _ = write!(out, "{i}");
             }
-            Node::UInt(u) | Node::HexId(u) => {
-                let _ = write!(out, "{u}");
-            }
+            Node::UInt(u) | Node::HexId(u) => write_uint(out, *u),
             Node::Str(s) | Node::Enum(s) => write_json_str(out, s),
             Node::Bytes(b) => write_bytes_json(out, b),
             Node::List(v) => {
@@ -433,5 +500,30 @@ pub fn render_entry(entry_type: i32, data: &[u8], decoded: &Decoded, opts: Rende
             ("error".into(), Node::Str(reason.clone())),
             ("raw_hex".into(), Node::Str(hex(raw))),
         ]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_word_check_agrees_with_the_byte_check() {
+        let probes = [
+            0x00u8, 0x1f, 0x20, b'"', b'\\', b'a', 0x7e, 0x7f, 0x80, 0xc3, 0xff,
+        ];
+        for fill in probes {
+            for odd in probes {
+                for pos in 0..8 {
+                    let mut w = [fill; 8];
+                    w[pos] = odd;
+                    assert_eq!(
+                        word_needs_escape(u64::from_le_bytes(w)),
+                        w.iter().any(|&b| needs_escape(b)),
+                        "{w:?}"
+                    );
+                }
+            }
+        }
     }
 }

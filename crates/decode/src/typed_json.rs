@@ -114,19 +114,7 @@ impl<'a> Obj<'a> {
     }
 }
 
-fn write_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
-}
+use crate::render::write_uint as write_u64;
 
 fn write_i64(out: &mut Vec<u8>, v: i64) {
     if v < 0 {
