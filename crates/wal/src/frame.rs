@@ -109,6 +109,9 @@ fn read_varint(b: &[u8], i: &mut usize) -> Result<u64, &'static str> {
 /// unmarshaler does: known fields must have their wire type, unknown fields are
 /// skipped, groups are rejected.
 pub fn parse_record(b: &[u8]) -> Result<RawRecord<'_>, &'static str> {
+    if let Some(rec) = parse_canonical_record(b) {
+        return Ok(rec);
+    }
     let mut i = 0;
     let mut rec = RawRecord {
         rtype: 0,
@@ -162,6 +165,43 @@ pub fn parse_record(b: &[u8]) -> Result<RawRecord<'_>, &'static str> {
         }
     }
     Ok(rec)
+}
+
+/// The record exactly as etcd writes it (type, crc, then data running to
+/// the end), parsed without the general field loop; `None` for any other
+/// shape, which [`parse_record`] then parses field by field. Same result as
+/// the general parser on every input it accepts.
+#[inline]
+fn parse_canonical_record(b: &[u8]) -> Option<RawRecord<'_>> {
+    let &[0x08, rtype, 0x10] = b.first_chunk::<3>()? else {
+        return None;
+    };
+    if rtype >= 0x80 {
+        return None;
+    }
+    let mut i = 3;
+    let crc = read_varint(b, &mut i).ok()?;
+    let crc = u32::try_from(crc).ok()?;
+    if i == b.len() {
+        return Some(RawRecord {
+            rtype: i64::from(rtype),
+            crc,
+            data: None,
+        });
+    }
+    if b[i] != 0x1a {
+        return None;
+    }
+    i += 1;
+    let n = usize::try_from(read_varint(b, &mut i).ok()?).ok()?;
+    if b.len().checked_sub(i)? != n {
+        return None;
+    }
+    Some(RawRecord {
+        rtype: i64::from(rtype),
+        crc,
+        data: Some(&b[i..]),
+    })
 }
 
 /// Reads `(term, index)` of an encoded `raftpb.Entry` without copying its
