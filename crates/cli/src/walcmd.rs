@@ -428,7 +428,7 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
                             None => {}
                         }
                         line.extend_from_slice(b",\"file\":");
-                        write_json_str(&mut line, &file);
+                        write_json_str(&mut line, file);
                         line.extend_from_slice(b",\"offset\":");
                         write_uint(&mut line, rec.offset);
                         line.push(b'}');
