@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 
 use crate::load::Rng;
 
-/// The default suite's short runs: 30 s of faults, a seed per version
+/// The default suite's short runs: 45 s of faults, a seed per version
 /// chosen so that each draws every fault kind (a unit test keeps it so).
-pub const SHORT_MS: u64 = 30_000;
+pub const SHORT_MS: u64 = 45_000;
 /// The seed of the short run on etcd 3.5.
 pub const SHORT_SEED_3_5: u64 = 8;
 /// The seed of the short run on etcd 3.4.
@@ -25,6 +25,10 @@ pub const SHORT_SEED_3_4: u64 = 2;
 pub enum Fault {
     /// SIGKILL the replicator; restart it after the duration.
     KillReplicator,
+    /// SIGKILL the replicator and leave a torn record (a write that never
+    /// completed) after the end of its last WAL segment; restart it after
+    /// the duration.
+    KillReplicatorTornTail,
     /// SIGSTOP the replicator (hung, not dead); SIGCONT after the duration.
     PauseReplicator,
     /// SIGKILL the primary's leader; restart it after the duration.
@@ -33,21 +37,51 @@ pub enum Fault {
     KillPrimaryFollower,
     /// SIGSTOP the primary's leader (the others elect a new one).
     PausePrimaryLeader,
-    /// Stop the standby cluster; start it after the duration.
+    /// Stop every standby member; start them after the duration.
     StandbyOutage,
+    /// SIGKILL the standby's leader (the others elect a new one); restart it
+    /// after the duration.
+    KillStandbyLeader,
+    /// Partition the learner from the primary: nothing crosses either way
+    /// and the connections stay open (half-open).
+    PartitionLearner,
+    /// Reset every connection between the learner and the primary, and
+    /// new ones, for the duration.
+    ResetLearner,
+    /// The learner hears the primary but the primary does not hear it
+    /// (its acknowledgements are lost).
+    OneWayLearner,
+    /// A weak link between the learner and the primary: added latency and
+    /// little bandwidth.
+    SlowLearner,
+    /// Partition the replicator from the standby (half-open connections).
+    PartitionStandby,
+    /// Reset every connection from the replicator to the standby.
+    ResetStandby,
+    /// Fill the replicator's data dir's filesystem; free it after the duration.
+    DiskFull,
     /// Compact the primary at its current revision (instant).
     Compact,
 }
 
 impl Fault {
     /// Every kind.
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 16] = [
         Fault::KillReplicator,
+        Fault::KillReplicatorTornTail,
         Fault::PauseReplicator,
         Fault::KillPrimaryLeader,
         Fault::KillPrimaryFollower,
         Fault::PausePrimaryLeader,
         Fault::StandbyOutage,
+        Fault::KillStandbyLeader,
+        Fault::PartitionLearner,
+        Fault::ResetLearner,
+        Fault::OneWayLearner,
+        Fault::SlowLearner,
+        Fault::PartitionStandby,
+        Fault::ResetStandby,
+        Fault::DiskFull,
         Fault::Compact,
     ];
 
@@ -55,11 +89,20 @@ impl Fault {
     pub fn name(self) -> &'static str {
         match self {
             Fault::KillReplicator => "kill_replicator",
+            Fault::KillReplicatorTornTail => "kill_replicator_torn_tail",
             Fault::PauseReplicator => "pause_replicator",
             Fault::KillPrimaryLeader => "kill_primary_leader",
             Fault::KillPrimaryFollower => "kill_primary_follower",
             Fault::PausePrimaryLeader => "pause_primary_leader",
             Fault::StandbyOutage => "standby_outage",
+            Fault::KillStandbyLeader => "kill_standby_leader",
+            Fault::PartitionLearner => "partition_learner",
+            Fault::ResetLearner => "reset_learner",
+            Fault::OneWayLearner => "one_way_learner",
+            Fault::SlowLearner => "slow_learner",
+            Fault::PartitionStandby => "partition_standby",
+            Fault::ResetStandby => "reset_standby",
+            Fault::DiskFull => "disk_full",
             Fault::Compact => "compact",
         }
     }
@@ -72,23 +115,43 @@ impl Fault {
     /// What it hits (faults on one target never overlap).
     pub fn target(self) -> &'static str {
         match self {
-            Fault::KillReplicator | Fault::PauseReplicator => "replicator",
+            Fault::KillReplicator
+            | Fault::KillReplicatorTornTail
+            | Fault::PauseReplicator
+            | Fault::DiskFull => "replicator",
             Fault::KillPrimaryLeader | Fault::KillPrimaryFollower | Fault::PausePrimaryLeader => {
                 "primary"
             }
-            Fault::StandbyOutage => "standby",
+            Fault::StandbyOutage | Fault::KillStandbyLeader => "standby",
+            Fault::PartitionLearner
+            | Fault::ResetLearner
+            | Fault::OneWayLearner
+            | Fault::SlowLearner => "learner_link",
+            Fault::PartitionStandby | Fault::ResetStandby => "standby_link",
             Fault::Compact => "none",
         }
     }
 
-    /// How long it lasts, in ms: (min, max).
-    fn duration_range(self) -> (u64, u64) {
+    /// How long it lasts, in ms: (min, max), in a run of `run_ms`. In a
+    /// campaign of 10 minutes or more a standby outage lasts minutes and a
+    /// learner partition long enough to force a leader snapshot.
+    fn duration_range(self, run_ms: u64) -> (u64, u64) {
         match self {
-            Fault::KillReplicator => (300, 3_000),
+            Fault::StandbyOutage if run_ms >= 600_000 => (60_000, 180_000),
+            // Cut off long enough for the leader to compact past us (it
+            // keeps 5000 entries behind its snapshot): a leader snapshot.
+            Fault::PartitionLearner if run_ms >= 600_000 => (20_000, 60_000),
+            Fault::KillReplicator | Fault::KillReplicatorTornTail => (300, 3_000),
             Fault::PauseReplicator => (1_000, 5_000),
             Fault::KillPrimaryLeader | Fault::KillPrimaryFollower => (1_000, 4_000),
             Fault::PausePrimaryLeader => (1_000, 4_000),
             Fault::StandbyOutage => (2_000, 8_000),
+            Fault::KillStandbyLeader => (1_000, 4_000),
+            Fault::PartitionLearner | Fault::OneWayLearner => (2_000, 8_000),
+            Fault::ResetLearner | Fault::ResetStandby => (1_000, 3_000),
+            Fault::SlowLearner => (3_000, 8_000),
+            Fault::PartitionStandby => (2_000, 6_000),
+            Fault::DiskFull => (2_000, 6_000),
             Fault::Compact => (0, 0),
         }
     }
@@ -116,15 +179,24 @@ pub struct Schedule {
 
 impl Schedule {
     /// Draws faults for `duration_ms` from `seed`: a new fault every 1–4 s,
-    /// of a random kind, started when its target is free again.
+    /// started when its target is free again. Kinds come from a shuffled
+    /// deck of every kind, dealt in turn and reshuffled when empty, so every
+    /// [`Fault::ALL`].len() consecutive faults hold each kind once.
     pub fn generate(seed: u64, duration_ms: u64) -> Schedule {
         let mut rng = Rng(seed);
         let mut busy: BTreeMap<&str, u64> = BTreeMap::new();
         let mut steps = Vec::new();
+        let mut deck: Vec<Fault> = Vec::new();
         let mut t = 2_000;
         while t < duration_ms {
-            let fault = Fault::ALL[rng.below(Fault::ALL.len() as u64) as usize];
-            let (lo, hi) = fault.duration_range();
+            if deck.is_empty() {
+                deck = Fault::ALL.to_vec();
+                for i in (1..deck.len()).rev() {
+                    deck.swap(i, rng.below(i as u64 + 1) as usize);
+                }
+            }
+            let Some(fault) = deck.pop() else { break };
+            let (lo, hi) = fault.duration_range(duration_ms);
             let duration_ms = lo + rng.below(hi - lo + 1);
             let target = fault.target();
             let at_ms = if target == "none" {
@@ -277,6 +349,27 @@ mod tests {
             }
         }
         assert!(overlapped, "no two faults ever overlap");
+    }
+
+    #[test]
+    fn a_campaign_of_ten_minutes_takes_the_standby_down_for_minutes() {
+        let s = Schedule::generate(5, 600_000);
+        let outages: Vec<u64> = s
+            .steps
+            .iter()
+            .filter(|st| st.fault == Fault::StandbyOutage)
+            .map(|st| st.duration_ms)
+            .collect();
+        assert!(!outages.is_empty());
+        assert!(outages.iter().all(|d| *d >= 60_000), "{outages:?}");
+        let short = Schedule::generate(5, SHORT_MS);
+        assert!(
+            short
+                .steps
+                .iter()
+                .filter(|st| st.fault == Fault::StandbyOutage)
+                .all(|st| st.duration_ms <= 8_000)
+        );
     }
 
     #[test]

@@ -229,15 +229,34 @@ async fn connection(
     }
 }
 
-/// Copies `from` → `to` while the mode lets `dir` flow.
+/// Copies `from` → `to` while the mode lets `dir` flow: a reader that
+/// stamps each chunk with when the link delivers it, and a writer that
+/// delivers it then (a delay line: latency does not cap throughput, only
+/// the bandwidth does).
 async fn pump(
     from: Arc<TcpStream>,
     to: Arc<TcpStream>,
     dir: Direction,
-    mut mode: watch::Receiver<Mode>,
+    mode: watch::Receiver<Mode>,
     c: Arc<ProxyCounters>,
 ) {
+    // About one socket buffer in flight on the "wire".
+    let (tx, rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(64);
+    tokio::join!(
+        read_side(from, dir, mode.clone(), tx),
+        write_side(to, dir, mode, rx, c),
+    );
+}
+
+async fn read_side(
+    from: Arc<TcpStream>,
+    dir: Direction,
+    mut mode: watch::Receiver<Mode>,
+    tx: tokio::sync::mpsc::Sender<(tokio::time::Instant, Vec<u8>)>,
+) {
     let mut buf = vec![0u8; 16 * 1024];
+    // When the link has sent everything queued so far (bandwidth).
+    let mut link_free = tokio::time::Instant::now();
     loop {
         // Wait until this direction may flow (a partition reads nothing:
         // the sender's data waits in the kernel, as behind a dead link).
@@ -264,28 +283,51 @@ async fn pump(
             }
         };
         if n == 0 {
-            // EOF: pass the half-close on.
-            let _ = socket2::SockRef::from(&*to).shutdown(std::net::Shutdown::Write);
+            // EOF: the writer passes the half-close on once the queue is out.
             return;
         }
-        // What was read during a partition waits for the link.
+        let now = tokio::time::Instant::now();
+        let current = *mode.borrow();
+        let due = match current {
+            Mode::Slow {
+                delay,
+                bytes_per_sec,
+            } => {
+                let wire = Duration::from_secs_f64(n as f64 / bytes_per_sec.max(1) as f64);
+                link_free = link_free.max(now) + wire;
+                link_free + delay
+            }
+            _ => {
+                link_free = now;
+                now
+            }
+        };
+        if tx.send((due, buf[..n].to_vec())).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn write_side(
+    to: Arc<TcpStream>,
+    dir: Direction,
+    mut mode: watch::Receiver<Mode>,
+    mut rx: tokio::sync::mpsc::Receiver<(tokio::time::Instant, Vec<u8>)>,
+    c: Arc<ProxyCounters>,
+) {
+    while let Some((due, chunk)) = rx.recv().await {
+        tokio::time::sleep_until(due).await;
+        // What was read before a partition waits for the link.
         if mode.wait_for(|m| m.flows(dir)).await.is_err() {
             return;
         }
-        let now = *mode.borrow();
-        if let Mode::Slow {
-            delay,
-            bytes_per_sec,
-        } = now
-        {
-            let wire = Duration::from_secs_f64(n as f64 / bytes_per_sec.max(1) as f64);
-            tokio::time::sleep(delay + wire).await;
-        }
-        if write_all(&to, &buf[..n]).await.is_err() {
+        if write_all(&to, &chunk).await.is_err() {
             return;
         }
-        c.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        c.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
+    // The reader saw EOF: pass the half-close on.
+    let _ = socket2::SockRef::from(&*to).shutdown(std::net::Shutdown::Write);
 }
 
 async fn write_all(to: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
