@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use etcd_standby_integration::load::{block_on, cluster_raft_index, varied_writes};
+use etcd_standby_integration::pki::Pki;
 use etcd_standby_integration::standby::{Standby, assert_same_entries, wal_entries};
 use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion};
 
@@ -218,49 +219,6 @@ fn second_learner_is_refused_by_preflight() {
     let st = b.wait_exit(Duration::from_secs(30));
     assert_ne!(st.code(), Some(0));
     assert!(b.log().contains("already has a learner"), "{}", b.log());
-}
-
-/// A CA plus one certificate (SAN 127.0.0.1, server and client use) per name.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new(names: &[&str]) -> Pki {
-        use rcgen::{
-            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-            IsCa, KeyPair,
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "etcd-standby test CA");
-        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        for name in names {
-            let mut p =
-                CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-                    .unwrap();
-            p.distinguished_name.push(DnType::CommonName, *name);
-            p.extended_key_usages = vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ];
-            let key = KeyPair::generate().unwrap();
-            let cert = p.signed_by(&key, &ca).unwrap();
-            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
-            std::fs::write(
-                dir.path().join(format!("{name}-key.pem")),
-                key.serialize_pem(),
-            )
-            .unwrap();
-        }
-        Pki { dir }
-    }
-    fn path(&self, f: &str) -> String {
-        self.dir.path().join(f).display().to_string()
-    }
 }
 
 /// Mutual TLS on the peer port (TLS 1.2 only on 3.5.1): etcd requires and

@@ -5,6 +5,7 @@
 pub mod chaos;
 pub mod fidelity;
 pub mod load;
+pub mod pki;
 pub mod promote;
 pub mod proxy;
 pub mod standby;

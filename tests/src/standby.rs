@@ -38,15 +38,17 @@ impl Standby {
             .position(|a| *a == "--advertise-peer-url")
             .and_then(|i| extra.get(i + 1))
             .map(|u| u.to_string());
-        let mut args = vec![
-            "run".to_owned(),
-            "--source-endpoints".to_owned(),
-            cluster.client_endpoints(),
+        let mut args = vec!["run".to_owned()];
+        // A --source-endpoints in `extra` (e.g. https) replaces the default.
+        if !extra.contains(&"--source-endpoints") {
+            args.extend(["--source-endpoints".to_owned(), cluster.client_endpoints()]);
+        }
+        args.extend([
             "--data-dir".to_owned(),
             data_dir.display().to_string(),
             "--admin-listen".to_owned(),
             admin.clone(),
-        ];
+        ]);
         let peer_url = match given {
             Some(u) => u,
             None => {
