@@ -138,31 +138,42 @@ fn wal_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Runs a command with stdout to /dev/null; returns (wall time, peak RSS in
-/// KiB sampled from /proc).
+/// KiB sampled from /proc). The time is taken when `wait` returns, not at a
+/// polling step, so runs of a few tens of milliseconds are measured exactly;
+/// RSS is sampled on a side thread.
 fn timed(mut c: Command) -> Result<(Duration, u64)> {
     c.stdout(Stdio::null());
     let start = Instant::now();
     let mut child = c.spawn().with_context(|| cmd::describe(&c))?;
     let status_path = format!("/proc/{}/status", child.id());
-    let mut peak = 0u64;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(&status_path) {
-            for line in s.lines() {
-                if let Some(v) = line.strip_prefix("VmHWM:") {
-                    let kb: u64 = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
-                    peak = peak.max(kb);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(s) = std::fs::read_to_string(&status_path) {
+                    for line in s.lines() {
+                        if let Some(v) = line.strip_prefix("VmHWM:") {
+                            let kb: u64 =
+                                v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                            peak = peak.max(kb);
+                        }
+                    }
                 }
+                std::thread::sleep(Duration::from_millis(2));
             }
-        }
-        if let Some(st) = child.try_wait()? {
-            let took = start.elapsed();
-            if !st.success() && st.code() != Some(1) {
-                bail!("{} failed: {st}", cmd::describe(&c));
-            }
-            return Ok((took, peak));
-        }
-        std::thread::sleep(Duration::from_millis(5));
+            peak
+        })
+    };
+    let st = child.wait()?;
+    let took = start.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap_or(0);
+    if !st.success() && st.code() != Some(1) {
+        bail!("{} failed: {st}", cmd::describe(&c));
     }
+    Ok((took, peak))
 }
 
 fn best_of(n: usize, mut f: impl FnMut() -> Result<(Duration, u64)>) -> Result<(Duration, u64)> {
@@ -175,33 +186,74 @@ fn best_of(n: usize, mut f: impl FnMut() -> Result<(Duration, u64)>) -> Result<(
     Ok(best)
 }
 
+/// `/proc/loadavg`'s first three fields (1, 5, 15 minutes), or `?` off Linux.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// One measured command: its best time, peak RSS and the machine load just
+/// before and just after its runs (other work on the machine skews numbers).
+struct Measured {
+    time: Duration,
+    rss_kib: u64,
+    load_before: String,
+    load_after: String,
+}
+
+fn measure(n: usize, f: impl FnMut() -> Result<(Duration, u64)>) -> Result<Measured> {
+    let load_before = loadavg();
+    let (time, rss_kib) = best_of(n, f)?;
+    Ok(Measured {
+        time,
+        rss_kib,
+        load_before,
+        load_after: loadavg(),
+    })
+}
+
+/// The WALs measured: (name, size in MB, value length). Both hold puts
+/// shaped like etcd's; small values stress per-record work, large values
+/// the byte path (CRC, copies).
+fn wal_shapes(mb: u64) -> [(&'static str, u64, usize); 2] {
+    [("small-value", mb, 128), ("large-value", mb, 16 * 1024)]
+}
+
 fn bench_wal(root: &Path) -> Result<u8> {
     let mb: u64 = std::env::var("ETCD_STANDBY_BENCH_WAL_MB")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(576);
-    let value_len = 1024;
-    println!("bench wal: building etcd-standby (release)");
-    cmd::run(cmd::cargo().args(["build", "--release", "--quiet", "-p", "etcd-standby"]))?;
-    let bin = root.join("target/release/etcd-standby");
+        .unwrap_or(256);
+    // A prebuilt binary (e.g. the one of an older commit, to compare), else
+    // a release build of this checkout.
+    let bin = match std::env::var_os("ETCD_STANDBY_BENCH_BIN") {
+        Some(b) => PathBuf::from(b),
+        None => {
+            println!("bench wal: building etcd-standby (release)");
+            cmd::run(cmd::cargo().args(["build", "--release", "--quiet", "-p", "etcd-standby"]))?;
+            root.join("target/release/etcd-standby")
+        }
+    };
+    println!("bench wal: binary {}", bin.display());
     let base = root.join("target/bench");
-    let sizes = [mb / 4, mb];
-    for &size in &sizes {
+    for (name, size, value_len) in wal_shapes(mb) {
         let dir = base.join(format!("wal-{size}mb-v{value_len}"));
         let t = Instant::now();
         generate_wal(&dir, size, value_len)?;
         println!(
-            "bench wal: WAL of {size} MB ready in {:?} ({})",
+            "bench wal: {name} WAL of {size} MB ready in {:?} ({})",
             t.elapsed(),
             dir.display()
         );
     }
     println!();
     println!(
-        "{:<8} {:<18} {:>10} {:>10} {:>9} {:>12}",
-        "WAL", "command", "seconds", "MB/s", "vs cat", "peak RSS"
+        "{:<12} {:>8} {:<16} {:>8} {:>8} {:>7} {:>9}  {}",
+        "WAL", "MB", "command", "seconds", "MB/s", "of cat", "peak RSS", "load before -> after"
     );
-    for &size in &sizes {
+    for (name, size, value_len) in wal_shapes(mb) {
         let dir = base.join(format!("wal-{size}mb-v{value_len}"));
         let files = wal_files(&dir)?;
         let bytes: u64 = files
@@ -215,36 +267,40 @@ fn bench_wal(root: &Path) -> Result<u8> {
             timed(c)
         };
         cat()?; // warm the page cache
-        let (cat_t, cat_rss) = best_of(3, cat)?;
-        let verify = best_of(3, || {
+        let cat_m = measure(5, cat)?;
+        let verify = measure(5, || {
             let mut c = Command::new(&bin);
             c.args(["wal", "verify"]).arg(&dir);
             timed(c)
         })?;
-        let dump = best_of(2, || {
+        let dump = measure(3, || {
             let mut c = Command::new(&bin);
             c.args(["wal", "dump", "--json"]).arg(&dir);
             timed(c)
         })?;
-        let row = |name: &str, (t, rss): (Duration, u64)| {
-            let secs = t.as_secs_f64();
+        let row = |cmd: &str, m: &Measured| {
+            let secs = m.time.as_secs_f64();
             println!(
-                "{:<8} {:<18} {:>10.3} {:>10.0} {:>8.0}% {:>9} MiB",
-                format!("{:.0}MB", mb_total),
+                "{:<12} {:>8.0} {:<16} {:>8.3} {:>8.0} {:>6.0}% {:>5} MiB  {} -> {}",
                 name,
+                mb_total,
+                cmd,
                 secs,
                 mb_total / secs,
-                100.0 * cat_t.as_secs_f64() / secs,
-                rss / 1024
+                100.0 * cat_m.time.as_secs_f64() / secs,
+                m.rss_kib / 1024,
+                m.load_before,
+                m.load_after,
             );
         };
-        row("cat", (cat_t, cat_rss));
-        row("wal verify", verify);
-        row("wal dump --json", dump);
+        row("cat", &cat_m);
+        row("wal verify", &verify);
+        row("wal dump --json", &dump);
     }
     println!();
     println!(
-        "targets: verify >= 50% of cat, dump --json >= 25% of cat, peak RSS flat across WAL sizes"
+        "best of 5 (cat, verify) / 3 (dump) runs, page cache warm, output to /dev/null; \
+         targets: verify >= 50% of cat, dump --json >= 25% of cat"
     );
     Ok(0)
 }
