@@ -384,6 +384,94 @@ fn verify_at_checkpoint_is_consistent_while_replication_runs() {
     assert!(checked >= 2, "the writes ended before a second verify");
 }
 
+/// A lease granted on the primary with `ttl` and kept alive there by a
+/// client all along, with two keys attached.
+struct HeldLease {
+    rt: tokio::runtime::Runtime,
+    p: etcd_standby_client::Client,
+    lease: i64,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl HeldLease {
+    fn new(primary: &EtcdCluster, ttl: i64) -> HeldLease {
+        use etcd_standby_client::{Client, ClientConfig};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let p = rt
+            .block_on(Client::connect(ClientConfig::new(primary.client_urls())))
+            .unwrap();
+        let lease = rt.block_on(p.lease_grant(0, ttl)).unwrap().id;
+        let keeper = {
+            let p = p.clone();
+            rt.spawn(async move {
+                let (tx, mut rx) = p.lease_keep_alive().await.unwrap();
+                loop {
+                    tx.keep_alive(lease).await.unwrap();
+                    let _ = rx.message().await;
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                }
+            })
+        };
+        let h = HeldLease {
+            rt,
+            p,
+            lease,
+            keeper,
+        };
+        h.put("/held/a");
+        h.put("/held/b");
+        h
+    }
+
+    /// Puts `key` with the lease on the primary.
+    fn put(&self, key: &str) {
+        use etcd_standby_client::pb::PutRequest;
+        self.rt
+            .block_on(self.p.put(PutRequest {
+                key: key.to_owned().into(),
+                value: "v".into(),
+                lease: self.lease,
+                ..Default::default()
+            }))
+            .unwrap();
+    }
+
+    /// Waits until the standby no longer holds the lease (nobody keeps it
+    /// alive there).
+    fn wait_standby_expired_it(&self, standby: &EtcdCluster) {
+        use etcd_standby_client::{Client, ClientConfig};
+        let c = self
+            .rt
+            .block_on(Client::connect(ClientConfig::new(standby.client_urls())))
+            .unwrap();
+        let start = Instant::now();
+        while self
+            .rt
+            .block_on(c.lease_leases())
+            .unwrap()
+            .leases
+            .iter()
+            .any(|l| l.id == self.lease)
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the standby kept the lease"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
 /// A lease the primary keeps alive outlives its copy on the standby while
 /// the replicator is down for longer than its TTL (the standby expires it
 /// and deletes its keys). On restart, replay grants it again with the same
@@ -392,63 +480,14 @@ fn verify_at_checkpoint_is_consistent_while_replication_runs() {
 /// suite after a standby outage).
 #[test]
 fn leases_the_standby_expired_while_replication_was_down_are_restored() {
-    use etcd_standby_client::pb::PutRequest;
-    use etcd_standby_client::{Client, ClientConfig};
     let dir = tempfile::tempdir().unwrap();
     let (primary, standby, mut s) = primary_standby_replicator(dir.path());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let p = rt
-        .block_on(Client::connect(ClientConfig::new(primary.client_urls())))
-        .unwrap();
-    let put = |key: &str, lease: i64| {
-        rt.block_on(p.put(PutRequest {
-            key: key.to_owned().into(),
-            value: "v".into(),
-            lease,
-            ..Default::default()
-        }))
-        .unwrap();
-    };
-    let lease = rt.block_on(p.lease_grant(0, 3)).unwrap().id;
-    // The primary's client keeps the lease alive all along.
-    let keeper = {
-        let p = p.clone();
-        rt.spawn(async move {
-            let (tx, mut rx) = p.lease_keep_alive().await.unwrap();
-            loop {
-                tx.keep_alive(lease).await.unwrap();
-                let _ = rx.message().await;
-                tokio::time::sleep(Duration::from_millis(700)).await;
-            }
-        })
-    };
-    put("/held/a", lease);
-    put("/held/b", lease);
+    let held = HeldLease::new(&primary, 3);
     wait_replayed(&mut s, &primary, Duration::from_secs(60));
     // Replication down for longer than the TTL: the standby expires its copy.
     s.kill();
-    let standby_client = rt
-        .block_on(Client::connect(ClientConfig::new(standby.client_urls())))
-        .unwrap();
-    let start = Instant::now();
-    while rt
-        .block_on(standby_client.lease_leases())
-        .unwrap()
-        .leases
-        .iter()
-        .any(|l| l.id == lease)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the standby kept the lease"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    put("/held/c", lease);
+    held.wait_standby_expired_it(&standby);
+    held.put("/held/c");
     s.restart();
     wait_replayed(&mut s, &primary, Duration::from_secs(60));
     assert!(
@@ -458,7 +497,50 @@ fn leases_the_standby_expired_while_replication_was_down_are_restored() {
     );
     let (ok, out) = verify(&primary, &standby);
     assert!(ok, "{out}\n{}", s.log());
-    keeper.abort();
+}
+
+/// The same while replay runs: the replicator hangs (SIGSTOP) for longer
+/// than the lease's TTL, so its keeper stops and the standby expires the
+/// lease and deletes its keys. Replay restores both (the keeper notices the
+/// lease gone, or the next put naming it is refused and the lease is
+/// granted again with its ID before the write is retried) instead of
+/// halting (found by the dependency-flap drill: a standby partition longer
+/// than the workload's 2–5 s leases halted replay with ES-1102 on 3.4).
+#[test]
+fn a_lease_the_standby_expired_while_replay_ran_is_granted_again_and_its_keys_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (primary, standby, mut s) = primary_standby_replicator(dir.path());
+    let held = HeldLease::new(&primary, 3);
+    wait_replayed(&mut s, &primary, Duration::from_secs(60));
+    // One more entry, so replay has made its one start-up check for lost
+    // leases (at the standby's checkpoint) before the lease is lost.
+    block_on(varied_writes(primary.client_urls(), 1, 1, 3));
+    wait_replayed(&mut s, &primary, Duration::from_secs(60));
+    let pid = s.pid().unwrap().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    held.wait_standby_expired_it(&standby);
+    signal("-CONT");
+    held.put("/held/c");
+    wait_replayed(&mut s, &primary, Duration::from_secs(60));
+    // Whichever came first: the lease keeper noticing the lease gone, or
+    // the put naming it being refused.
+    let log = s.log();
+    assert!(
+        log.contains("restoring them and their keys") || log.contains("granted them again"),
+        "replay did not restore the expired lease:\n{log}"
+    );
+    assert!(!log.contains("replay halted"), "{log}");
+    let (ok, out) = verify(&primary, &standby);
+    assert!(ok, "{out}\n{}", s.log());
 }
 
 /// Issue 12 item 4: the replicator joins an auth-enabled 3-member primary

@@ -12,6 +12,7 @@
 //! that index ([`rebuild_plan`]). Replay writes to the standby through the
 //! [`StandbySink`] trait, so it can be driven in unit tests with a fake.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -85,6 +86,14 @@ pub trait StandbySink: Send {
     fn lease_ids(&self) -> impl Future<Output = Result<Option<Vec<i64>>, SinkError>> + Send {
         async { Ok(None) }
     }
+    /// Grants `(id, ttl)` leases again with their IDs (leases the standby
+    /// expired on its own) and keeps them alive.
+    fn regrant_leases(
+        &mut self,
+        _leases: &[(i64, i64)],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 impl StandbySink for Sink {
@@ -111,6 +120,9 @@ impl StandbySink for Sink {
     }
     async fn lease_ids(&self) -> Result<Option<Vec<i64>>, SinkError> {
         self.standby_lease_ids().await.map(Some)
+    }
+    async fn regrant_leases(&mut self, leases: &[(i64, i64)]) -> Result<(), SinkError> {
+        Sink::regrant_leases(self, leases).await
     }
     async fn revision(&self) -> Option<i64> {
         let req = etcd_standby_client::pb::RangeRequest {
@@ -305,6 +317,12 @@ pub struct Replay<S: StandbySink> {
     times: Option<ReceiveTimes>,
     /// Whether the standby was checked for lost leases at its checkpoint.
     leases_checked: bool,
+    /// A write met a lease the standby had expired while replay ran; it
+    /// was granted again, and once the standby is at the model's index its
+    /// keys are written back ([`Replay::restore_lost_leases`]).
+    restore_lease_keys: bool,
+    /// The lease keeper's count of leases the standby lost, as last seen.
+    leases_lost_seen: u64,
     /// When saving the model last failed (a full data dir), so it is tried
     /// again only after [`MODEL_SAVE_RETRY`], with one warning per try.
     save_failed_at: Option<Instant>,
@@ -340,6 +358,8 @@ impl<S: StandbySink> Replay<S> {
             db_floor: 0,
             times: None,
             leases_checked: false,
+            restore_lease_keys: false,
+            leases_lost_seen: 0,
             save_failed_at: None,
         }
     }
@@ -505,6 +525,7 @@ impl<S: StandbySink> Replay<S> {
             self.sink
                 .note_source_revision(last.0, self.model.revision());
         }
+        let mut regranted = false;
         loop {
             let t = Instant::now();
             match self.sink.apply(&self.batch).await {
@@ -515,11 +536,26 @@ impl<S: StandbySink> Replay<S> {
                     self.set_state(ReplayState::Replaying, None);
                     self.maybe_save_model();
                     self.publish(reader);
+                    if self.restore_lease_keys {
+                        self.restore_lost_leases().await?;
+                    }
                     return Ok(());
                 }
                 Err(e @ (SinkError::Fenced { .. } | SinkError::Promoted { .. })) => {
                     self.set_state(ReplayState::Fenced, Some(&e));
                     return Err(e.into());
+                }
+                // Once per batch: a second refusal after the re-grant halts.
+                Err(e) if e.is_lease_not_found() && !regranted => {
+                    regranted = true;
+                    self.metrics.sink_errors.inc();
+                    let n = self.regrant_lost_leases().await?;
+                    tracing::warn!(
+                        error = %e,
+                        regranted = n,
+                        "the standby expired leases the primary still holds while replay ran (nobody kept them alive there for longer than their TTL); granted them again, their keys are written back after this batch"
+                    );
+                    self.restore_lease_keys = true;
                 }
                 Err(e) if e.is_retryable() => {
                     self.metrics.sink_errors.inc();
@@ -695,9 +731,19 @@ impl<S: StandbySink> Replay<S> {
     /// the standby is reconciled to the model: the leases are granted again
     /// (same IDs) and their keys written back. The chaos suite found this
     /// (a standby outage, then 2 to 5 s leases).
+    ///
+    /// While replay runs the same can happen (a pause or a standby
+    /// partition longer than a lease's TTL): the write that names such a
+    /// lease is refused, [`Replay::regrant_lost_leases`] grants the leases
+    /// again, the write is retried, and then this reconcile writes their
+    /// keys back (`restore_lease_keys`).
     async fn restore_lost_leases(&mut self) -> Result<()> {
         let checkpoint = self.sink.checkpoint_index();
-        if self.leases_checked || checkpoint == 0 || self.model.applied_index() != checkpoint {
+        if checkpoint == 0 || self.model.applied_index() != checkpoint {
+            return Ok(());
+        }
+        let forced = std::mem::take(&mut self.restore_lease_keys);
+        if self.leases_checked && !forced {
             return Ok(());
         }
         self.leases_checked = true;
@@ -716,15 +762,22 @@ impl<S: StandbySink> Replay<S> {
             .filter(|id| !have.contains(id))
             .copied()
             .collect();
-        if lost.is_empty() {
+        if lost.is_empty() && !forced {
             return Ok(());
         }
-        tracing::warn!(
-            lost = lost.len(),
-            first = format_args!("{:#x}", lost[0]),
-            checkpoint,
-            "the standby expired leases the primary still holds (nobody kept them alive there for longer than their TTL); restoring them and their keys"
-        );
+        if let Some(first) = lost.first() {
+            tracing::warn!(
+                lost = lost.len(),
+                first = format_args!("{first:#x}"),
+                checkpoint,
+                "the standby expired leases the primary still holds (nobody kept them alive there for longer than their TTL); restoring them and their keys"
+            );
+        } else {
+            tracing::info!(
+                checkpoint,
+                "writing back the keys of leases the standby expired while replay ran"
+            );
+        }
         self.set_state(ReplayState::Reconciling, None);
         let state = self.model.to_snapshot_state();
         let term = self.model.applied_term();
@@ -736,6 +789,61 @@ impl<S: StandbySink> Replay<S> {
         self.metrics.reconciles.inc();
         self.set_state(ReplayState::Replaying, None);
         Ok(())
+    }
+
+    /// When the lease keeper found a mirrored lease gone from the standby
+    /// (expired there while nobody kept it alive), restores it and its keys
+    /// without waiting for a write that names it: now when everything
+    /// replayed is written, else after the pending batch.
+    async fn watch_lost_leases(&mut self) -> Result<()> {
+        let lost = self.sink.stats().leases_lost;
+        if lost > self.leases_lost_seen {
+            self.leases_lost_seen = lost;
+            self.restore_lease_keys = true;
+            if self.batch.is_empty() {
+                self.restore_lost_leases().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Grants again, with their IDs, the leases the standby lacks among
+    /// those the model holds and those the pending batch attaches keys to
+    /// (a lease revoked later in the batch is no longer in the model; it
+    /// gets the TTL of its grant in the batch, or a minute, and the batch's
+    /// revoke follows). Returns how many were granted.
+    async fn regrant_lost_leases(&mut self) -> Result<usize> {
+        let have: std::collections::BTreeSet<i64> = match self.sink.lease_ids().await? {
+            Some(ids) => ids.into_iter().collect(),
+            None => return Ok(0),
+        };
+        let mut want: BTreeMap<i64, i64> = self
+            .model
+            .leases()
+            .iter()
+            .map(|(id, l)| (*id, l.ttl))
+            .collect();
+        let mut granted_in_batch: BTreeMap<i64, i64> = BTreeMap::new();
+        for (_, _, effects) in &self.batch {
+            for e in effects {
+                match e {
+                    Effect::LeaseGrant { id, ttl } => {
+                        granted_in_batch.insert(*id, *ttl);
+                    }
+                    Effect::Put { lease, .. } if *lease != 0 => {
+                        let ttl = granted_in_batch.get(lease).copied().unwrap_or(60);
+                        want.entry(*lease).or_insert(ttl);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let lost: Vec<(i64, i64)> = want
+            .into_iter()
+            .filter(|(id, _)| !have.contains(id))
+            .collect();
+        self.sink.regrant_leases(&lost).await?;
+        Ok(lost.len())
     }
 
     /// Applies everything committed after the model's index: reads from
@@ -853,6 +961,7 @@ impl<S: StandbySink> Replay<S> {
                     self.publish(&reader);
                 }
                 _ = tick.tick() => {
+                    self.watch_lost_leases().await?;
                     self.refresh_standby_revision().await;
                     self.publish(&reader);
                 }

@@ -30,6 +30,12 @@ struct Seen {
     /// Errors to return from the next apply calls.
     fail: VecDeque<SinkError>,
     checkpoint: u64,
+    /// The standby's lease IDs, when the fake lists them (`None`: it cannot).
+    leases: Option<Vec<i64>>,
+    /// Leases granted again by replay, `(id, ttl)`.
+    regranted: Vec<(i64, i64)>,
+    /// Checkpoints of the reconciles replay asked for.
+    reconciled_at: Vec<u64>,
 }
 
 #[derive(Clone, Default)]
@@ -64,8 +70,21 @@ impl StandbySink for FakeStandby {
         _: u64,
         _: ReconcileOptions,
     ) -> Result<ReconcileReport, SinkError> {
-        self.0.lock().unwrap().checkpoint = index;
+        let mut s = self.0.lock().unwrap();
+        s.checkpoint = index;
+        s.reconciled_at.push(index);
         Ok(ReconcileReport::default())
+    }
+    async fn lease_ids(&self) -> Result<Option<Vec<i64>>, SinkError> {
+        Ok(self.0.lock().unwrap().leases.clone())
+    }
+    async fn regrant_leases(&mut self, leases: &[(i64, i64)]) -> Result<(), SinkError> {
+        let mut s = self.0.lock().unwrap();
+        s.regranted.extend_from_slice(leases);
+        if let Some(have) = s.leases.as_mut() {
+            have.extend(leases.iter().map(|(id, _)| *id));
+        }
+        Ok(())
     }
     async fn revision(&self) -> Option<i64> {
         None
@@ -88,6 +107,34 @@ fn put(index: u64, key: &str) -> raftpb::Entry {
         }),
         ..Default::default()
     };
+    raftpb::Entry {
+        term: 2,
+        index,
+        r#type: 0,
+        data: Some(req.encode_to_vec().into()),
+    }
+}
+
+/// A put of `key` attached to `lease` (0: none), or a lease grant when
+/// `key` is empty.
+fn lease_entry(index: u64, key: &str, lease: i64, ttl: i64) -> raftpb::Entry {
+    let mut req = etcdserverpb::InternalRaftRequest {
+        header: Some(etcdserverpb::RequestHeader {
+            id: index,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if key.is_empty() {
+        req.lease_grant = Some(etcdserverpb::LeaseGrantRequest { ttl, id: lease });
+    } else {
+        req.put = Some(etcdserverpb::PutRequest {
+            key: Bytes::from(key.to_owned()),
+            value: Bytes::from_static(b"v"),
+            lease,
+            ..Default::default()
+        });
+    }
     raftpb::Entry {
         term: 2,
         index,
@@ -281,6 +328,68 @@ async fn a_refused_write_halts_and_says_so() {
     );
     assert_eq!(s.status.get().state, ReplayState::Halted);
     assert!(written(&s).is_empty());
+}
+
+fn lease_not_found() -> SinkError {
+    SinkError::Refused {
+        first: 1,
+        last: 3,
+        source: ClientError::Grpc {
+            endpoint: "http://127.0.0.1:1".into(),
+            code: tonic::Code::NotFound,
+            message: "etcdserver: requested lease not found".into(),
+        },
+    }
+}
+
+/// A write refused because the standby expired a mirrored lease while
+/// replay ran: the lease is granted again (same ID, the model's TTL), the
+/// batch is retried and lands once, and the standby is reconciled to the
+/// model at that checkpoint so the keys it deleted with the lease come back.
+#[tokio::test]
+async fn a_lease_the_standby_expired_while_replay_ran_is_granted_again_and_the_batch_retried() {
+    let entries = vec![
+        lease_entry(1, "", 0x10, 30),
+        lease_entry(2, "/a", 0x10, 0),
+        lease_entry(3, "/b", 0x10, 0),
+    ];
+    let s = setup(&entries, 0);
+    {
+        let mut seen = s.standby.0.lock().unwrap();
+        seen.leases = Some(Vec::new());
+        seen.fail.push_back(lease_not_found());
+    }
+    replay(&s, entries, false).await.unwrap();
+    assert_eq!(written(&s), vec![1, 2, 3]);
+    let seen = s.standby.0.lock().unwrap();
+    assert_eq!(seen.regranted, vec![(0x10, 30)]);
+    assert_eq!(
+        seen.reconciled_at,
+        vec![3],
+        "the lost keys are written back"
+    );
+    assert_eq!(s.status.get().state, ReplayState::Replaying);
+}
+
+/// Granting again is tried once per batch: a second refusal halts.
+#[tokio::test]
+async fn a_write_refused_for_a_lease_again_after_granting_it_halts() {
+    let entries = vec![lease_entry(1, "", 0x10, 30), lease_entry(2, "/a", 0x10, 0)];
+    let s = setup(&entries, 0);
+    {
+        let mut seen = s.standby.0.lock().unwrap();
+        seen.leases = Some(Vec::new());
+        seen.fail.extend([lease_not_found(), lease_not_found()]);
+    }
+    let err = replay(&s, entries, false)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("replay halted")),
+        "{err:?}"
+    );
+    assert_eq!(s.status.get().state, ReplayState::Halted);
 }
 
 #[tokio::test]

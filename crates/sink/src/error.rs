@@ -170,6 +170,18 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    /// Whether the standby refused a write because a lease it names is not
+    /// there ("requested lease not found"): a mirrored lease the standby
+    /// expired on its own while nobody kept it alive there.
+    pub fn is_lease_not_found(&self) -> bool {
+        match self {
+            SinkError::Refused { source, .. } | SinkError::Lease { source, .. } => {
+                source.etcd_error() == Some(etcd_standby_client::EtcdError::LeaseNotFound)
+            }
+            _ => false,
+        }
+    }
+
     /// Whether retrying later can help (the standby was unreachable).
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -662,6 +662,18 @@ impl Sink {
         Ok(st)
     }
 
+    /// Grants `(id, ttl)` leases again with their IDs (already existing is
+    /// fine) and keeps them alive: mirrored leases the standby expired on
+    /// its own while nobody kept them alive there (replicator paused,
+    /// standby unreachable for longer than their TTL).
+    pub async fn regrant_leases(&self, leases: &[(i64, i64)]) -> Result<()> {
+        let index = self.checkpoint.map_or(0, |c| c.index);
+        for &(id, ttl) in leases {
+            self.grant(index, id, ttl).await?;
+        }
+        Ok(())
+    }
+
     /// Grants a mirrored lease (already existing is fine) and tracks it.
     async fn grant(&self, index: u64, id: i64, ttl: i64) -> Result<()> {
         match self.client.lease_grant(id, ttl).await {
