@@ -250,8 +250,8 @@ fn bench_wal(root: &Path) -> Result<u8> {
     }
     println!();
     println!(
-        "{:<12} {:>8} {:<16} {:>8} {:>8} {:>7} {:>9}  {}",
-        "WAL", "MB", "command", "seconds", "MB/s", "of cat", "peak RSS", "load before -> after"
+        "{:<12} {:>8} {:<16} {:>8} {:>8} {:>7} {:>9}  load before -> after",
+        "WAL", "MB", "command", "seconds", "MB/s", "of cat", "peak RSS"
     );
     for (name, size, value_len) in wal_shapes(mb) {
         let dir = base.join(format!("wal-{size}mb-v{value_len}"));
