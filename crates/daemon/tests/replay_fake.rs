@@ -304,20 +304,10 @@ async fn a_standby_outage_is_retried_and_each_entry_lands_once() {
 async fn a_refused_write_halts_and_says_so() {
     let entries: Vec<_> = (1..=3).map(|i| put(i, &format!("/k{i}"))).collect();
     let s = setup(&entries, 0);
-    s.standby
-        .0
-        .lock()
-        .unwrap()
-        .fail
-        .push_back(SinkError::Refused {
-            first: 1,
-            last: 3,
-            source: ClientError::Grpc {
-                endpoint: "http://127.0.0.1:1".into(),
-                code: tonic::Code::ResourceExhausted,
-                message: "etcdserver: mvcc: database space exceeded".into(),
-            },
-        });
+    s.standby.0.lock().unwrap().fail.push_back(refused(
+        tonic::Code::ResourceExhausted,
+        "etcdserver: mvcc: database space exceeded",
+    ));
     let err = replay(&s, entries, false)
         .await
         .err()
@@ -330,16 +320,24 @@ async fn a_refused_write_halts_and_says_so() {
     assert!(written(&s).is_empty());
 }
 
-fn lease_not_found() -> SinkError {
+/// The standby refusing a write of entries 1..=3 with `code` / `message`.
+fn refused(code: tonic::Code, message: &str) -> SinkError {
     SinkError::Refused {
         first: 1,
         last: 3,
         source: ClientError::Grpc {
             endpoint: "http://127.0.0.1:1".into(),
-            code: tonic::Code::NotFound,
-            message: "etcdserver: requested lease not found".into(),
+            code,
+            message: message.into(),
         },
     }
+}
+
+fn lease_not_found() -> SinkError {
+    refused(
+        tonic::Code::NotFound,
+        "etcdserver: requested lease not found",
+    )
 }
 
 /// A write refused because the standby expired a mirrored lease while
