@@ -63,6 +63,7 @@ impl Replicator {
         loop {
             let st = self.status();
             if ok(&st) {
+                eprintln!("{what}: after {:?}", start.elapsed());
                 return;
             }
             if let Some(code) = self.child.try_wait().unwrap() {

@@ -1208,11 +1208,17 @@ fn peer_streams(t: &etcd_standby_peer::TransportStatus) -> String {
             s
         })
         .collect();
-    if peers.is_empty() {
+    let peers = if peers.is_empty() {
         "none".to_owned()
     } else {
         peers.join("; ")
-    }
+    };
+    // Dropped sends: acknowledgements that never left (the leader then
+    // tells us only commits up to what it saw acknowledged).
+    format!(
+        "{peers}; sends dropped since start {}",
+        t.totals.send_dropped
+    )
 }
 
 async fn shutdown_signal() {
