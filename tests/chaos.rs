@@ -26,7 +26,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -43,7 +42,7 @@ use etcd_standby_integration::fidelity::{
     RESERVED_PREFIX, Replicator, assert_verified, bank_violation, connect,
 };
 use etcd_standby_integration::load::{Rng, varied_writes};
-use etcd_standby_integration::proxy::{Direction, Mode, Proxy};
+use etcd_standby_integration::proxy::{Direction, Links, Mode};
 use etcd_standby_integration::standby::wal_entries_and_commit;
 use etcd_standby_proto::{authpb, raftpb};
 use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion};
@@ -381,111 +380,6 @@ fn tear_wal_tail(wal_dir: &Path) {
     torn.extend(std::iter::repeat_n(0x5a, 700));
     f.write_all(&torn).unwrap();
     f.sync_all().unwrap();
-}
-
-/// The links between the replicator and the clusters, each through a
-/// fault-injecting proxy: the leader dials our peer listener through
-/// `learner_in`, we dial each primary member through `learner_out`
-/// (`--peer-dial-via`), and write to each standby member through `standby`.
-struct Links {
-    learner_in: Proxy,
-    learner_out: Vec<Proxy>,
-    standby: Vec<Proxy>,
-}
-
-impl Links {
-    fn new(primary: &EtcdCluster, standby: &EtcdCluster) -> Links {
-        let peer_port = etcd_standby_testkit::free_port().unwrap();
-        let addr = |url: &str| -> SocketAddr {
-            url.trim_start_matches("http://")
-                .trim_end_matches('/')
-                .parse()
-                .unwrap()
-        };
-        Links {
-            learner_in: Proxy::start(SocketAddr::from(([127, 0, 0, 1], peer_port))),
-            learner_out: primary
-                .peer_urls()
-                .iter()
-                .map(|u| Proxy::start(addr(u)))
-                .collect(),
-            standby: standby
-                .client_urls()
-                .iter()
-                .map(|u| Proxy::start(addr(u)))
-                .collect(),
-        }
-    }
-
-    /// The replicator's flags that route it through the proxies.
-    fn flags(&self) -> Vec<String> {
-        let via: Vec<String> = self
-            .learner_out
-            .iter()
-            .map(|p| format!("{}={}", p.target, p.addr))
-            .collect();
-        vec![
-            "--advertise-peer-url".into(),
-            self.learner_in.url(),
-            "--peer-listen".into(),
-            self.learner_in.target.to_string(),
-            "--peer-dial-via".into(),
-            via.join(","),
-        ]
-    }
-
-    fn standby_endpoints(&self) -> String {
-        let urls: Vec<String> = self.standby.iter().map(Proxy::url).collect();
-        urls.join(",")
-    }
-
-    /// Sets the learner ↔ primary link. `OneWay(FromTarget)` on the
-    /// inbound proxy's terms: the learner hears the leader, not the reverse.
-    fn learner(&self, m: Mode) {
-        let (inbound, outbound) = match m {
-            Mode::OneWay(Direction::ToTarget) => (
-                Mode::OneWay(Direction::ToTarget),
-                Mode::OneWay(Direction::FromTarget),
-            ),
-            Mode::OneWay(Direction::FromTarget) => (
-                Mode::OneWay(Direction::FromTarget),
-                Mode::OneWay(Direction::ToTarget),
-            ),
-            m => (m, m),
-        };
-        self.learner_in.set(inbound);
-        for p in &self.learner_out {
-            p.set(outbound);
-        }
-    }
-
-    fn standby(&self, m: Mode) {
-        for p in &self.standby {
-            p.set(m);
-        }
-    }
-
-    fn report(&self) -> String {
-        let sum = |ps: &[&Proxy]| {
-            let f = |g: fn(&etcd_standby_integration::proxy::ProxyCounters) -> u64| {
-                ps.iter().map(|p| g(&p.counters)).sum::<u64>()
-            };
-            (
-                f(|c| c.accepted.load(Ordering::Relaxed)),
-                f(|c| c.resets.load(Ordering::Relaxed)),
-                f(|c| c.bytes.load(Ordering::Relaxed)),
-            )
-        };
-        let mut learner: Vec<&Proxy> = vec![&self.learner_in];
-        learner.extend(self.learner_out.iter());
-        let standby: Vec<&Proxy> = self.standby.iter().collect();
-        let (la, lr, lb) = sum(&learner);
-        let (sa, sr, sb) = sum(&standby);
-        format!(
-            "learner link {la} connections, {lr} reset, {lb} bytes; standby link {sa} connections, \
-             {sr} reset, {sb} bytes"
-        )
-    }
 }
 
 /// A primary, a 3-member standby, the proxied links and the replicator,

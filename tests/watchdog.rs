@@ -12,7 +12,6 @@
 //! so the watchdog keeps reading the primary's raft index.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,7 +21,7 @@ use etcd_standby_client::pb::PutRequest;
 use etcd_standby_integration::etcd_standby_bin;
 use etcd_standby_integration::fidelity::connect;
 use etcd_standby_integration::load::cluster_raft_index;
-use etcd_standby_integration::proxy::{Mode, Proxy};
+use etcd_standby_integration::proxy::{Links, Mode};
 use etcd_standby_integration::standby::http_get;
 use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion, free_port};
 
@@ -89,28 +88,14 @@ impl Drop for Replicator {
     }
 }
 
-fn addr(url: &str) -> SocketAddr {
-    url.trim_start_matches("http://")
-        .trim_end_matches('/')
-        .parse()
-        .unwrap()
-}
-
 fn learner_behind_the_primary_is_reported_and_clears(version: EtcdVersion) {
     etcd_standby_bin();
     let primary = EtcdCluster::start(version, 3, ClusterOptions::default()).unwrap();
     let standby = EtcdCluster::start(version, 1, ClusterOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let learner_in = Proxy::start(SocketAddr::from(([127, 0, 0, 1], free_port().unwrap())));
-    let learner_out: Vec<Proxy> = primary
-        .peer_urls()
-        .iter()
-        .map(|u| Proxy::start(addr(u)))
-        .collect();
-    let via: Vec<String> = learner_out
-        .iter()
-        .map(|p| format!("{}={}", p.target, p.addr))
-        .collect();
+    // The learner's peer traffic through proxies (the standby's client
+    // traffic stays direct: the links' standby proxies are not used).
+    let links = Links::new(&primary, &standby);
     let admin = format!("127.0.0.1:{}", free_port().unwrap());
     let log = dir.path().join("replicator.log");
     let child = Command::new(etcd_standby_bin())
@@ -119,9 +104,7 @@ fn learner_behind_the_primary_is_reported_and_clears(version: EtcdVersion) {
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(["--admin-listen", &admin])
-        .args(["--advertise-peer-url", &learner_in.url()])
-        .args(["--peer-listen", &learner_in.target.to_string()])
-        .args(["--peer-dial-via", &via.join(",")])
+        .args(links.flags())
         .env("ETCD_STANDBY_LOG", "info,raft=warn,slog=warn")
         .env("ETCD_STANDBY_WATCHDOG_STALL_AFTER", STALL_AFTER.to_string())
         .stdout(Stdio::null())
@@ -179,10 +162,7 @@ fn learner_behind_the_primary_is_reported_and_clears(version: EtcdVersion) {
 
     // Cut the learner's peer link both ways (half-open connections) while
     // the primary keeps committing.
-    learner_in.set(Mode::Drop);
-    for l in &learner_out {
-        l.set(Mode::Drop);
-    }
+    links.learner(Mode::Drop);
     let cut_at = written.load(Ordering::Relaxed);
     r.wait_for("the watchdog declared the learner behind", |st| {
         st["source"]["behind_primary"] == true
@@ -233,10 +213,7 @@ fn learner_behind_the_primary_is_reported_and_clears(version: EtcdVersion) {
     );
 
     // Heal: the learner catches up and the report clears.
-    learner_in.set(Mode::Pass);
-    for l in &learner_out {
-        l.set(Mode::Pass);
-    }
+    links.learner(Mode::Pass);
     r.wait_for("the behind report cleared", |st| {
         st["source"]["behind_primary"] == false && st["source"]["behind_reason"].is_null()
     });

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use etcd_standby_testkit::EtcdCluster;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -150,6 +151,117 @@ impl Drop for Proxy {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// The links between the replicator and the clusters, each through a
+/// fault-injecting proxy: the leader dials our peer listener through
+/// `learner_in`, we dial each primary member through `learner_out`
+/// (`--peer-dial-via`), and write to each standby member through `standby`.
+pub struct Links {
+    /// In front of our peer listener (the advertised peer URL).
+    pub learner_in: Proxy,
+    /// In front of each primary member's peer URL.
+    pub learner_out: Vec<Proxy>,
+    /// In front of each standby member's client URL.
+    pub standby: Vec<Proxy>,
+}
+
+impl Links {
+    /// Proxies for `primary`'s members and `standby`'s, and a free port
+    /// for our peer listener behind `learner_in`.
+    pub fn new(primary: &EtcdCluster, standby: &EtcdCluster) -> Links {
+        let peer_port = etcd_standby_testkit::free_port().unwrap();
+        let addr = |url: &str| -> SocketAddr {
+            url.trim_start_matches("http://")
+                .trim_end_matches('/')
+                .parse()
+                .unwrap()
+        };
+        Links {
+            learner_in: Proxy::start(SocketAddr::from(([127, 0, 0, 1], peer_port))),
+            learner_out: primary
+                .peer_urls()
+                .iter()
+                .map(|u| Proxy::start(addr(u)))
+                .collect(),
+            standby: standby
+                .client_urls()
+                .iter()
+                .map(|u| Proxy::start(addr(u)))
+                .collect(),
+        }
+    }
+
+    /// The replicator's flags that route it through the proxies.
+    pub fn flags(&self) -> Vec<String> {
+        let via: Vec<String> = self
+            .learner_out
+            .iter()
+            .map(|p| format!("{}={}", p.target, p.addr))
+            .collect();
+        vec![
+            "--advertise-peer-url".into(),
+            self.learner_in.url(),
+            "--peer-listen".into(),
+            self.learner_in.target.to_string(),
+            "--peer-dial-via".into(),
+            via.join(","),
+        ]
+    }
+
+    /// The standby's members through their proxies.
+    pub fn standby_endpoints(&self) -> String {
+        let urls: Vec<String> = self.standby.iter().map(Proxy::url).collect();
+        urls.join(",")
+    }
+
+    /// Sets the learner ↔ primary link. `OneWay(FromTarget)` on the
+    /// inbound proxy's terms: the learner hears the leader, not the reverse.
+    pub fn learner(&self, m: Mode) {
+        let (inbound, outbound) = match m {
+            Mode::OneWay(Direction::ToTarget) => (
+                Mode::OneWay(Direction::ToTarget),
+                Mode::OneWay(Direction::FromTarget),
+            ),
+            Mode::OneWay(Direction::FromTarget) => (
+                Mode::OneWay(Direction::FromTarget),
+                Mode::OneWay(Direction::ToTarget),
+            ),
+            m => (m, m),
+        };
+        self.learner_in.set(inbound);
+        for p in &self.learner_out {
+            p.set(outbound);
+        }
+    }
+
+    /// Sets the replicator ↔ standby link.
+    pub fn standby(&self, m: Mode) {
+        for p in &self.standby {
+            p.set(m);
+        }
+    }
+
+    /// What crossed the links, for a run's report.
+    pub fn report(&self) -> String {
+        let sum = |ps: &[&Proxy]| {
+            let f = |g: fn(&ProxyCounters) -> u64| ps.iter().map(|p| g(&p.counters)).sum::<u64>();
+            (
+                f(|c| c.accepted.load(Ordering::Relaxed)),
+                f(|c| c.resets.load(Ordering::Relaxed)),
+                f(|c| c.bytes.load(Ordering::Relaxed)),
+            )
+        };
+        let mut learner: Vec<&Proxy> = vec![&self.learner_in];
+        learner.extend(self.learner_out.iter());
+        let standby: Vec<&Proxy> = self.standby.iter().collect();
+        let (la, lr, lb) = sum(&learner);
+        let (sa, sr, sb) = sum(&standby);
+        format!(
+            "learner link {la} connections, {lr} reset, {lb} bytes; standby link {sa} connections, \
+             {sr} reset, {sb} bytes"
+        )
     }
 }
 
