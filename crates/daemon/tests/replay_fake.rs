@@ -221,6 +221,16 @@ async fn replay(s: &Setup, entries: Vec<raftpb::Entry>, skip: bool) -> Result<()
     r.run(reader, stop_rx).await
 }
 
+/// Replay over `entries` ends with a halt, said in the error and the state.
+async fn assert_halts(s: &Setup, entries: Vec<raftpb::Entry>) {
+    let err = replay(s, entries, false).await.err().map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("replay halted")),
+        "{err:?}"
+    );
+    assert_eq!(s.status.get().state, ReplayState::Halted);
+}
+
 fn written(s: &Setup) -> Vec<u64> {
     s.standby
         .0
@@ -308,15 +318,7 @@ async fn a_refused_write_halts_and_says_so() {
         tonic::Code::ResourceExhausted,
         "etcdserver: mvcc: database space exceeded",
     ));
-    let err = replay(&s, entries, false)
-        .await
-        .err()
-        .map(|e| e.to_string());
-    assert!(
-        err.as_deref().is_some_and(|e| e.contains("replay halted")),
-        "{err:?}"
-    );
-    assert_eq!(s.status.get().state, ReplayState::Halted);
+    assert_halts(&s, entries).await;
     assert!(written(&s).is_empty());
 }
 
@@ -379,15 +381,7 @@ async fn a_write_refused_for_a_lease_again_after_granting_it_halts() {
         seen.leases = Some(Vec::new());
         seen.fail.extend([lease_not_found(), lease_not_found()]);
     }
-    let err = replay(&s, entries, false)
-        .await
-        .err()
-        .map(|e| e.to_string());
-    assert!(
-        err.as_deref().is_some_and(|e| e.contains("replay halted")),
-        "{err:?}"
-    );
-    assert_eq!(s.status.get().state, ReplayState::Halted);
+    assert_halts(&s, entries).await;
 }
 
 #[tokio::test]
