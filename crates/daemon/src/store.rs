@@ -665,12 +665,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn persisted_entries_get_receive_times_that_survive_a_restart() {
+    /// A temp data dir's layout (with `segment_bytes`) and an identity.
+    fn test_log(segment_bytes: Option<u64>) -> (tempfile::TempDir, Layout, Identity) {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout {
             root: dir.path().to_path_buf(),
-            segment_bytes: None,
+            segment_bytes,
         };
         let id = Identity {
             member_id: 0x10,
@@ -679,6 +679,12 @@ mod tests {
             name: "standby".into(),
             removed: false,
         };
+        (dir, layout, id)
+    }
+
+    #[test]
+    fn persisted_entries_get_receive_times_that_survive_a_restart() {
+        let (_dir, layout, id) = test_log(None);
         let mut log = LocalLog::create(&layout, &id).unwrap();
         let times = log.receive_times();
         let before = SystemTime::now();
@@ -704,18 +710,7 @@ mod tests {
 
     #[test]
     fn reopen_forgets_what_was_not_fsynced_and_the_log_continues() {
-        let dir = tempfile::tempdir().unwrap();
-        let layout = Layout {
-            root: dir.path().to_path_buf(),
-            segment_bytes: Some(400),
-        };
-        let id = Identity {
-            member_id: 0x10,
-            cluster_id: 0x20,
-            peer_urls: vec!["http://127.0.0.1:2480".into()],
-            name: "standby".into(),
-            removed: false,
-        };
+        let (_dir, layout, id) = test_log(Some(400));
         let mut log = LocalLog::create(&layout, &id).unwrap();
         let times = log.receive_times();
         for i in 1..=12 {
