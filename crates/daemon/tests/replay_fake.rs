@@ -95,24 +95,7 @@ impl StandbySink for FakeStandby {
 }
 
 fn put(index: u64, key: &str) -> raftpb::Entry {
-    let req = etcdserverpb::InternalRaftRequest {
-        header: Some(etcdserverpb::RequestHeader {
-            id: index,
-            ..Default::default()
-        }),
-        put: Some(etcdserverpb::PutRequest {
-            key: Bytes::from(key.to_owned()),
-            value: Bytes::from_static(b"v"),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    raftpb::Entry {
-        term: 2,
-        index,
-        r#type: 0,
-        data: Some(req.encode_to_vec().into()),
-    }
+    lease_entry(index, key, 0, 0)
 }
 
 /// A put of `key` attached to `lease` (0: none), or a lease grant when
