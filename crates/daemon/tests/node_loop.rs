@@ -312,16 +312,7 @@ async fn acks_leave_only_after_their_entries_are_durable() {
         acks.iter().any(|(_, i)| *i == 53),
         "the last append was acked: {j:?}"
     );
-    for (pos, index) in acks {
-        let durable = j[..pos].iter().rev().find_map(|e| match e {
-            Ev::Durable { last } => Some(*last),
-            _ => None,
-        });
-        assert!(
-            durable.is_some_and(|d| d >= index),
-            "ack of {index} at {pos} left before it was durable: {j:?}"
-        );
-    }
+    assert_acks_follow_durability(&j);
     assert_eq!(h.status.get().state, NodeState::Stopped);
 }
 
