@@ -73,6 +73,12 @@ pub struct ClusterOptions {
     pub start_timeout: Duration,
     /// Use binaries from this directory instead of [`EtcdVersion::bin_dir`].
     pub bin_dir: Option<PathBuf>,
+    /// Listen on and advertise this address instead of 127.0.0.1 (client
+    /// and peer URLs, health checks). Ports are still picked on 127.0.0.1
+    /// of the calling thread's network namespace; for an address of
+    /// another namespace, start (and restart) the cluster from a thread
+    /// that entered it: the members inherit the thread's namespace.
+    pub host: Option<Ipv4Addr>,
 }
 
 impl Default for ClusterOptions {
@@ -89,6 +95,7 @@ impl Default for ClusterOptions {
             peer_https: false,
             start_timeout: Duration::from_secs(60),
             bin_dir: None,
+            host: None,
         }
     }
 }
@@ -96,6 +103,7 @@ impl Default for ClusterOptions {
 #[derive(Debug)]
 struct Member {
     name: String,
+    host: Ipv4Addr,
     client_port: u16,
     /// Second client port served over TLS (`ClusterOptions::client_https`).
     client_https_port: Option<u16>,
@@ -109,12 +117,12 @@ struct Member {
 
 impl Member {
     fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("http://{}:{}", self.host, self.client_port)
     }
 
     fn client_https_url(&self) -> Option<String> {
         self.client_https_port
-            .map(|p| format!("https://127.0.0.1:{p}"))
+            .map(|p| format!("https://{}:{p}", self.host))
     }
 
     fn client_listen_urls(&self) -> String {
@@ -126,11 +134,11 @@ impl Member {
 
     fn peer_url(&self) -> String {
         let scheme = if self.peer_tls { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.peer_port)
+        format!("{scheme}://{}:{}", self.host, self.peer_port)
     }
 
     fn client_addr(&self) -> SocketAddr {
-        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.client_port))
+        SocketAddr::V4(SocketAddrV4::new(self.host, self.client_port))
     }
 }
 
@@ -259,6 +267,7 @@ impl EtcdCluster {
         for i in 0..n {
             let name = format!("n{}", i + 1);
             members.push(Member {
+                host: self.opts.host.unwrap_or(Ipv4Addr::LOCALHOST),
                 data_dir: self.dir_path.join(&name),
                 log_path: self.dir_path.join(format!("{name}.log")),
                 name,
