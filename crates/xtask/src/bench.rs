@@ -20,16 +20,30 @@ pub enum Bench {
     /// Replication to a standby next to `etcdctl make-mirror`: initial
     /// sync, sustained load with lag percentiles, catch-up, RSS.
     Replay,
+    /// Replication across an emulated WAN link (delay, loss, rate) between
+    /// two network namespaces: lag, backlog catch-up, snapshot fallback.
+    Wan,
+    /// The primary's write throughput and latency with no learner, a
+    /// native etcd learner, and etcd-standby.
+    Primary,
 }
 
 impl Bench {
-    pub const ALL: [Bench; 3] = [Bench::Wal, Bench::Learner, Bench::Replay];
+    pub const ALL: [Bench; 5] = [
+        Bench::Wal,
+        Bench::Learner,
+        Bench::Replay,
+        Bench::Wan,
+        Bench::Primary,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Bench::Wal => "wal",
             Bench::Learner => "learner",
             Bench::Replay => "replay",
+            Bench::Wan => "wan",
+            Bench::Primary => "primary",
         }
     }
 
@@ -53,6 +67,8 @@ pub fn run(bench: Bench) -> Result<u8> {
         Bench::Wal => bench_wal(&root),
         Bench::Learner => crate::bench_learner::bench_learner(&root),
         Bench::Replay => crate::bench_replay::bench_replay(&root),
+        Bench::Wan => crate::bench_wan::bench_wan(&root),
+        Bench::Primary => crate::bench_primary::bench_primary(&root),
     }
 }
 

@@ -81,14 +81,19 @@ pub(crate) fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-pub(crate) fn http_get_json(addr: &str, path: &str) -> Option<serde_json::Value> {
+/// The body of `GET path` from `addr` (HTTP/1.0, any status).
+pub(crate) fn http_get(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
-    serde_json::from_str(buf.split_once("\r\n\r\n")?.1).ok()
+    Some(buf.split_once("\r\n\r\n")?.1.to_owned())
+}
+
+pub(crate) fn http_get_json(addr: &str, path: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(&http_get(addr, path)?).ok()
 }
 
 struct Ours {
@@ -161,7 +166,7 @@ fn wait_for(
 }
 
 /// A real etcd learner for the same cluster.
-fn real_learner(c: &EtcdCluster, dir: &Path) -> Result<(Child, String, String)> {
+pub(crate) fn real_learner(c: &EtcdCluster, dir: &Path) -> Result<(Child, String, String)> {
     let peer = format!("http://127.0.0.1:{}", free_port()?);
     let client = format!("http://127.0.0.1:{}", free_port()?);
     let out = c.etcdctl().run(&[
@@ -210,7 +215,7 @@ fn real_learner(c: &EtcdCluster, dir: &Path) -> Result<(Child, String, String)> 
     Ok((child, client, peer))
 }
 
-fn learner_index(c: &EtcdCluster, client_url: &str) -> u64 {
+pub(crate) fn learner_index(c: &EtcdCluster, client_url: &str) -> u64 {
     let ctl = etcd_standby_testkit::Etcdctl::with_binary(
         c.etcdctl().binary().to_path_buf(),
         client_url.to_owned(),
@@ -225,7 +230,7 @@ fn learner_index(c: &EtcdCluster, client_url: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn remove_member_by_url(c: &EtcdCluster, url: &str) -> Result<()> {
+pub(crate) fn remove_member_by_url(c: &EtcdCluster, url: &str) -> Result<()> {
     let v = c.etcdctl().run_json(&["member", "list"])?;
     for m in v["members"].as_array().into_iter().flatten() {
         let urls = m["peerURLs"].as_array().cloned().unwrap_or_default();

@@ -32,19 +32,19 @@ use tokio::runtime::Runtime;
 use crate::bench_learner::{http_get_json, rss_kib, rt};
 use crate::cmd;
 
-const VALUE_LEN: usize = 256;
+pub(crate) const VALUE_LEN: usize = 256;
 /// Sorts after every other key: when it is on a standby with its newest
 /// value, make-mirror's sync (which copies in key order) is complete, and
 /// so is our replay (which applies in log order; it is written last).
-const MARKER: &str = "/zzz/marker";
+pub(crate) const MARKER: &str = "/zzz/marker";
 const PROBE_PREFIX: &str = "/bench/probe/";
 const LOAD_PREFIX: &str = "/bench/load/";
-const KEY_PREFIX: &str = "/bench/key/";
+pub(crate) const KEY_PREFIX: &str = "/bench/key/";
 /// A probe write every this often during (b).
 const PROBE_EVERY: Duration = Duration::from_millis(20);
 /// Standby poll interval for probes and markers.
-const POLL_EVERY: Duration = Duration::from_millis(5);
-const SYNC_TIMEOUT: Duration = Duration::from_secs(1800);
+pub(crate) const POLL_EVERY: Duration = Duration::from_millis(5);
+pub(crate) const SYNC_TIMEOUT: Duration = Duration::from_secs(1800);
 
 struct Cfg {
     keys: u64,
@@ -55,7 +55,7 @@ struct Cfg {
     versions: Vec<EtcdVersion>,
 }
 
-fn env_u64(name: &str, default: u64) -> Result<u64> {
+pub(crate) fn env_u64(name: &str, default: u64) -> Result<u64> {
     match std::env::var(name) {
         Ok(v) => v
             .trim()
@@ -68,17 +68,7 @@ fn env_u64(name: &str, default: u64) -> Result<u64> {
 
 impl Cfg {
     fn from_env() -> Result<Cfg> {
-        let versions = match std::env::var("ETCD_STANDBY_BENCH_VERSIONS") {
-            Ok(v) => v
-                .split(',')
-                .map(|s| match s.trim() {
-                    "3.4" | "3.4.23" => Ok(EtcdVersion::V3_4),
-                    "3.5" | "3.5.1" => Ok(EtcdVersion::V3_5),
-                    other => bail!("ETCD_STANDBY_BENCH_VERSIONS: unknown version `{other}`"),
-                })
-                .collect::<Result<Vec<_>>>()?,
-            Err(_) => vec![EtcdVersion::V3_4, EtcdVersion::V3_5],
-        };
+        let versions = versions_from_env()?;
         Ok(Cfg {
             keys: env_u64("ETCD_STANDBY_BENCH_KEYS", 100_000)?.max(1),
             secs: env_u64("ETCD_STANDBY_BENCH_SECS", 60)?.max(1),
@@ -88,6 +78,42 @@ impl Cfg {
             versions,
         })
     }
+}
+
+/// `ETCD_STANDBY_BENCH_VERSIONS` (`3.4,3.5` by default).
+pub(crate) fn versions_from_env() -> Result<Vec<EtcdVersion>> {
+    Ok(match std::env::var("ETCD_STANDBY_BENCH_VERSIONS") {
+        Ok(v) => v
+            .split(',')
+            .map(|s| match s.trim() {
+                "3.4" | "3.4.23" => Ok(EtcdVersion::V3_4),
+                "3.5" | "3.5.1" => Ok(EtcdVersion::V3_5),
+                other => bail!("ETCD_STANDBY_BENCH_VERSIONS: unknown version `{other}`"),
+            })
+            .collect::<Result<Vec<_>>>()?,
+        Err(_) => vec![EtcdVersion::V3_4, EtcdVersion::V3_5],
+    })
+}
+
+/// `etcd-standby run` as the benches start it: a learner of `source`
+/// advertising `peer_url`, replaying onto `standby`, admin on `admin`.
+pub(crate) fn run_cmd(
+    bin: &Path,
+    source: &str,
+    peer_url: &str,
+    data_dir: &Path,
+    admin: &str,
+    standby: &str,
+) -> Command {
+    let mut run = Command::new(bin);
+    run.args(["run", "--source-endpoints", source])
+        .args(["--advertise-peer-url", peer_url])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--admin-listen", admin])
+        .args(["--standby-endpoints", standby])
+        .env("ETCD_STANDBY_LOG", "info,raft=warn,slog=warn");
+    run
 }
 
 // ---------------------------------------------------------------- helpers
@@ -103,19 +129,19 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
     vec![0]
 }
 
-fn value(tag: &str) -> bytes::Bytes {
+pub(crate) fn value(tag: &str) -> bytes::Bytes {
     let mut v = tag.as_bytes().to_vec();
     v.resize(VALUE_LEN, b'.');
     v.into()
 }
 
-async fn connect(endpoints: Vec<String>) -> Result<Client> {
+pub(crate) async fn connect(endpoints: Vec<String>) -> Result<Client> {
     Client::connect(ClientConfig::new(endpoints))
         .await
         .context("connect")
 }
 
-async fn count(client: &Client, prefix: &str) -> Result<u64> {
+pub(crate) async fn count(client: &Client, prefix: &str) -> Result<u64> {
     let r = client
         .range(RangeRequest {
             key: prefix.as_bytes().to_vec().into(),
@@ -128,7 +154,7 @@ async fn count(client: &Client, prefix: &str) -> Result<u64> {
     Ok(u64::try_from(r.count).unwrap_or(0))
 }
 
-async fn get(client: &Client, key: &str) -> Option<Vec<u8>> {
+pub(crate) async fn get(client: &Client, key: &str) -> Option<Vec<u8>> {
     let r = client
         .range(RangeRequest {
             key: key.as_bytes().to_vec().into(),
@@ -140,7 +166,7 @@ async fn get(client: &Client, key: &str) -> Option<Vec<u8>> {
     r.kvs.into_iter().next().map(|kv| kv.value.to_vec())
 }
 
-async fn cluster_index(client: &Client) -> u64 {
+pub(crate) async fn cluster_index(client: &Client) -> u64 {
     let mut best = 0;
     for ep in client.endpoints() {
         if let Ok(st) = client.status(&ep).await {
@@ -151,7 +177,7 @@ async fn cluster_index(client: &Client) -> u64 {
 }
 
 /// Puts `n` keys `KEY_PREFIX{(start+i) % modulo}` with `conc` in flight.
-async fn put_keys(
+pub(crate) async fn put_keys(
     client: Client,
     start: u64,
     n: u64,
@@ -193,7 +219,7 @@ async fn put_keys(
 
 /// Puts unique keys under `LOAD_PREFIX` for `dur`, as fast as `conc`
 /// writers go or paced to `rate` puts/s. Returns successful puts.
-async fn timed_load(
+pub(crate) async fn timed_load(
     client: Client,
     seq: Arc<AtomicU64>,
     conc: usize,
@@ -239,14 +265,14 @@ async fn timed_load(
 
 /// Lag samples of one standby.
 #[derive(Default, Clone)]
-struct Lags {
-    samples: Vec<Duration>,
+pub(crate) struct Lags {
+    pub(crate) samples: Vec<Duration>,
     /// Probes never seen within the drain window.
-    lost: usize,
+    pub(crate) lost: usize,
 }
 
 impl Lags {
-    fn pct(&self, p: f64) -> Option<Duration> {
+    pub(crate) fn pct(&self, p: f64) -> Option<Duration> {
         let mut v = self.samples.clone();
         if v.is_empty() {
             return None;
@@ -261,7 +287,7 @@ impl Lags {
 /// polls each standby every `POLL_EVERY` for the probes not yet seen there;
 /// lag = seen on the standby − the put returned on the primary. After
 /// `stop`, waits up to `drain` for the stragglers.
-async fn probe(
+pub(crate) async fn probe(
     primary: Client,
     standbys: Vec<Client>,
     stop: Arc<AtomicBool>,
@@ -379,14 +405,14 @@ impl Drop for RssSampler {
 }
 
 /// A child process we started; SIGKILLed (by PID) on drop.
-struct Proc {
+pub(crate) struct Proc {
     child: Option<Child>,
     what: &'static str,
     log: PathBuf,
 }
 
 impl Proc {
-    fn spawn(mut c: Command, what: &'static str, log: &Path) -> Result<Proc> {
+    pub(crate) fn spawn(mut c: Command, what: &'static str, log: &Path) -> Result<Proc> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -406,11 +432,11 @@ impl Proc {
         })
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    fn check(&mut self) -> Result<()> {
+    pub(crate) fn check(&mut self) -> Result<()> {
         if let Some(c) = self.child.as_mut()
             && let Some(st) = c.try_wait()?
         {
@@ -427,7 +453,7 @@ impl Proc {
         Ok(())
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -435,7 +461,7 @@ impl Proc {
     }
 
     /// SIGTERM by PID, SIGKILL after 20 s.
-    fn terminate(&mut self) {
+    pub(crate) fn terminate(&mut self) {
         let Some(mut c) = self.child.take() else {
             return;
         };
@@ -461,17 +487,17 @@ impl Drop for Proc {
     }
 }
 
-fn replay_status(admin: &str) -> Option<serde_json::Value> {
+pub(crate) fn replay_status(admin: &str) -> Option<serde_json::Value> {
     http_get_json(admin, "/status")
 }
 
-fn checkpoint(admin: &str) -> u64 {
+pub(crate) fn checkpoint(admin: &str) -> u64 {
     replay_status(admin)
         .and_then(|v| v["replay"]["standby_checkpoint"].as_u64())
         .unwrap_or(0)
 }
 
-fn brief_status(admin: &str) -> String {
+pub(crate) fn brief_status(admin: &str) -> String {
     match replay_status(admin) {
         Some(v) => {
             let r = &v["replay"];
@@ -508,7 +534,7 @@ fn brief_status(admin: &str) -> String {
 
 /// Waits until `MARKER` on `standby` holds `nonce`; checks `procs` are
 /// alive. Returns the time taken from `since`, or `None` on timeout.
-fn wait_marker(
+pub(crate) fn wait_marker(
     rt: &Runtime,
     standby: &Client,
     nonce: &str,
@@ -534,7 +560,7 @@ fn wait_marker(
     }
 }
 
-fn put_marker(rt: &Runtime, primary: &Client, nonce: &str) -> Result<()> {
+pub(crate) fn put_marker(rt: &Runtime, primary: &Client, nonce: &str) -> Result<()> {
     rt.block_on(primary.put(PutRequest {
         key: MARKER.as_bytes().to_vec().into(),
         value: nonce.as_bytes().to_vec().into(),
@@ -544,7 +570,7 @@ fn put_marker(rt: &Runtime, primary: &Client, nonce: &str) -> Result<()> {
     Ok(())
 }
 
-fn verify(bin: &Path, primary: &EtcdCluster, standby: &EtcdCluster) -> String {
+pub(crate) fn verify(bin: &Path, primary: &EtcdCluster, standby: &EtcdCluster) -> String {
     let out = Command::new(bin)
         .args(["verify", "--source-endpoints", &primary.client_endpoints()])
         .args(["--standby-endpoints", &standby.client_endpoints()])
@@ -569,11 +595,11 @@ fn verify(bin: &Path, primary: &EtcdCluster, standby: &EtcdCluster) -> String {
     }
 }
 
-fn secs(d: Option<Duration>) -> String {
+pub(crate) fn secs(d: Option<Duration>) -> String {
     d.map_or("timeout".into(), |d| format!("{:.2} s", d.as_secs_f64()))
 }
 
-fn ms(d: Option<Duration>) -> String {
+pub(crate) fn ms(d: Option<Duration>) -> String {
     d.map_or("-".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3))
 }
 
@@ -686,17 +712,14 @@ fn run_version(
     res.a_live_bytes = cfg.keys * (key_bytes(KEY_PREFIX, 8) + VALUE_LEN as u64);
 
     let admin = format!("127.0.0.1:{}", free_port()?);
-    let mut run = Command::new(bin);
-    run.args(["run", "--source-endpoints", &primary.client_endpoints()])
-        .args([
-            "--advertise-peer-url",
-            &format!("http://127.0.0.1:{}", free_port()?),
-        ])
-        .arg("--data-dir")
-        .arg(tmp.path().join("learner"))
-        .args(["--admin-listen", &admin])
-        .args(["--standby-endpoints", &sb_ours.client_endpoints()])
-        .env("ETCD_STANDBY_LOG", "info,raft=warn,slog=warn");
+    let run = run_cmd(
+        bin,
+        &primary.client_endpoints(),
+        &format!("http://127.0.0.1:{}", free_port()?),
+        &tmp.path().join("learner"),
+        &admin,
+        &sb_ours.client_endpoints(),
+    );
     let since = Instant::now();
     let mut ours = Proc::spawn(run, "etcd-standby run", &ours_log)?;
     let ours_rss = RssSampler::start(ours.pid());

@@ -12,7 +12,9 @@
 
 mod bench;
 mod bench_learner;
+mod bench_primary;
 mod bench_replay;
+mod bench_wan;
 mod cmd;
 mod demo;
 mod etcd;
@@ -46,9 +48,13 @@ commands:
                                reads from the standby) or inspect (the offline inspection
                                tool on a stopped etcd's data dir); --keep keeps the temp dirs,
                                --release builds etcd-standby with --release
-  bench NAME                   run a benchmark (available: wal, learner, replay);
+  bench NAME                   run a benchmark (available: wal, learner, replay, wan, primary);
                                `bench replay` knobs: ETCD_STANDBY_BENCH_KEYS, _SECS,
-                               _BACKLOG, _VERSIONS (e.g. 3.5), _MEMBERS, _CONC
+                               _BACKLOG, _VERSIONS (e.g. 3.5), _MEMBERS, _CONC;
+                               `bench wan` (root: network namespaces, an emulated link with
+                               delay, loss and rate) also _RATE, _WAN_DELAY_MS, _WAN_LOSS,
+                               _WAN_RATE, _SNAPSHOT_COUNT; `bench primary` _SECS, _RATE,
+                               _MEMBERS, _CONC, _VERSIONS; both honour _BIN (a prebuilt binary)
   fuzz [--seconds N] [TARGET...]
                                coverage-guided fuzzing with cargo-fuzz (installed if missing,
                                stable Rust, no sanitizer) over scratch copies of fuzz/corpus,
