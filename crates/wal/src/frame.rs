@@ -87,18 +87,33 @@ pub struct RawRecord<'a> {
     pub data: Option<&'a [u8]>,
 }
 
+#[inline(always)]
 fn read_varint(b: &[u8], i: &mut usize) -> Result<u64, &'static str> {
+    // One byte (keys, types, small numbers) inline; longer ones out of line.
+    if let Some(&x) = b.get(*i)
+        && x < 0x80
+    {
+        *i += 1;
+        return Ok(u64::from(x));
+    }
+    read_varint_long(b, i)
+}
+
+#[inline(never)]
+fn read_varint_long(b: &[u8], i: &mut usize) -> Result<u64, &'static str> {
+    // Bytes 0..9 carry 7 bits each; the tenth may only be 0 or 1 (bit 63),
+    // and then ends the varint.
     let mut v: u64 = 0;
-    for shift in (0..70).step_by(7) {
+    for n in 0..10 {
         let Some(&x) = b.get(*i) else {
             return Err("truncated varint");
         };
         *i += 1;
-        if shift == 63 && x > 1 {
+        if n == 9 && x > 1 {
             return Err("varint overflows 64 bits");
         }
-        v |= u64::from(x & 0x7f) << shift;
-        if x & 0x80 == 0 {
+        v |= u64::from(x & 0x7f) << (7 * n);
+        if x < 0x80 {
             return Ok(v);
         }
     }
@@ -207,6 +222,11 @@ fn parse_canonical_record(b: &[u8]) -> Option<RawRecord<'_>> {
 /// Reads `(term, index)` of an encoded `raftpb.Entry` without copying its
 /// data (the verify hot path). `None` if the bytes are not a valid entry.
 pub fn entry_term_index(b: &[u8]) -> Option<(u64, u64)> {
+    canonical_entry_term_index(b).or_else(|| general_entry_term_index(b))
+}
+
+/// [`entry_term_index`] field by field, for any field order.
+fn general_entry_term_index(b: &[u8]) -> Option<(u64, u64)> {
     let (mut i, mut term, mut index) = (0usize, 0u64, 0u64);
     while i < b.len() {
         let key = read_varint(b, &mut i).ok()?;
@@ -231,6 +251,34 @@ pub fn entry_term_index(b: &[u8]) -> Option<(u64, u64)> {
         }
     }
     Some((term, index))
+}
+
+/// [`entry_term_index`] of an entry laid out as etcd writes it (type, term,
+/// index, then the data running to the end); `None` for any other layout.
+#[inline]
+fn canonical_entry_term_index(b: &[u8]) -> Option<(u64, u64)> {
+    let &[0x08, t, 0x10, ..] = b else {
+        return None;
+    };
+    if t >= 0x80 {
+        return None;
+    }
+    let mut i = 3;
+    let term = read_varint(b, &mut i).ok()?;
+    if b.get(i) != Some(&0x18) {
+        return None;
+    }
+    i += 1;
+    let index = read_varint(b, &mut i).ok()?;
+    if i == b.len() {
+        return Some((term, index));
+    }
+    if b[i] != 0x22 {
+        return None;
+    }
+    i += 1;
+    let n = usize::try_from(read_varint(b, &mut i).ok()?).ok()?;
+    (b.len().checked_sub(i)? == n).then_some((term, index))
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -329,6 +377,65 @@ mod tests {
         }
         assert!(looks_torn(&b, 8));
         assert!(!looks_torn(&[1, 0, 0], 8));
+    }
+
+    #[test]
+    fn canonical_entry_parse_agrees_with_the_general_one() {
+        use etcd_standby_proto::{Message, raftpb};
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut canonical = 0;
+        for round in 0..20_000 {
+            let e = raftpb::Entry {
+                r#type: (next() % 3) as i32,
+                term: next() >> (next() % 64),
+                index: next() >> (next() % 64),
+                data: (round % 5 != 0).then(|| vec![7u8; (next() % 300) as usize].into()),
+            };
+            let mut b = e.encode_to_vec();
+            if round % 2 == 1 && !b.is_empty() {
+                let at = (next() as usize) % b.len();
+                b[at] = next() as u8;
+                if round % 4 == 1 {
+                    b.truncate((next() as usize) % (b.len() + 1));
+                }
+            } else {
+                assert_eq!(entry_term_index(&b), Some((e.term, e.index)));
+            }
+            if let Some(found) = canonical_entry_term_index(&b) {
+                canonical += 1;
+                assert_eq!(Some(found), general_entry_term_index(&b), "{b:02x?}");
+            }
+        }
+        assert!(canonical > 5_000, "{canonical}");
+    }
+
+    #[test]
+    fn long_varints_read_like_protobuf() {
+        for v in [0u64, 1, 127, 128, 300, 1 << 35, u64::MAX - 1, u64::MAX] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            let mut i = 0;
+            assert_eq!(read_varint(&b, &mut i), Ok(v));
+            assert_eq!(i, b.len());
+        }
+        let mut i = 0;
+        assert!(read_varint(&[0xff; 9], &mut i).is_err());
+        let mut i = 0;
+        assert!(
+            read_varint(
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
+                &mut i
+            )
+            .is_err()
+        );
+        let mut i = 0;
+        assert_eq!(read_varint(&[0x80, 0x80, 0x00], &mut i), Ok(0));
     }
 
     #[test]

@@ -104,11 +104,18 @@ struct OpenSegment {
 impl OpenSegment {
     /// Makes at least `want` bytes available from `start` (fewer only at EOF);
     /// returns how many are available.
+    #[inline(always)]
     fn fill(&mut self, want: usize, path: &Path) -> Result<usize> {
         let avail = self.end - self.start;
         if avail >= want {
             return Ok(avail);
         }
+        self.refill(want, path)
+    }
+
+    /// [`Self::fill`] when the buffer holds fewer than `want` bytes.
+    #[inline(never)]
+    fn refill(&mut self, want: usize, path: &Path) -> Result<usize> {
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -432,7 +439,10 @@ impl WalReader {
                         torn_shape(),
                     ));
                 }
-                self.crc = computed;
+                // The stored CRC, equal to the computed one: the next
+                // record's CRC then does not wait for this one's, so the CPU
+                // can overlap the CRCs of consecutive short records.
+                self.crc = raw.crc;
             }
             let Some(rtype) = RecordType::from_i64(raw.rtype) else {
                 return Err(damaged(
