@@ -13,6 +13,7 @@
 pub mod dispatch;
 mod kind;
 mod member;
+pub mod raw_json;
 pub mod render;
 mod typed_json;
 

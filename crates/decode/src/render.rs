@@ -95,6 +95,31 @@ fn word_needs_escape(v: u64) -> bool {
         || has_zero(v ^ (LO * 0x7f))
 }
 
+/// True if `bad` holds for no byte of `b`. Checked 32 bytes at a time
+/// without an early exit inside a block (`|`, not `any`), so it vectorizes.
+#[inline(always)]
+fn none_of(b: &[u8], bad: impl Fn(u8) -> bool) -> bool {
+    let mut blocks = b.chunks_exact(32);
+    for block in &mut blocks {
+        if block.iter().fold(false, |acc, &x| acc | bad(x)) {
+            return false;
+        }
+    }
+    !blocks
+        .remainder()
+        .iter()
+        .fold(false, |acc, &x| acc | bad(x))
+}
+
+/// Appends `b` between quotes: `b` needs no escape.
+#[inline]
+fn write_quoted(out: &mut Vec<u8>, b: &[u8]) {
+    out.reserve(b.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(b);
+    out.push(b'"');
+}
+
 /// Appends `s` as a JSON string literal.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     write_json_str_bytes(out, s.as_bytes());
@@ -105,6 +130,11 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
 /// check vectorizes) and copied whole: the hot loop of large dumps.
 fn write_json_str_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     const CHUNK: usize = 32;
+    // Most strings need no escape at all: one check, one copy.
+    if none_of(bytes, needs_escape) {
+        write_quoted(out, bytes);
+        return;
+    }
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut run = 0;
@@ -150,10 +180,13 @@ pub(crate) fn write_bytes_json(out: &mut Vec<u8>, b: &[u8]) {
     // Printable ASCII (keys and values of most clusters) is valid UTF-8 and
     // printable: one vectorized check instead of UTF-8 validation plus a
     // printability pass.
-    let ascii = b
-        .iter()
-        .fold(true, |acc, &x| acc & (0x20..0x7f).contains(&x));
-    if ascii && !b.starts_with(b"0x") {
+    if b.starts_with(b"0x") {
+        // Hex even if printable (see `bytes_json`), below.
+    } else if none_of(b, |x| !(0x20..0x7f).contains(&x) || x == b'"' || x == b'\\') {
+        // Printable ASCII without quotes or backslashes: copied as is.
+        write_quoted(out, b);
+        return;
+    } else if none_of(b, |x| !(0x20..0x7f).contains(&x)) {
         write_json_str_bytes(out, b);
         return;
     }
@@ -172,18 +205,35 @@ pub(crate) fn write_bytes_json(out: &mut Vec<u8>, b: &[u8]) {
 /// Appends the decimal form of `v` (what `write!(out, "{v}")` writes, without
 /// the formatting machinery).
 pub fn write_uint(out: &mut Vec<u8>, mut v: u64) {
+    // Two digits per division (IDs have up to 20 digits).
     let mut buf = [0u8; 20];
     let mut i = buf.len();
-    loop {
+    while v >= 100 {
+        let d = usize::try_from(v % 100).unwrap_or_default();
+        v /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DEC2[d]);
+    }
+    if v >= 10 {
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DEC2[v as usize]);
+    } else {
         i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
+        buf[i] = b'0' + v as u8;
     }
     out.extend_from_slice(&buf[i..]);
 }
+
+/// "00" to "99".
+const DEC2: [[u8; 2]; 100] = {
+    let mut t = [[0u8; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    t
+};
 
 const HEX: [[u8; 2]; 256] = {
     let digits = b"0123456789abcdef";

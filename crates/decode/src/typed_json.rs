@@ -17,7 +17,6 @@
 //! fixture entry: typed output equals the reflection output).
 use crate::Decoded;
 use crate::render::{write_bytes_json, write_json_str};
-use bytes::Bytes;
 use etcd_standby_proto::etcdserverpb as pb;
 
 /// Appends the JSON of `decoded`'s request to `out` if it is one of the hot
@@ -36,19 +35,19 @@ pub fn write_typed_request(decoded: &Decoded, out: &mut Vec<u8>) -> bool {
 }
 
 /// A JSON object being written: remembers whether a comma is due.
-struct Obj<'a> {
+pub(crate) struct Obj<'a> {
     out: &'a mut Vec<u8>,
     first: bool,
 }
 
 impl<'a> Obj<'a> {
-    fn open(out: &'a mut Vec<u8>) -> Self {
+    pub(crate) fn open(out: &'a mut Vec<u8>) -> Self {
         out.push(b'{');
         Obj { out, first: true }
     }
 
     /// Writes `"name":` (with a leading comma after the first field).
-    fn key(&mut self, name: &str) -> &mut Vec<u8> {
+    pub(crate) fn key(&mut self, name: &str) -> &mut Vec<u8> {
         if !self.first {
             self.out.push(b',');
         }
@@ -59,7 +58,7 @@ impl<'a> Obj<'a> {
         self.out
     }
 
-    fn u64(&mut self, name: &str, v: u64) {
+    pub(crate) fn u64(&mut self, name: &str, v: u64) {
         if v != 0 {
             write_u64(self.key(name), v);
         }
@@ -85,7 +84,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn bytes(&mut self, name: &str, v: &Bytes) {
+    fn bytes(&mut self, name: &str, v: &[u8]) {
         if !v.is_empty() {
             write_bytes_json(self.key(name), v);
         }
@@ -109,7 +108,7 @@ impl<'a> Obj<'a> {
         }
     }
 
-    fn close(self) {
+    pub(crate) fn close(self) {
         self.out.push(b'}');
     }
 }
@@ -219,11 +218,14 @@ fn internal(r: &pb::InternalRaftRequest, out: &mut Vec<u8>) -> bool {
         c.close();
     }
     if let Some(h) = header {
-        let mut c = Obj::open(o.key("header"));
-        c.u64("ID", h.id);
-        c.str("username", &h.username);
-        c.u64("auth_revision", h.auth_revision);
-        c.close();
+        header_fields_json(
+            o.key("header"),
+            &HeaderFields {
+                id: h.id,
+                username: &h.username,
+                auth_revision: h.auth_revision,
+            },
+        );
     }
     o.close();
     true
@@ -260,10 +262,37 @@ fn range_json(out: &mut Vec<u8>, r: &pb::RangeRequest) {
     o.close();
 }
 
-fn put_json(out: &mut Vec<u8>, p: &pb::PutRequest) {
+/// A `RequestHeader`'s fields, from prost or straight from the bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HeaderFields<'a> {
+    pub(crate) id: u64,
+    pub(crate) username: &'a str,
+    pub(crate) auth_revision: u64,
+}
+
+pub(crate) fn header_fields_json(out: &mut Vec<u8>, h: &HeaderFields<'_>) {
+    let mut c = Obj::open(out);
+    c.u64("ID", h.id);
+    c.str("username", h.username);
+    c.u64("auth_revision", h.auth_revision);
+    c.close();
+}
+
+/// A `PutRequest`'s fields, from prost or straight from the bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PutFields<'a> {
+    pub(crate) key: &'a [u8],
+    pub(crate) value: &'a [u8],
+    pub(crate) lease: i64,
+    pub(crate) prev_kv: bool,
+    pub(crate) ignore_value: bool,
+    pub(crate) ignore_lease: bool,
+}
+
+pub(crate) fn put_fields_json(out: &mut Vec<u8>, p: &PutFields<'_>) {
     let mut o = Obj::open(out);
-    o.bytes("key", &p.key);
-    o.bytes("value", &p.value);
+    o.bytes("key", p.key);
+    o.bytes("value", p.value);
     o.hex_id("lease", p.lease);
     o.bool("prev_kv", p.prev_kv);
     o.bool("ignore_value", p.ignore_value);
@@ -271,12 +300,30 @@ fn put_json(out: &mut Vec<u8>, p: &pb::PutRequest) {
     o.close();
 }
 
-fn delete_json(out: &mut Vec<u8>, d: &pb::DeleteRangeRequest) {
+fn put_json(out: &mut Vec<u8>, p: &pb::PutRequest) {
+    put_fields_json(
+        out,
+        &PutFields {
+            key: &p.key,
+            value: &p.value,
+            lease: p.lease,
+            prev_kv: p.prev_kv,
+            ignore_value: p.ignore_value,
+            ignore_lease: p.ignore_lease,
+        },
+    );
+}
+
+pub(crate) fn delete_fields_json(out: &mut Vec<u8>, key: &[u8], range_end: &[u8], prev_kv: bool) {
     let mut o = Obj::open(out);
-    o.bytes("key", &d.key);
-    o.bytes("range_end", &d.range_end);
-    o.bool("prev_kv", d.prev_kv);
+    o.bytes("key", key);
+    o.bytes("range_end", range_end);
+    o.bool("prev_kv", prev_kv);
     o.close();
+}
+
+fn delete_json(out: &mut Vec<u8>, d: &pb::DeleteRangeRequest) {
+    delete_fields_json(out, &d.key, &d.range_end, d.prev_kv);
 }
 
 fn compare_json(out: &mut Vec<u8>, c: &pb::Compare) {
@@ -358,7 +405,23 @@ mod tests {
 
     #[test]
     fn integers_are_written_like_display() {
-        for v in [0u64, 1, 9, 10, 99, 12345, u64::MAX] {
+        for v in [
+            0u64,
+            1,
+            9,
+            10,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            12345,
+            123456,
+            u64::MAX,
+        ]
+        .into_iter()
+        .chain((0..20).flat_map(|k| [10u64.pow(k) - 1, 10u64.pow(k), 10u64.pow(k) + 7]))
+        {
             let mut out = Vec::new();
             write_u64(&mut out, v);
             assert_eq!(out, v.to_string().into_bytes());

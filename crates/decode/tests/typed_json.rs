@@ -4,6 +4,7 @@
 //! text, hex or `0x`-prefixed text) and for every entry of the fixture WALs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use bytes::Bytes;
+use etcd_standby_decode::raw_json::{RawRequest, parse_entry};
 use etcd_standby_decode::render::{
     RenderOptions, render_entry, write_entry_json, write_typed_request,
 };
@@ -330,5 +331,154 @@ fn typed_json_equals_reflection_on_every_fixture_entry() {
             typed_entries >= 10,
             "{version}: only {typed_entries} of {entries} entries took the typed path"
         );
+    }
+}
+
+/// What the dump's typed path writes for `data` (prost decode, then the
+/// typed writer or reflection), with the request's kind.
+fn typed_path(data: &[u8]) -> (etcd_standby_decode::RequestKind, Vec<u8>) {
+    let decoded = decode_payload(ENTRY_NORMAL, Bytes::copy_from_slice(data));
+    let mut out = Vec::new();
+    write_entry_json(
+        ENTRY_NORMAL,
+        data,
+        &decoded,
+        RenderOptions {
+            show_secrets: false,
+        },
+        &mut out,
+    );
+    (etcd_standby_decode::RequestKind::of(&decoded), out)
+}
+
+/// Checks the raw path against the typed path on `data`; returns whether
+/// the raw path took it.
+fn raw_agrees(data: &[u8]) -> Result<bool, TestCaseError> {
+    let Some(raw) = RawRequest::parse(data) else {
+        return Ok(false);
+    };
+    let mut out = Vec::new();
+    raw.write_json(&mut out);
+    let (kind, want) = typed_path(data);
+    prop_assert_eq!(raw.kind(), kind);
+    prop_assert_eq!(
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(&want)
+    );
+    Ok(true)
+}
+
+/// Small edits of an encoding: flipped bytes, cut tails, pieces appended
+/// (duplicate, unknown, out-of-order fields, non-minimal varints).
+fn mutated(data: Vec<u8>) -> BoxedStrategy<Vec<u8>> {
+    let len = data.len();
+    let pieces = prop_oneof![
+        // ID again / unknown varint field 2 / field 1 with a non-minimal varint.
+        Just(vec![0x08, 0x05]),
+        Just(vec![0x10, 0x01]),
+        Just(vec![0x08, 0x85, 0x80, 0x00]),
+        // An empty put, an empty delete-range, an empty header.
+        Just(vec![0x22, 0x00]),
+        Just(vec![0x2a, 0x00]),
+        Just(vec![0xa2, 0x06, 0x00]),
+        // A put whose key is given twice; a put with an unknown field.
+        Just(vec![0x22, 0x06, 0x0a, 0x01, b'a', 0x0a, 0x01, b'b']),
+        Just(vec![0x22, 0x02, 0x38, 0x01]),
+        // A header with a username that is not UTF-8.
+        Just(vec![0xa2, 0x06, 0x03, 0x12, 0x01, 0xff]),
+        proptest::collection::vec(any::<u8>(), 0..6),
+    ];
+    (
+        proptest::collection::vec((0..len.max(1), any::<u8>()), 0..3),
+        proptest::option::of(0..len.max(1)),
+        proptest::collection::vec(pieces, 0..3),
+        any::<bool>(),
+    )
+        .prop_map(move |(flips, cut, pieces, front)| {
+            let mut d = data.clone();
+            for (at, v) in flips {
+                if let Some(b) = d.get_mut(at) {
+                    *b = v;
+                }
+            }
+            if let Some(c) = cut {
+                d.truncate(c);
+            }
+            for p in pieces {
+                if front {
+                    d.splice(0..0, p);
+                } else {
+                    d.extend(p);
+                }
+            }
+            d
+        })
+        .boxed()
+}
+
+fn put_only_request() -> BoxedStrategy<pb::InternalRaftRequest> {
+    (proptest::option::of(header()), u64_strategy(), put())
+        .prop_map(|(header, id, put)| pb::InternalRaftRequest {
+            header,
+            id,
+            put: Some(put),
+            ..Default::default()
+        })
+        .boxed()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The raw path takes every put-only and delete-only request etcd
+    /// writes, and writes what the typed path writes.
+    #[test]
+    fn raw_json_equals_typed_for_puts_and_deletes(
+        req in put_only_request(),
+        del in proptest::option::of(delete()),
+    ) {
+        let mut req = req;
+        if let Some(d) = del {
+            req.put = None;
+            req.delete_range = Some(d);
+        }
+        prop_assert!(raw_agrees(&req.encode_to_vec())?);
+    }
+
+    /// On every other request, and on odd or damaged encodings, the raw
+    /// path either declines or agrees with the typed path.
+    #[test]
+    fn raw_json_declines_or_agrees(
+        data in hot_request().prop_flat_map(|r| mutated(r.encode_to_vec())),
+    ) {
+        raw_agrees(&data)?;
+    }
+
+    /// `parse_entry` reads what prost reads, or declines.
+    #[test]
+    fn raw_entry_equals_prost(
+        entry_type in enum_strategy(),
+        term in u64_strategy(),
+        index in u64_strategy(),
+        data in proptest::option::of(bytes_strategy()),
+        flip in proptest::option::of((0usize..64, any::<u8>())),
+    ) {
+        use etcd_standby_proto::raftpb;
+        let e = raftpb::Entry { r#type: entry_type, term, index, data };
+        let mut b = e.encode_to_vec();
+        if let Some((at, v)) = flip && let Some(x) = b.get_mut(at) {
+            *x = v;
+        }
+        let raw = parse_entry(&b);
+        if flip.is_none() {
+            prop_assert!(raw.is_some());
+        }
+        if let Some(raw) = raw {
+            let want = raftpb::Entry::decode(&b[..]).unwrap();
+            prop_assert_eq!(raw.entry_type, want.r#type);
+            prop_assert_eq!(raw.term, want.term);
+            prop_assert_eq!(raw.index, want.index);
+            prop_assert_eq!(raw.data, want.data.as_deref());
+        }
     }
 }
