@@ -4,6 +4,7 @@ use crate::progress::{self, Progress};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use etcd_standby_daemon::times::{self, ReceiveTimes};
+use etcd_standby_decode::raw_json::{RawRequest, parse_entry};
 use etcd_standby_decode::render::{
     Node, RenderOptions, render_entry, write_entry_json, write_json_str, write_uint,
 };
@@ -13,7 +14,6 @@ use etcd_standby_wal::names::parse_segment_name;
 use etcd_standby_wal::{RecordRef, Segment, WalError, WalReader, WalRecord};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// Longest string/bytes value shown on a terminal line.
@@ -279,6 +279,80 @@ fn walk(
     })
 }
 
+/// Pending JSON lines are written out once they reach this many bytes.
+const LINES_FLUSH: usize = 1 << 20;
+
+/// Writes the collected lines (each ending in '\n') and empties the buffer.
+fn flush_lines(out: &mut Out, lines: &mut Vec<u8>) -> Result<()> {
+    if let Some((b'\n', body)) = lines.split_last() {
+        out.raw_line(body)?;
+    }
+    lines.clear();
+    Ok(())
+}
+
+/// What a JSON entry line says besides the request.
+struct EntryLine<'a> {
+    term: u64,
+    index: u64,
+    entry_type: i32,
+    kind: RequestKind,
+    /// The model's outcome and number of effects (`--outcome`).
+    outcome: Option<(&'a str, usize)>,
+    /// `None`: not our data dir; `Some(None)`: no receive time known.
+    received: Option<Option<&'a str>>,
+    /// The segment's file name as a JSON string.
+    file_json: &'a [u8],
+    offset: u64,
+}
+
+/// Appends a name of a fixed set (entry types, request kinds: letters,
+/// digits, `_`, `(`, `)`) as a JSON string: nothing in them needs escaping
+/// (see the test `static_names_need_no_escaping`).
+fn write_name(out: &mut Vec<u8>, name: &str) {
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'"');
+}
+
+/// Appends an entry's JSON line (with its '\n') to `out`; `request` writes
+/// the request's JSON. No `write!`: the formatting machinery showed up in
+/// profiles of large dumps.
+fn write_entry_line(out: &mut Vec<u8>, l: EntryLine<'_>, request: impl FnOnce(&mut Vec<u8>)) {
+    out.extend_from_slice(b"{\"record\":\"entry\",\"term\":");
+    write_uint(out, l.term);
+    out.extend_from_slice(b",\"index\":");
+    write_uint(out, l.index);
+    out.extend_from_slice(b",\"type\":");
+    match entry_type_str(l.entry_type) {
+        Some(t) => write_name(out, t),
+        None => write_json_str(out, &entry_type_name(l.entry_type)),
+    }
+    out.extend_from_slice(b",\"kind\":");
+    write_name(out, l.kind.name());
+    out.extend_from_slice(b",\"request\":");
+    request(out);
+    if let Some((o, n)) = l.outcome {
+        out.extend_from_slice(b",\"outcome\":");
+        write_json_str(out, o);
+        out.extend_from_slice(b",\"effects\":");
+        write_uint(out, n as u64);
+    }
+    match l.received {
+        Some(Some(at)) => {
+            out.extend_from_slice(b",\"received_at\":");
+            write_json_str(out, at);
+        }
+        Some(None) => out.extend_from_slice(b",\"received_at\":null"),
+        None => {}
+    }
+    out.extend_from_slice(b",\"file\":");
+    out.extend_from_slice(l.file_json);
+    out.extend_from_slice(b",\"offset\":");
+    write_uint(out, l.offset);
+    out.extend_from_slice(b"}\n");
+}
+
 /// `wal dump`.
 pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
     let (dir, segments) = resolve_segments(path)?;
@@ -298,7 +372,9 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
     };
     let mut metadata_shown = false;
     let mut header_shown = false;
-    let mut line: Vec<u8> = Vec::with_capacity(4096);
+    // JSON lines collect here and go out a megabyte at a time (each line
+    // ends in '\n'); anything written to `out` directly flushes them first.
+    let mut lines: Vec<u8> = Vec::with_capacity(LINES_FLUSH + (64 << 10));
     let mut last_state: Option<raftpb::HardState> = None;
     let (mut shown, mut read) = (0u64, 0u64);
     let (mut first, mut last) = (None::<u64>, None::<u64>);
@@ -306,23 +382,74 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
         .outcome
         .clone()
         .map(etcd_standby_model::Model::with_config);
-    let mut file_of: Option<(usize, String)> = None;
-    let (_reader, problem) = walk(
-        segments,
-        ("dumping WAL", progress::Stdout::Stream),
-        |rec, r| {
+    // (segment, file name, file name as a JSON string)
+    let mut file_of: Option<(usize, String, Vec<u8>)> = None;
+    // The fast path (payload bytes straight to JSON) serves JSON dumps of
+    // puts and delete-ranges when no filter needs the decoded request and
+    // the model is off.
+    let fast = opts.json && model.is_none() && opts.key_prefix.is_none();
+    let (_reader, problem) =
+        walk_raw(segments, ("dumping WAL", progress::Stdout::Stream), |rec| {
             // The file name is built once per segment, not once per record.
-            if file_of.as_ref().is_none_or(|(seg, _)| *seg != rec.segment) {
-                file_of = Some((rec.segment, file_name(rec.location().file.as_path())));
-            }
-            let file = file_of
+            if file_of
                 .as_ref()
-                .map(|(_, f)| f.as_str())
+                .is_none_or(|(seg, _, _)| *seg != rec.segment)
+            {
+                let name = file_name(rec.location().file.as_path());
+                let mut json = Vec::new();
+                write_json_str(&mut json, &name);
+                file_of = Some((rec.segment, name, json));
+            }
+            let (file, file_json) = file_of
+                .as_ref()
+                .map(|(_, f, j)| (f.as_str(), j.as_slice()))
                 .unwrap_or_default();
+            if fast
+                && rec.rtype == etcd_standby_wal::RecordType::Entry
+                && let Some(e) = parse_entry(rec.raw.data.unwrap_or_default())
+                && e.entry_type == etcd_standby_decode::ENTRY_NORMAL
+                && let Some(req) = e.data.and_then(RawRequest::parse)
+            {
+                read += 1;
+                let kind = req.kind();
+                if opts.start_index.is_some_and(|s| e.index < s)
+                    || opts.end_index.is_some_and(|x| e.index > x)
+                    || opts.kinds.as_ref().is_some_and(|k| !k.contains(&kind))
+                {
+                    return Ok(None);
+                }
+                shown += 1;
+                first.get_or_insert(e.index);
+                last = Some(e.index);
+                let received = receive_times.as_ref().map(|t| received_text(t, e.index));
+                write_entry_line(
+                    &mut lines,
+                    EntryLine {
+                        term: e.term,
+                        index: e.index,
+                        entry_type: e.entry_type,
+                        kind,
+                        outcome: None,
+                        received: received.as_ref().map(Option::as_deref),
+                        file_json,
+                        offset: rec.offset,
+                    },
+                    |out| req.write_json(out),
+                );
+                if lines.len() >= LINES_FLUSH {
+                    flush_lines(&mut out, &mut lines)?;
+                }
+                return Ok(None);
+            }
+            let r = match rec.decode() {
+                Ok(r) => r,
+                Err(e) => return Ok(Some(e)),
+            };
             match r {
                 WalRecord::Metadata(m) if !metadata_shown => {
                     metadata_shown = true;
                     if opts.json {
+                        flush_lines(&mut out, &mut lines)?;
                         out.json(&json!({
                             "record": "metadata",
                             "node_id": format!("{:016x}", m.node_id),
@@ -344,6 +471,7 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
                                "voters_outgoing": c.voters_outgoing,
                                "learners_next": c.learners_next, "auto_leave": c.auto_leave})
                         });
+                        flush_lines(&mut out, &mut lines)?;
                         out.json(
                             &json!({"record": "snapshot", "index": s.index, "term": s.term,
                                      "conf_state": cs, "file": file, "offset": rec.offset}),
@@ -387,7 +515,7 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
                         }
                     });
                     if !entry_selected(&e, &decoded, opts) {
-                        return Ok(());
+                        return Ok(None);
                     }
                     shown += 1;
                     first.get_or_insert(e.index);
@@ -397,42 +525,24 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
                     // Only our data dirs have times (`None`: etcd's own).
                     let received = receive_times.as_ref().map(|t| received_text(t, e.index));
                     if opts.json {
-                        // Hot path of large dumps: render straight into a line buffer.
-                        line.clear();
-                        // No `write!`: the formatting machinery showed up in profiles.
-                        line.extend_from_slice(b"{\"record\":\"entry\",\"term\":");
-                        write_uint(&mut line, e.term);
-                        line.extend_from_slice(b",\"index\":");
-                        write_uint(&mut line, e.index);
-                        line.extend_from_slice(b",\"type\":");
-                        match entry_type_str(e.r#type) {
-                            Some(t) => write_json_str(&mut line, t),
-                            None => write_json_str(&mut line, &entry_type_name(e.r#type)),
+                        write_entry_line(
+                            &mut lines,
+                            EntryLine {
+                                term: e.term,
+                                index: e.index,
+                                entry_type: e.r#type,
+                                kind,
+                                outcome: outcome.as_ref().map(|(o, n)| (o.as_str(), *n)),
+                                received: received.as_ref().map(Option::as_deref),
+                                file_json,
+                                offset: rec.offset,
+                            },
+                            // Typed writer for the hot kinds, reflection for the rest.
+                            |out| write_entry_json(e.r#type, data, &decoded, ropts, out),
+                        );
+                        if lines.len() >= LINES_FLUSH {
+                            flush_lines(&mut out, &mut lines)?;
                         }
-                        line.extend_from_slice(b",\"kind\":");
-                        write_json_str(&mut line, kind.name());
-                        line.extend_from_slice(b",\"request\":");
-                        // Typed writer for the hot kinds, reflection for the rest.
-                        write_entry_json(e.r#type, data, &decoded, ropts, &mut line);
-                        if let Some((o, n)) = &outcome {
-                            line.extend_from_slice(b",\"outcome\":");
-                            write_json_str(&mut line, o);
-                            let _ = write!(line, ",\"effects\":{n}");
-                        }
-                        match &received {
-                            Some(Some(at)) => {
-                                line.extend_from_slice(b",\"received_at\":");
-                                write_json_str(&mut line, at);
-                            }
-                            Some(None) => line.extend_from_slice(b",\"received_at\":null"),
-                            None => {}
-                        }
-                        line.extend_from_slice(b",\"file\":");
-                        write_json_str(&mut line, file);
-                        line.extend_from_slice(b",\"offset\":");
-                        write_uint(&mut line, rec.offset);
-                        line.push(b'}');
-                        out.raw_line(&line)?;
                     } else {
                         if !header_shown {
                             header_shown = true;
@@ -461,9 +571,9 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
                     }
                 }
             }
-            Ok(())
-        },
-    )?;
+            Ok(None)
+        })?;
+    flush_lines(&mut out, &mut lines)?;
     if opts.json {
         if let Some(hs) = last_state {
             out.json(&json!({"record": "hardstate", "term": hs.term, "vote": format!("{:016x}", hs.vote), "commit": hs.commit}))?;
@@ -510,27 +620,36 @@ pub fn verify(path: &Path, json_out: bool) -> Result<Verdict> {
             if logical.is_some() {
                 return Ok(None);
             }
-            // Entries (nearly every record) are checked without copying their data.
-            let r = if rec.rtype == etcd_standby_wal::RecordType::Entry {
-                match etcd_standby_wal::frame::entry_term_index(rec.raw.data.unwrap_or_default()) {
-                    Some((term, index)) => WalRecord::Entry(raftpb::Entry {
-                        r#type: 0,
-                        term,
-                        index,
-                        data: None,
-                    }),
-                    None => {
-                        return Ok(Some(WalError::Corrupt {
+            // Entries (nearly every record) are checked here, from their
+            // term and index, without decoding or copying their data.
+            if rec.rtype == etcd_standby_wal::RecordType::Entry {
+                let Some((_, index)) =
+                    etcd_standby_wal::frame::entry_term_index(rec.raw.data.unwrap_or_default())
+                else {
+                    return Ok(Some(WalError::Corrupt {
+                        location: rec.location(),
+                        detail: "entry payload does not decode".into(),
+                    }));
+                };
+                entries += 1;
+                if first.is_some() {
+                    if index > last + 1 {
+                        logical = Some(WalError::Corrupt {
                             location: rec.location(),
-                            detail: "entry payload does not decode".into(),
-                        }));
+                            detail: format!("entry index {index} leaves a gap after {last}"),
+                        });
+                    } else if index <= last {
+                        rewrites += 1;
                     }
+                } else {
+                    first = Some(index);
                 }
-            } else {
-                match rec.decode() {
-                    Ok(r) => r,
-                    Err(e) => return Ok(Some(e)),
-                }
+                last = index;
+                return Ok(None);
+            }
+            let r = match rec.decode() {
+                Ok(r) => r,
+                Err(e) => return Ok(Some(e)),
             };
             let corrupt = |detail: String| WalError::Corrupt {
                 location: rec.location(),
@@ -547,22 +666,8 @@ pub fn verify(path: &Path, json_out: bool) -> Result<Verdict> {
                     }
                     metadata = Some(ids);
                 }
-                WalRecord::Entry(e) => {
-                    entries += 1;
-                    if first.is_some() {
-                        if e.index > last + 1 {
-                            logical = Some(corrupt(format!(
-                                "entry index {} leaves a gap after {}",
-                                e.index, last
-                            )));
-                        } else if e.index <= last {
-                            rewrites += 1;
-                        }
-                    } else {
-                        first = Some(e.index);
-                    }
-                    last = e.index;
-                }
+                // Entries were handled above.
+                WalRecord::Entry(_) => {}
                 WalRecord::State(hs) => state = Some(hs),
                 WalRecord::Snapshot(s) => snapshots.push((s.index, s.term)),
                 WalRecord::Crc(_) => {}
@@ -914,6 +1019,21 @@ mod tests {
         let other = root.join("x").join("wal");
         std::fs::create_dir_all(&other).unwrap();
         assert!(receive_times_for(&other).is_none());
+    }
+
+    #[test]
+    fn static_names_need_no_escaping() {
+        let types = (0..3).filter_map(entry_type_str);
+        let kinds = RequestKind::ALL.iter().map(|k| k.name());
+        let mut n = 0;
+        for name in types.chain(kinds) {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            write_json_str(&mut a, name);
+            write_name(&mut b, name);
+            assert_eq!(a, b, "{name}");
+            n += 1;
+        }
+        assert!(n > 30, "{n}");
     }
 
     #[test]
