@@ -6,16 +6,22 @@
 //!
 //! 1. replication lag p50/p99 under a steady paced load (probe keys written
 //!    on the primary, polled on the standby, as in `bench replay`);
-//! 2. catch-up of a backlog: the replicator is stopped (SIGTERM), `BACKLOG`
+//! 2. catch-up of two backlogs: the replicator is stopped (SIGTERM),
 //!    puts land on the primary, the replicator is started again; time from
-//!    its start until the last write is on the standby;
+//!    its start until the last write is on the standby. `BACKLOG` (4000)
+//!    stays below the 5000 entries etcd keeps behind a snapshot, so the
+//!    leader's log still holds it; `SNAP_BACKLOG` (2 × the primary's
+//!    `--snapshot-count` + 6000) goes past the leader's log compaction, so
+//!    it expects a snapshot (it first waits until 32 s after the last
+//!    snapshot the leader sent: etcd holds log compaction for 30 s after
+//!    sending one);
 //! 3. whether the leader fell back to sending a snapshot to the learner
-//!    (the replicator's `etcd_standby_snapshots_saved` and the primary's
-//!    "sent database snapshot" log lines).
+//!    (the replicator's `etcd_standby_snapshots_saved` since its restart,
+//!    and the primary's "sent database snapshot" log lines).
 //!
 //! Profiles: no emulation, 30 ms RTT, 30 ms RTT + 1 % loss, 30 ms RTT + a
-//! rate limit (by default a quarter of the bandwidth the baseline catch-up
-//! used).
+//! rate limit (by default a quarter of the bandwidth the baseline snapshot
+//! catch-up used: a link 4× slower than what the fastest catch-up needs).
 //!
 //! The link: `sch_netem` is not available in every kernel (it is not in the
 //! one this was written on), so the link is emulated in user space: each
@@ -23,8 +29,8 @@
 //! point), and two threads per direction move IP packets between them
 //! with netem's model: per-packet random loss, then a rate limit
 //! (serialisation at `rate` bytes/s behind a buffer of about 1000
-//! full-size packets), then a fixed
-//! delay. TCP on both sides sees a real lossy, slow, long link.
+//! full-size packets), then a fixed delay. TCP on both sides sees a real
+//! lossy, slow, long link.
 //!
 //! Everything is set up and torn down by this bench (a drop guard, and a
 //! SIGINT/SIGTERM handler): namespaces `esb-wan-{pid}-{a,b}`, TUN devices
@@ -36,14 +42,16 @@
 //! (preloaded keys, also the key space of the backlog, 10000),
 //! `ETCD_STANDBY_BENCH_SECS` (lag phase per profile, 20),
 //! `ETCD_STANDBY_BENCH_RATE` (puts/s during the lag phase, 200),
-//! `ETCD_STANDBY_BENCH_BACKLOG` (puts while the replicator is down, 20000),
+//! `ETCD_STANDBY_BENCH_BACKLOG` (puts while the replicator is down, 4000),
+//! `ETCD_STANDBY_BENCH_SNAP_BACKLOG` (the same, past the leader's log
+//! compaction; 2 × `SNAPSHOT_COUNT` + 6000),
 //! `ETCD_STANDBY_BENCH_CONC` (writers, 32),
 //! `ETCD_STANDBY_BENCH_WAN_DELAY_MS` (one way, 15),
 //! `ETCD_STANDBY_BENCH_WAN_LOSS` (percent, 1),
 //! `ETCD_STANDBY_BENCH_WAN_RATE` (bytes/s of the rate-limited profile;
-//! default: the baseline catch-up's bytes/s ÷ 4),
-//! `ETCD_STANDBY_BENCH_SNAPSHOT_COUNT` (the primary's `--snapshot-count`;
-//! etcd's default when unset), `ETCD_STANDBY_BENCH_BIN` (a prebuilt
+//! default: the baseline snapshot catch-up's bytes/s ÷ 4),
+//! `ETCD_STANDBY_BENCH_SNAPSHOT_COUNT` (the primary's `--snapshot-count`,
+//! 10000), `ETCD_STANDBY_BENCH_BIN` (a prebuilt
 //! `etcd-standby`, else a release build of this checkout).
 
 use std::fmt::Write as _;
@@ -75,6 +83,8 @@ const ADDR_B: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 2);
 /// in flight, i.e. delayed) beyond this many bytes are dropped (about
 /// netem's default queue of 1000 full-size packets).
 const QUEUE_BYTES: u128 = 1000 * 1500;
+/// etcd's `releaseDelayAfterSnapshot` (30 s) and a margin.
+const COMPACTION_HOLD: Duration = Duration::from_secs(32);
 
 struct Cfg {
     versions: Vec<EtcdVersion>,
@@ -83,11 +93,12 @@ struct Cfg {
     secs: u64,
     rate: f64,
     backlog: u64,
+    snap_backlog: u64,
     conc: usize,
     delay: Duration,
     loss_ppm: u64,
     wan_rate: Option<u64>,
-    snapshot_count: Option<u64>,
+    snapshot_count: u64,
 }
 
 impl Cfg {
@@ -105,18 +116,21 @@ impl Cfg {
                 Err(_) => None,
             })
         };
+        let snapshot_count = env_u64("ETCD_STANDBY_BENCH_SNAPSHOT_COUNT", 10_000)?.max(1);
         Ok(Cfg {
             versions: versions_from_env()?,
             members: env_u64("ETCD_STANDBY_BENCH_MEMBERS", 1)?.clamp(1, 5) as usize,
             keys: env_u64("ETCD_STANDBY_BENCH_KEYS", 10_000)?.max(1),
             secs: env_u64("ETCD_STANDBY_BENCH_SECS", 20)?.max(1),
             rate: env_u64("ETCD_STANDBY_BENCH_RATE", 200)?.max(1) as f64,
-            backlog: env_u64("ETCD_STANDBY_BENCH_BACKLOG", 20_000)?.max(1),
+            backlog: env_u64("ETCD_STANDBY_BENCH_BACKLOG", 4_000)?.max(1),
+            snap_backlog: env_u64("ETCD_STANDBY_BENCH_SNAP_BACKLOG", 2 * snapshot_count + 6000)?
+                .max(1),
             conc: env_u64("ETCD_STANDBY_BENCH_CONC", 32)?.clamp(1, 1024) as usize,
             delay: Duration::from_millis(env_u64("ETCD_STANDBY_BENCH_WAN_DELAY_MS", 15)?),
             loss_ppm: (loss.clamp(0.0, 100.0) * 10_000.0).round() as u64,
             wan_rate: opt("ETCD_STANDBY_BENCH_WAN_RATE")?.filter(|r| *r > 0),
-            snapshot_count: opt("ETCD_STANDBY_BENCH_SNAPSHOT_COUNT")?,
+            snapshot_count,
         })
     }
 }
@@ -557,16 +571,23 @@ impl Drop for Wan {
 
 // ------------------------------------------------------------- results
 
+/// One backlog caught up after a restart of the replicator.
+struct CatchUp {
+    puts: u64,
+    entries: u64,
+    time: Option<Duration>,
+    link_bytes: u64,
+    learner_snapshots: Option<u64>,
+    leader_snapshots: usize,
+}
+
 struct ProfileResult {
     profile: Profile,
     lag: Lags,
     puts_s: f64,
     link_kib_s: f64,
-    catch_up: Option<Duration>,
-    catch_up_entries: u64,
-    catch_up_link_bytes: u64,
-    learner_snapshots: Option<u64>,
-    leader_snapshots: usize,
+    log: CatchUp,
+    snap: CatchUp,
     drops: (u64, u64),
     load: String,
 }
@@ -590,11 +611,12 @@ fn snapshots_saved(metrics: &str) -> Option<u64> {
         .map(|v| v as u64)
 }
 
-/// "sent database snapshot" lines in the primary's member logs.
+/// Snapshots the primary's members logged as sent (`"msg":"sent database
+/// snapshot"`, once per snapshot on 3.4 and 3.5).
 fn leader_snapshot_lines(primary: &EtcdCluster) -> usize {
     (0..primary.len())
         .filter_map(|i| primary.member_log(i).ok())
-        .map(|log| log.matches("sent database snapshot").count())
+        .map(|log| log.matches("\"msg\":\"sent database snapshot\"").count())
         .sum()
 }
 
@@ -631,7 +653,7 @@ fn run_version(cx: &Ctx<'_>, out_dir: &Path, v: EtcdVersion) -> Result<VersionRe
     let primary = wan.a.run(|| {
         let opts = ClusterOptions {
             host: Some(ADDR_A),
-            snapshot_count: cfg.snapshot_count,
+            snapshot_count: Some(cfg.snapshot_count),
             ..Default::default()
         };
         Ok(EtcdCluster::start(v, cfg.members, opts)?)
@@ -688,6 +710,57 @@ fn run_version(cx: &Ctx<'_>, out_dir: &Path, v: EtcdVersion) -> Result<VersionRe
         secs(res.initial_sync)
     ));
 
+    // Stops the replicator (SIGTERM), puts `n` keys, starts it again and
+    // times until the last write is on the standby.
+    // etcd does not compact its log for 30 s after it sent a snapshot
+    // (`releaseDelayAfterSnapshot`), so a snapshot backlog waits that out
+    // after the last one (a joining member gets one too).
+    let mut next_key = 0;
+    let mut no_compaction_until =
+        (leader_snapshot_lines(&primary) > 0).then(|| Instant::now() + COMPACTION_HOLD);
+    let mut catch_up = |ours: &mut Proc, n: u64, tag: &str, snapshot: bool| -> Result<CatchUp> {
+        if snapshot && let Some(until) = no_compaction_until {
+            let wait = until.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                say(&format!(
+                    "waiting {wait:.1?}: etcd holds log compaction 30 s after sending a snapshot"
+                ));
+                std::thread::sleep(wait);
+            }
+        }
+        let leader_before = leader_snapshot_lines(&primary);
+        ours.terminate();
+        let idx0 = ra.block_on(cluster_index(&pc));
+        on(
+            ra,
+            put_keys(pc.clone(), next_key, n, cfg.keys, cfg.conc, tag.to_owned()),
+        )?;
+        next_key += n;
+        let nonce = format!("{tag}-{}", std::process::id());
+        put_marker(ra, &pc, &nonce)?;
+        let idx1 = ra.block_on(cluster_index(&pc));
+        let bytes0 = link.bytes();
+        let since = Instant::now();
+        *ours = start_ours()?;
+        let time = wait_marker(rb, &sc, &nonce, since, SYNC_TIMEOUT, &mut [&mut *ours])?;
+        let c = CatchUp {
+            puts: n,
+            entries: idx1 - idx0,
+            time,
+            link_bytes: link.bytes() - bytes0,
+            learner_snapshots: wan
+                .b
+                .run(|| Ok(http_get(&admin, "/metrics")))?
+                .as_deref()
+                .and_then(snapshots_saved),
+            leader_snapshots: leader_snapshot_lines(&primary).saturating_sub(leader_before),
+        };
+        if c.leader_snapshots > 0 || c.learner_snapshots.is_some_and(|n| n > 0) {
+            no_compaction_until = Some(Instant::now() + COMPACTION_HOLD);
+        }
+        Ok(c)
+    };
+
     let seq = Arc::new(AtomicU64::new(0));
     let mut profiles = vec![
         baseline,
@@ -714,7 +787,6 @@ fn run_version(cx: &Ctx<'_>, out_dir: &Path, v: EtcdVersion) -> Result<VersionRe
         i += 1;
         link.set(&p);
         let load_before = loadavg();
-        let leader_before = leader_snapshot_lines(&primary);
         let drops_before = link.drops();
         // 1. Lag under a paced load.
         let stop = Arc::new(AtomicBool::new(false));
@@ -757,54 +829,34 @@ fn run_version(cx: &Ctx<'_>, out_dir: &Path, v: EtcdVersion) -> Result<VersionRe
             lag.lost,
             puts as f64 / el
         ));
-        // 2. Backlog catch-up.
-        ours.terminate();
-        let idx0 = ra.block_on(cluster_index(&pc));
-        on(
-            ra,
-            put_keys(
-                pc.clone(),
-                i as u64 * cfg.backlog,
-                cfg.backlog,
-                cfg.keys,
-                cfg.conc,
-                format!("backlog-{i}"),
-            ),
-        )?;
-        let nonce = format!("backlog-{i}-{}", std::process::id());
-        put_marker(ra, &pc, &nonce)?;
-        let idx1 = ra.block_on(cluster_index(&pc));
-        let bytes0 = link.bytes();
-        let since = Instant::now();
-        ours = start_ours()?;
-        let catch_up = wait_marker(rb, &sc, &nonce, since, SYNC_TIMEOUT, &mut [&mut ours])?;
-        let catch_up_link_bytes = link.bytes() - bytes0;
-        let learner_snapshots = wan
-            .b
-            .run(|| Ok(http_get(&admin, "/metrics")))?
-            .as_deref()
-            .and_then(snapshots_saved);
-        let leader_snapshots = leader_snapshot_lines(&primary).saturating_sub(leader_before);
+        // 2. Backlog catch-ups: one the leader's log still holds, one past
+        // its compaction (a snapshot is expected).
+        let log = catch_up(&mut ours, cfg.backlog, &format!("log-{i}"), false)?;
+        let snap = catch_up(&mut ours, cfg.snap_backlog, &format!("snap-{i}"), true)?;
         let after = link.drops();
         let drops = (after.0 - drops_before.0, after.1 - drops_before.1);
+        for (what, c) in [("log", &log), ("snapshot", &snap)] {
+            say(&format!(
+                "[{}] {what} catch-up of {} puts ({} entries): {} ({:.1} MiB over the link); learner snapshots saved {}, leader snapshots sent {}",
+                p.name,
+                c.puts,
+                c.entries,
+                secs(c.time),
+                c.link_bytes as f64 / (1024.0 * 1024.0),
+                c.learner_snapshots.map_or("?".into(), |n| n.to_string()),
+                c.leader_snapshots,
+            ));
+        }
         say(&format!(
-            "[{}] catch-up of {} puts ({} entries): {} ({:.1} MiB over the link); learner snapshots saved {}, leader 'sent database snapshot' {}; link drops: {} loss, {} queue",
-            p.name,
-            cfg.backlog,
-            idx1 - idx0,
-            secs(catch_up),
-            catch_up_link_bytes as f64 / (1024.0 * 1024.0),
-            learner_snapshots.map_or("?".into(), |n| n.to_string()),
-            leader_snapshots,
-            drops.0,
-            drops.1
+            "[{}] link drops: {} loss, {} buffer",
+            p.name, drops.0, drops.1
         ));
         if p.loss_ppm == 0
             && p.delay.is_zero()
             && p.rate.is_none()
-            && let Some(d) = catch_up
+            && let Some(d) = snap.time
         {
-            let need = (catch_up_link_bytes as f64 / d.as_secs_f64().max(1e-3)) as u64;
+            let need = (snap.link_bytes as f64 / d.as_secs_f64().max(1e-3)) as u64;
             let rate = cfg.wan_rate.unwrap_or((need / 4).max(16 * 1024));
             profiles.push(Profile {
                 name: format!(
@@ -817,7 +869,7 @@ fn run_version(cx: &Ctx<'_>, out_dir: &Path, v: EtcdVersion) -> Result<VersionRe
                 rate: Some(rate),
             });
             say(&format!(
-                "baseline catch-up moved {:.0} KiB/s over the link; rate-limited profile: {:.0} KiB/s{}",
+                "baseline snapshot catch-up moved {:.0} KiB/s over the link; rate-limited profile: {:.0} KiB/s{}",
                 need as f64 / 1024.0,
                 rate as f64 / 1024.0,
                 if cfg.wan_rate.is_some() {
@@ -832,11 +884,8 @@ fn run_version(cx: &Ctx<'_>, out_dir: &Path, v: EtcdVersion) -> Result<VersionRe
             lag,
             puts_s: puts as f64 / el,
             link_kib_s,
-            catch_up,
-            catch_up_entries: idx1 - idx0,
-            catch_up_link_bytes,
-            learner_snapshots,
-            leader_snapshots,
+            log,
+            snap,
             drops,
             load: format!("{load_before} -> {}", loadavg()),
         });
@@ -857,6 +906,22 @@ fn run_version(cx: &Ctx<'_>, out_dir: &Path, v: EtcdVersion) -> Result<VersionRe
             "{keys_on_standby} keys under {KEY_PREFIX} on the standby, {} expected",
             cfg.keys
         ));
+    }
+    let mut msgs = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..primary.len() {
+        for line in primary.member_log(i).unwrap_or_default().lines() {
+            if line.contains("sent database snapshot") {
+                let msg = line
+                    .split_once("\"msg\":\"")
+                    .and_then(|(_, m)| m.split_once('"'))
+                    .map_or(line, |(m, _)| m);
+                *msgs.entry(msg.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    for (m, n) in msgs {
+        res.notes
+            .push(format!("primary log: {n} × \"{m}\" over the whole run"));
     }
     ours.terminate();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -879,10 +944,19 @@ fn report(cfg: &Cfg, results: &[VersionResult]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "\nbench wan — primary {} member(s) in one netns; replicator + 1-member standby in another; \
-         lag at {:.0} puts/s for {} s per profile (values 256 B, probe every 20 ms); backlog {} puts",
-        cfg.members, cfg.rate, cfg.secs, cfg.backlog
+        "\nbench wan — primary {} member(s) (--snapshot-count {}) in one netns; replicator + 1-member \
+         standby in another; lag at {:.0} puts/s for {} s per profile (values 256 B, probe every \
+         20 ms); backlogs of {} and {} puts",
+        cfg.members, cfg.snapshot_count, cfg.rate, cfg.secs, cfg.backlog, cfg.snap_backlog
     );
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let snaps = |c: &CatchUp| {
+        format!(
+            "{} / {}",
+            c.learner_snapshots.map_or("?".into(), |n| n.to_string()),
+            c.leader_snapshots
+        )
+    };
     for r in results {
         let _ = writeln!(
             o,
@@ -893,16 +967,13 @@ fn report(cfg: &Cfg, results: &[VersionResult]) -> String {
         );
         let _ = writeln!(
             o,
-            "| profile | lag p50 | lag p99 | lag max | probes (lost) | puts/s | link KiB/s | catch-up | entries | MiB over link | learner snapshots | leader snapshots sent | link drops loss/queue | loadavg before -> after |"
+            "\n| profile | lag p50 | lag p99 | lag max | probes (lost) | puts/s | link KiB/s | link drops loss/buffer | loadavg before -> after |"
         );
-        let _ = writeln!(
-            o,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
         for p in &r.profiles {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {} ({}) | {:.0} | {:.0} | {} | {} | {:.1} | {} | {} | {}/{} | {} |",
+                "| {} | {} | {} | {} | {} ({}) | {:.0} | {:.0} | {}/{} | {} |",
                 p.profile.name,
                 ms(p.lag.pct(50.0)),
                 ms(p.lag.pct(99.0)),
@@ -911,17 +982,33 @@ fn report(cfg: &Cfg, results: &[VersionResult]) -> String {
                 p.lag.lost,
                 p.puts_s,
                 p.link_kib_s,
-                secs(p.catch_up),
-                p.catch_up_entries,
-                p.catch_up_link_bytes as f64 / (1024.0 * 1024.0),
-                p.learner_snapshots.map_or("?".into(), |n| n.to_string()),
-                p.leader_snapshots,
                 p.drops.0,
                 p.drops.1,
                 p.load
             );
         }
-        let _ = writeln!(o, "verify at the end: {}", r.verify);
+        let _ = writeln!(
+            o,
+            "\n| profile | log catch-up ({} puts) | entries | MiB over link | snapshots learner / leader | snapshot catch-up ({} puts) | entries | MiB over link | snapshots learner / leader |",
+            cfg.backlog, cfg.snap_backlog
+        );
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|");
+        for p in &r.profiles {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {:.1} | {} | {} | {} | {:.1} | {} |",
+                p.profile.name,
+                secs(p.log.time),
+                p.log.entries,
+                mib(p.log.link_bytes),
+                snaps(&p.log),
+                secs(p.snap.time),
+                p.snap.entries,
+                mib(p.snap.link_bytes),
+                snaps(&p.snap),
+            );
+        }
+        let _ = writeln!(o, "\nverify at the end: {}", r.verify);
         let _ = writeln!(o, "replicator log: {}", r.log.display());
         for n in &r.notes {
             let _ = writeln!(o, "note: {n}");
@@ -932,9 +1019,11 @@ fn report(cfg: &Cfg, results: &[VersionResult]) -> String {
         "\nnotes: lag = a probe seen by a 5 ms poller on the standby − its put returned on the \
          primary (both clients are local to their city); catch-up = from restarting the replicator \
          (process start, reconnect over the link) until the backlog's last write is on the standby; \
-         learner snapshots = leader snapshots the replicator saved since that restart; the link is \
-         emulated in user space (loss, then rate, then delay, each direction; a \
-         {} KB send buffer when rate-limited); everything shares this machine's {} core(s).",
+         snapshots learner = leader snapshots the replicator saved since that restart, leader = \
+         \"sent database snapshot\" in the primary's logs meanwhile; MiB over link = IP \
+         bytes offered to the link both ways (retransmissions included); the link is emulated in \
+         user space (loss, then rate, then delay, each direction; a {} KB send buffer when \
+         rate-limited); everything shares this machine's {} core(s).",
         QUEUE_BYTES / 1000,
         std::thread::available_parallelism().map_or(0, usize::from)
     );
@@ -947,7 +1036,7 @@ pub fn bench_wan(root: &Path) -> Result<u8> {
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
     println!(
-        "bench wan: versions {} members {} keys {} secs {} rate {} backlog {} writers {} delay {:?} loss {}% wan rate {}",
+        "bench wan: versions {} members {} keys {} secs {} rate {} backlogs {} and {} (snapshot count {}) writers {} delay {:?} loss {}% wan rate {}",
         cfg.versions
             .iter()
             .map(|v| v.as_str())
@@ -958,6 +1047,8 @@ pub fn bench_wan(root: &Path) -> Result<u8> {
         cfg.secs,
         cfg.rate,
         cfg.backlog,
+        cfg.snap_backlog,
+        cfg.snapshot_count,
         cfg.conc,
         cfg.delay,
         cfg.loss_ppm as f64 / 10_000.0,
