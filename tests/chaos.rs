@@ -650,14 +650,15 @@ fn check_model_revisions(
                     k.state.mod_revision,
                     k.state.version,
                     k.state.lease,
-                    &k.state.value[..]
+                    k.state.value.clone()
                 ),
                 (
                     kv.create_revision,
                     kv.mod_revision,
                     kv.version,
                     kv.lease,
-                    &kv.value[..]
+                    // Long values are held by digest: equal if the digests are.
+                    etcd_standby_model::Value::Inline(kv.value.clone())
                 ),
                 "{what}: key {:?} (create, mod, version, lease, value) differs: model at revision {}",
                 k.key,

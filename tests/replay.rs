@@ -174,8 +174,19 @@ fn restart_resumes_from_a_saved_model_and_releases_old_wal() {
     let models: Vec<_> = std::fs::read_dir(data.join("replay"))
         .unwrap()
         .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "bin"))
         .collect();
     assert_eq!(models.len(), 1, "one saved model is kept");
+    // Long values are in the value store, not in the model file: the
+    // file holds keys and metadata only.
+    let model_bytes = models[0].metadata().unwrap().len();
+    let store_bytes = std::fs::metadata(data.join("replay/values.redb"))
+        .unwrap()
+        .len();
+    assert!(
+        model_bytes < 200 * 1024 && store_bytes > model_bytes,
+        "model file {model_bytes} B, value store {store_bytes} B"
+    );
     s.kill();
     block_on(varied_writes(primary.client_urls(), 1_000, 16, 42));
     s.restart();

@@ -124,10 +124,13 @@ pub fn primary_state_at(primary: &EtcdCluster, index: u64) -> BTreeMap<Bytes, (B
         });
         if end.is_ok() && reached == index {
             return model
-                .to_snapshot_state()
-                .keys
-                .into_iter()
-                .map(|k| (k.key, (k.state.value.clone(), k.state.lease)))
+                .keys()
+                .map(|(k, s)| {
+                    let v = model
+                        .value_bytes(&s.value)
+                        .expect("value in the model's store");
+                    (k.clone(), (v, s.lease))
+                })
                 .collect();
         }
     }

@@ -22,5 +22,5 @@ mod tree;
 
 pub use error::{BoltError, Result};
 pub use file::{BoltFile, MAGIC, Meta, NO_FREELIST, Trailer, VERSION, fnv1a64, hex};
-pub use model_state::model_state;
+pub use model_state::{model_state, model_state_in};
 pub use tree::{Bucket, Entry, Iter, PageInfo, PageKind, PageMap};

@@ -7,7 +7,7 @@
 use base64::Engine;
 use etcd_standby_model::{
     AlarmKind, AuthState, KeyState, Password, PermType, Permission, Role, SnapshotKey,
-    SnapshotLease, SnapshotState, User,
+    SnapshotLease, SnapshotState, User, Value, ValueStore,
 };
 
 use crate::{BoltError, BoltFile, etcd};
@@ -17,7 +17,21 @@ use crate::{BoltError, BoltFile, etcd};
 /// a restarting etcd member loads it: live keys, current and compacted
 /// revision, leases, auth store, alarms, consistent index and term
 /// (`extras: None`).
+///
+/// Values are held in the returned state; for a large db use
+/// [`model_state_in`].
 pub fn model_state(db: &BoltFile) -> Result<SnapshotState, BoltError> {
+    read_state(db, None)
+}
+
+/// [`model_state`] with long values moved to `values` as they are read
+/// ([`Value::stage`]): memory follows the keys, not the values. Build the
+/// model with `Model::from_snapshot_in(.., values)`.
+pub fn model_state_in(db: &BoltFile, values: &dyn ValueStore) -> Result<SnapshotState, BoltError> {
+    read_state(db, Some(values))
+}
+
+fn read_state(db: &BoltFile, values: Option<&dyn ValueStore>) -> Result<SnapshotState, BoltError> {
     let meta = etcd::read_meta(db)?;
     let compacted = [meta.scheduled_compact_rev, meta.finished_compact_rev]
         .into_iter()
@@ -33,7 +47,10 @@ pub fn model_state(db: &BoltFile) -> Result<SnapshotState, BoltError> {
         keys.push(SnapshotKey {
             key: k.key,
             state: KeyState {
-                value: k.value,
+                value: match values {
+                    Some(store) => Value::stage(k.value, store),
+                    None => Value::Inline(k.value),
+                },
                 create_revision: k.create_revision,
                 mod_revision: k.mod_revision,
                 version: k.version,

@@ -91,6 +91,9 @@ pub enum Error {
         /// What was refused and why.
         message: String,
     },
+    /// The shadow model's value store failed ([`crate::values`]).
+    #[error("{0}")]
+    ValueStore(String),
     /// Anything else, said in words.
     #[error("{0}")]
     Msg(String),

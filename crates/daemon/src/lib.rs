@@ -35,6 +35,7 @@ pub mod status;
 pub mod store;
 pub mod times;
 pub mod tls;
+pub mod values;
 
 pub use daemon::{EXIT_REMOVED, RunOptions, leave, run};
 pub use error::{Error, Result};

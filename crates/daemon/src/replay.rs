@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use etcd_standby_decode::{Decoded, decode_entry};
-use etcd_standby_model::{Effect, Model, ModelConfig, SnapshotState};
+use etcd_standby_model::{Effect, Model, ModelConfig, SnapshotState, ValueStore};
 use etcd_standby_proto::raftpb;
 use etcd_standby_sink::{
     ReconcileOptions, ReconcileReport, Sink, SinkConfig, SinkError, SinkStats,
@@ -34,6 +34,7 @@ use crate::metrics::{OutcomeLabel, ReplayMetrics};
 use crate::status::{ReplayState, ReplayStatus, StatusCell};
 use crate::store::Layout;
 use crate::times::ReceiveTimes;
+use crate::values::{self, DiskValues};
 
 /// What replay needs.
 #[derive(Debug, Clone)]
@@ -66,10 +67,12 @@ pub trait StandbySink: Send {
     fn apply(&mut self, batch: &Batch) -> impl Future<Output = Result<(), SinkError>> + Send;
     /// Re-reads the checkpoint after an ambiguous failure.
     fn resync(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
-    /// Makes the standby equal `state` by diff (deletions included).
+    /// Makes the standby equal `state` by diff (deletions included); long
+    /// values held by reference are read from `values`.
     fn reconcile(
         &mut self,
         state: &SnapshotState,
+        values: &dyn ValueStore,
         index: u64,
         term: u64,
         opts: ReconcileOptions,
@@ -109,11 +112,12 @@ impl StandbySink for Sink {
     async fn reconcile(
         &mut self,
         state: &SnapshotState,
+        values: &dyn ValueStore,
         index: u64,
         term: u64,
         opts: ReconcileOptions,
     ) -> Result<ReconcileReport, SinkError> {
-        Sink::reconcile(self, state, index, term, opts).await
+        Sink::reconcile(self, state, values, index, term, opts).await
     }
     fn note_source_revision(&mut self, index: u64, revision: i64) {
         Sink::note_source_revision(self, index, revision);
@@ -211,21 +215,25 @@ fn newest_model(layout: &Layout, max: u64) -> Result<Option<(u64, PathBuf)>> {
     Ok(models.into_iter().rfind(|(i, _)| *i <= max))
 }
 
-/// Saves the model (at an index the standby has confirmed): tmp file,
-/// fsync, rename, fsync dir; older saves are removed.
-fn save_model(layout: &Layout, model: &Model) -> Result<u64> {
+/// Saves the model (at an index the standby has confirmed): the long values
+/// committed durably first, then the model file (tmp file, fsync, rename,
+/// fsync dir, written straight from the model); older saves are removed,
+/// then values neither the model nor the new file holds.
+fn save_model(layout: &Layout, model: &Model, values: &DiskValues) -> Result<u64> {
     let dir = layout.model_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let index = model.applied_index();
     let path = layout.saved_model(index);
     let tmp = path.with_extension("bin.tmp");
-    let state = model.to_snapshot_state();
+    values
+        .flush(true)
+        .context("committing the model's values before saving it")?;
     let write = || -> std::result::Result<(), Error> {
         let f = std::fs::File::create(&tmp)?;
         // A full disk fails this half way: the partial file must not stay
         // and keep the space (removed below).
         let mut w = std::io::BufWriter::new(f);
-        state.write_to(&mut w)?;
+        model.write_to(&mut w)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
@@ -243,6 +251,13 @@ fn save_model(layout: &Layout, model: &Model) -> Result<u64> {
             tracing::warn!(path = %p.display(), error = %e, "could not remove an older saved model");
         }
     }
+    match values.collect_garbage(&model.live_digests()) {
+        Ok(n) if n > 0 => tracing::debug!(deleted = n, "value store: garbage collected"),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "value store: could not collect garbage (retried after the next save)")
+        }
+    }
     Ok(index)
 }
 
@@ -254,10 +269,12 @@ fn load_model(path: &Path) -> Result<SnapshotState> {
 
 /// The state in the snapshot db at raft `index`: the log continues after
 /// that index even when the db's own consistent index is older.
-fn load_db(path: &Path, index: u64) -> Result<SnapshotState> {
+///
+/// Long values go to `values` as they are read (memory follows the keys).
+fn load_db(path: &Path, index: u64, values: &dyn ValueStore) -> Result<SnapshotState> {
     let db = etcd_standby_bolt::BoltFile::open(path)
         .with_context(|| format!("opening snapshot db {}", path.display()))?;
-    let mut state = etcd_standby_bolt::model_state(&db)
+    let mut state = etcd_standby_bolt::model_state_in(&db, values)
         .with_context(|| format!("reading snapshot db {}", path.display()))?;
     state.consistent_index = state.consistent_index.max(index);
     Ok(state)
@@ -302,6 +319,8 @@ pub struct Replay<S: StandbySink> {
     retention: Retention,
     sink: S,
     model: Model,
+    /// Where the model keeps long values.
+    values: std::sync::Arc<DiskValues>,
     /// Pending (index, term, effects) not yet written.
     batch: Vec<(u64, u64, Vec<Effect>)>,
     /// Commit time of the oldest entry in `batch`.
@@ -334,7 +353,8 @@ pub struct Replay<S: StandbySink> {
 const MODEL_SAVE_RETRY: Duration = Duration::from_secs(60);
 
 impl<S: StandbySink> Replay<S> {
-    /// Replay over a connected sink; call [`Replay::run`].
+    /// Replay over a connected sink; call [`Replay::run`]. Opens the
+    /// model's value store in the data dir.
     pub fn new(
         opts: ReplayOptions,
         layout: Layout,
@@ -342,9 +362,11 @@ impl<S: StandbySink> Replay<S> {
         status: StatusCell<ReplayStatus>,
         metrics: ReplayMetrics,
         retention: Retention,
-    ) -> Replay<S> {
-        Replay {
-            model: Model::with_config(opts.model.clone()),
+    ) -> Result<Replay<S>> {
+        let values = DiskValues::open(&layout.model_dir().join(values::FILE_NAME))?;
+        Ok(Replay {
+            model: Model::with_values(opts.model.clone(), values.clone()),
+            values,
             opts,
             layout,
             status,
@@ -361,7 +383,7 @@ impl<S: StandbySink> Replay<S> {
             restore_lease_keys: false,
             leases_lost_seen: 0,
             save_failed_at: None,
-        }
+        })
     }
 
     /// Gives replay the received-times index (needed by `--apply-delay`;
@@ -604,11 +626,14 @@ impl<S: StandbySink> Replay<S> {
         {
             return;
         }
-        let (layout, model) = (&self.layout, &self.model);
-        match blocking(|| save_model(layout, model)) {
+        let (layout, model, values) = (&self.layout, &self.model, &*self.values);
+        match blocking(|| save_model(layout, model, values)) {
             Ok(i) => {
                 self.saved = (i, Instant::now());
                 self.save_failed_at = None;
+                // Keys written in order since the last save left the index
+                // half full: repack it (memory follows the keys' count).
+                self.model.compact_memory();
                 tracing::info!(index = i, "shadow model saved");
             }
             Err(e) => {
@@ -635,7 +660,8 @@ impl<S: StandbySink> Replay<S> {
             );
         };
         self.set_state(ReplayState::Reconciling, None);
-        let state = blocking(|| load_db(&path, db_index))?;
+        let values = &*self.values;
+        let state = blocking(|| load_db(&path, db_index, values))?;
         let term = state.term;
         tracing::info!(
             index = db_index,
@@ -646,7 +672,7 @@ impl<S: StandbySink> Replay<S> {
         let report = loop {
             match self
                 .sink
-                .reconcile(&state, db_index, term, self.opts.reconcile)
+                .reconcile(&state, &*self.values, db_index, term, self.opts.reconcile)
                 .await
             {
                 Ok(r) => break r,
@@ -674,9 +700,33 @@ impl<S: StandbySink> Replay<S> {
         tracing::info!(?report, "reconcile done");
         self.metrics.reconciles.inc();
         self.db_floor = db_index;
-        self.model = Model::from_snapshot_with_config(self.opts.model.clone(), state);
+        let old = std::mem::replace(
+            &mut self.model,
+            Model::from_snapshot_in(self.opts.model.clone(), state, self.values.clone()),
+        );
+        // The replaced model's values go at the next save unless the new
+        // one holds them too.
+        for d in old.live_digests() {
+            self.values.release(&d);
+        }
         self.publish(reader);
         Ok(())
+    }
+
+    /// Makes the value store hold exactly the model's values (garbage left
+    /// by a crash goes); returns how many the model holds that are missing.
+    fn sweep_values(&self) -> Result<u64> {
+        let live = self.model.live_digests();
+        let values = &*self.values;
+        let report = blocking(|| values.sweep(&live))?;
+        tracing::info!(
+            kept = report.kept,
+            deleted = report.deleted,
+            missing = report.missing,
+            bytes = self.values.file_bytes(),
+            "value store checked against the shadow model"
+        );
+        Ok(report.missing)
     }
 
     /// Rebuilds the model at the standby's checkpoint ([`rebuild_plan`]).
@@ -693,23 +743,45 @@ impl<S: StandbySink> Replay<S> {
             "rebuilding the shadow model to the standby's checkpoint"
         );
         match plan {
-            RebuildFrom::Start => {}
+            RebuildFrom::Start => {
+                self.sweep_values()?;
+            }
             RebuildFrom::SavedModel(i) => {
                 let Some((_, path)) = saved else {
                     bail!("saved model {i} vanished")
                 };
                 let state = blocking(|| load_model(&path))?;
-                self.model = Model::from_snapshot_with_config(self.opts.model.clone(), state);
+                self.model =
+                    Model::from_snapshot_in(self.opts.model.clone(), state, self.values.clone());
+                if self.sweep_values()? > 0 {
+                    // A model whose values are gone cannot be replayed on:
+                    // without it, the plan falls back to a snapshot db, the
+                    // log from index 1 or a reconcile.
+                    tracing::error!(
+                        path = %path.display(),
+                        "the saved model refers to values missing from the value store; removing it and rebuilding without it"
+                    );
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("removing {}", path.display()))?;
+                    self.model = Model::with_values(self.opts.model.clone(), self.values.clone());
+                    return Box::pin(self.rebuild(reader)).await;
+                }
                 self.saved = (i, Instant::now());
             }
             RebuildFrom::SnapshotDb(i) => {
                 let Some((_, path)) = db else {
                     bail!("snapshot db {i} vanished")
                 };
-                let state = blocking(|| load_db(&path, i))?;
-                self.model = Model::from_snapshot_with_config(self.opts.model.clone(), state);
+                let values = &*self.values;
+                let state = blocking(|| load_db(&path, i, values))?;
+                self.model =
+                    Model::from_snapshot_in(self.opts.model.clone(), state, self.values.clone());
+                self.sweep_values()?;
             }
-            RebuildFrom::Reconcile(i) => self.reconcile(i, reader).await?,
+            RebuildFrom::Reconcile(i) => {
+                self.reconcile(i, reader).await?;
+                self.sweep_values()?;
+            }
             RebuildFrom::Impossible => bail!(
                 "the standby is at raft index {checkpoint}, but the local log can rebuild neither from index 1 nor from a snapshot db; \
                  wait for a leader snapshot or start over with a fresh standby"
@@ -783,7 +855,7 @@ impl<S: StandbySink> Replay<S> {
         let term = self.model.applied_term();
         let report = self
             .sink
-            .reconcile(&state, checkpoint, term, self.opts.reconcile)
+            .reconcile(&state, &*self.values, checkpoint, term, self.opts.reconcile)
             .await?;
         tracing::info!(?report, "lost leases restored");
         self.metrics.reconciles.inc();
@@ -1039,7 +1111,7 @@ pub async fn run(
             }
         }
     };
-    Replay::new(opts, layout, sink, status, metrics, retention)
+    Replay::new(opts, layout, sink, status, metrics, retention)?
         .with_receive_times(times)
         .run(reader, stop)
         .await

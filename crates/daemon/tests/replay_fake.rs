@@ -15,7 +15,7 @@ use etcd_standby_daemon::replay::{
 };
 use etcd_standby_daemon::status::{ReplayState, ReplayStatus, StatusCell};
 use etcd_standby_daemon::store::Layout;
-use etcd_standby_model::{ModelConfig, SnapshotState};
+use etcd_standby_model::{ModelConfig, SnapshotState, ValueStore};
 use etcd_standby_proto::{etcdserverpb, raftpb};
 use etcd_standby_sink::{ReconcileOptions, ReconcileReport, SinkConfig, SinkError, SinkStats};
 use etcd_standby_wal::WalWriter;
@@ -66,6 +66,7 @@ impl StandbySink for FakeStandby {
     async fn reconcile(
         &mut self,
         _: &SnapshotState,
+        _: &dyn ValueStore,
         index: u64,
         _: u64,
         _: ReconcileOptions,
@@ -201,7 +202,7 @@ async fn replay(s: &Setup, entries: Vec<raftpb::Entry>, skip: bool) -> Result<()
         Retention::keep_all(),
     );
     let (_stop_tx, stop_rx) = watch::channel(false);
-    r.run(reader, stop_rx).await
+    r?.run(reader, stop_rx).await
 }
 
 /// Replay over `entries` ends with a halt, said in the error and the state.
@@ -420,4 +421,83 @@ fn model_rebuild_decision_table() {
             "{checkpoint} {have:?}"
         );
     }
+}
+
+/// A put whose value is long enough to live in the value store.
+fn long_put(index: u64, key: &str) -> raftpb::Entry {
+    let req = etcdserverpb::InternalRaftRequest {
+        header: Some(etcdserverpb::RequestHeader {
+            id: index,
+            ..Default::default()
+        }),
+        put: Some(etcdserverpb::PutRequest {
+            key: Bytes::from(key.to_owned()),
+            value: Bytes::from(format!("{index:04}-{}", "v".repeat(100))),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    raftpb::Entry {
+        term: 2,
+        index,
+        r#type: 0,
+        data: Some(req.encode_to_vec().into()),
+    }
+}
+
+/// Replay with a model saved every `every` entries.
+async fn replay_saving(s: &Setup, entries: Vec<raftpb::Entry>, every: u64) -> Result<(), Error> {
+    let (tail, reader) = CommittedTail::new(TailLimits::default(), s.layout.wal());
+    let commit = entries.last().map_or(0, |e| e.index);
+    tail.publish(entries, commit);
+    drop(tail);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let r = Replay::new(
+        ReplayOptions {
+            model_save_every: every,
+            ..options(false)
+        },
+        s.layout.clone(),
+        s.standby.clone(),
+        s.status.clone(),
+        ReplayMetrics::new(&mut registry),
+        Retention::keep_all(),
+    );
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    r?.run(reader, stop_rx).await
+}
+
+/// Long values live in `replay/values.redb` beside the saved model. A
+/// saved model whose values are gone (the store deleted or damaged) is not
+/// replayed on: it is dropped and the model rebuilt another way (here from
+/// index 1), and nothing is written to the standby twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_model_whose_values_are_missing_is_dropped_and_the_model_rebuilt() {
+    let entries: Vec<_> = (1..=12)
+        .map(|i| long_put(i, &format!("/k{}", i % 5)))
+        .collect();
+    let s = setup(&entries, 0);
+    replay_saving(&s, entries.clone(), 4).await.unwrap();
+    let dir = s.layout.model_dir();
+    let saved = s.layout.saved_models().unwrap();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    let store = dir.join("values.redb");
+    assert!(store.exists());
+    let written_once = written(&s);
+    assert_eq!(written_once, (1..=12).collect::<Vec<_>>());
+
+    std::fs::remove_file(&store).unwrap();
+    replay_saving(&s, entries, 4).await.unwrap();
+    assert!(
+        !saved[0].1.exists() || s.layout.saved_models().unwrap() != saved,
+        "the saved model without its values was dropped"
+    );
+    assert_eq!(written(&s), written_once, "nothing written twice");
+
+    // And a restart that finds its values replays on the saved model.
+    let entries: Vec<_> = (1..=16)
+        .map(|i| long_put(i, &format!("/k{}", i % 5)))
+        .collect();
+    replay_saving(&s, entries, 4).await.unwrap();
+    assert_eq!(written(&s), (1..=16).collect::<Vec<_>>());
 }

@@ -2,6 +2,7 @@
 //! `apply_auth.go`, `mvcc/kvstore_txn.go`, `lease/lessor.go`).
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use etcd_standby_decode::{ApplyRequest, ApplyRules, ConfChange, Decoded, Member, apply_request};
@@ -17,12 +18,16 @@ use crate::types::{
     AlarmKind, Applied, ApplierChain, ClusterState, Effect, EtcdMinor, ModelConfig, Outcome,
     Password, Rejection, TxnRangeView,
 };
+use crate::value::{Digest, INLINE_MAX, MemValues, Value, ValueStore, ValueStoreError};
 
 /// etcd's `MaxLeaseTTL` (seconds).
 const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
 /// The primary's state as etcd would have it after the applied index.
-#[derive(Debug, Clone)]
+///
+/// Long values live in its [`ValueStore`] ([`Value`]); cloning a model
+/// forks the store ([`ValueStore::fork`]).
+#[derive(Debug)]
 pub struct Model {
     pub(crate) config: ModelConfig,
     pub(crate) kv: BTreeMap<Bytes, KeyState>,
@@ -35,6 +40,26 @@ pub struct Model {
     pub(crate) cluster: ClusterState,
     pub(crate) applied_index: u64,
     pub(crate) applied_term: u64,
+    pub(crate) values: Arc<dyn ValueStore>,
+}
+
+impl Clone for Model {
+    fn clone(&self) -> Self {
+        Model {
+            config: self.config.clone(),
+            kv: self.kv.clone(),
+            revision: self.revision,
+            compacted: self.compacted,
+            leases: self.leases.clone(),
+            auth: self.auth.clone(),
+            alarms: self.alarms.clone(),
+            chain: self.chain,
+            cluster: self.cluster.clone(),
+            applied_index: self.applied_index,
+            applied_term: self.applied_term,
+            values: self.values.fork(),
+        }
+    }
 }
 
 impl Default for Model {
@@ -86,6 +111,22 @@ struct Plan {
 
 type Step = Result<Outcome, Rejection>;
 
+/// Why a put could not be made.
+enum PutFailed {
+    /// The primary refused it.
+    Rejected(Rejection),
+    /// The current value (`ignore_value`) could not be read from the store.
+    Value(ValueStoreError),
+}
+
+/// Why [`Model::plan_writes`] stopped.
+enum PlanFailed {
+    /// A put that would find no key (etcd would panic on it).
+    NoKey(Bytes),
+    /// A value `ignore_value` needs could not be read from the store.
+    Value(ValueStoreError),
+}
+
 /// One write of a txn's chosen path, ignore_value / ignore_lease resolved.
 enum TxnWrite<'t> {
     Put {
@@ -104,14 +145,14 @@ enum TxnWrite<'t> {
 #[derive(Default)]
 struct TxnView {
     /// Keys written by earlier ops (`None`: deleted after being written).
-    written: BTreeMap<Bytes, Option<(Bytes, i64)>>,
+    written: BTreeMap<Bytes, Option<(Value, i64)>>,
     /// Ranges deleted by earlier ops.
     deleted: Vec<(Bytes, Bytes)>,
 }
 
 impl TxnView {
     /// Value and lease of `key` at this point of the txn.
-    fn get(&self, model: &Model, key: &[u8]) -> Option<(Bytes, i64)> {
+    fn get(&self, model: &Model, key: &[u8]) -> Option<(Value, i64)> {
         if let Some(w) = self.written.get(key) {
             return w.clone();
         }
@@ -123,7 +164,7 @@ impl TxnView {
 
     fn put(&mut self, key: &Bytes, value: &Bytes, lease: i64) {
         self.written
-            .insert(key.clone(), Some((value.clone(), lease)));
+            .insert(key.clone(), Some((Value::Inline(value.clone()), lease)));
     }
 
     fn delete(&mut self, key: &Bytes, range_end: &Bytes) {
@@ -142,8 +183,14 @@ impl Model {
         Model::with_config(ModelConfig::default())
     }
 
-    /// A fresh cluster: revision 1, auth revision 1, nothing else.
+    /// A fresh cluster: revision 1, auth revision 1, nothing else; long
+    /// values in memory ([`MemValues`]).
     pub fn with_config(config: ModelConfig) -> Model {
+        Model::with_values(config, MemValues::new_shared())
+    }
+
+    /// A fresh cluster keeping long values in `values`.
+    pub fn with_values(config: ModelConfig, values: Arc<dyn ValueStore>) -> Model {
         Model {
             config,
             kv: BTreeMap::new(),
@@ -156,7 +203,59 @@ impl Model {
             cluster: ClusterState::default(),
             applied_index: 0,
             applied_term: 0,
+            values,
         }
+    }
+
+    /// Repacks the key index into full nodes. Keys written in increasing
+    /// order (a bulk load, a model seeded key by key) leave the B-tree's
+    /// nodes about half full; repacking after a save or a seed cuts the
+    /// index's memory by a third or more. O(keys), nodes freed as the new
+    /// ones are built, so the peak stays near the index's own size.
+    pub fn compact_memory(&mut self) {
+        let mut old = std::mem::take(&mut self.kv);
+        if let Some((k, v)) = old.pop_first() {
+            let mut packed = BTreeMap::new();
+            packed.insert(k, v);
+            // `append` into a non-empty map rebuilds from the merged sorted
+            // iterators, filling every node.
+            packed.append(&mut old);
+            self.kv = packed;
+        }
+    }
+
+    /// Where the model keeps long values.
+    pub fn values(&self) -> &Arc<dyn ValueStore> {
+        &self.values
+    }
+
+    /// The bytes of a live key's value (read from the store when long).
+    pub fn value(&self, key: &[u8]) -> Result<Option<Bytes>, ValueStoreError> {
+        self.kv
+            .get(key)
+            .map(|ks| ks.value.bytes(&*self.values))
+            .transpose()
+    }
+
+    /// The bytes of `value` (one of this model's, e.g. from [`Model::keys`]).
+    pub fn value_bytes(&self, value: &Value) -> Result<Bytes, ValueStoreError> {
+        value.bytes(&*self.values)
+    }
+
+    /// The digests of every long value a live key holds, sorted, without
+    /// repeats: what a store that collects garbage must keep.
+    pub fn live_digests(&self) -> Vec<Digest> {
+        let mut d: Vec<Digest> = self
+            .kv
+            .values()
+            .filter_map(|ks| match &ks.value {
+                Value::Stored(s) => Some(s.digest),
+                Value::Inline(_) => None,
+            })
+            .collect();
+        d.sort_unstable();
+        d.dedup();
+        d
     }
 
     /// The configuration.
@@ -427,7 +526,11 @@ impl Model {
         if p.lease != 0 && !self.leases.contains_key(&p.lease) {
             return Err(Rejection::LeaseNotFound);
         }
-        self.put(p, w)?;
+        match self.put(p, w) {
+            Ok(()) => {}
+            Err(PutFailed::Rejected(r)) => return Err(r),
+            Err(PutFailed::Value(e)) => return Ok(Outcome::ValueUnavailable(e.to_string())),
+        }
         self.commit(w);
         Ok(Outcome::Applied)
     }
@@ -444,11 +547,14 @@ impl Model {
 
     /// `applierV3backend.Put` inside a write txn: resolves ignore_value /
     /// ignore_lease against the current state and writes.
-    fn put(&mut self, p: &PutRequest, w: &mut Writer) -> Result<(), Rejection> {
-        let (value, lease) = resolve_put(p, || {
+    fn put(&mut self, p: &PutRequest, w: &mut Writer) -> Result<(), PutFailed> {
+        let (value, lease) = match resolve_put(p, &*self.values, || {
             self.kv.get(&p.key).map(|ks| (ks.value.clone(), ks.lease))
-        })
-        .ok_or(Rejection::KeyNotFound)?;
+        }) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(PutFailed::Rejected(Rejection::KeyNotFound)),
+            Err(e) => return Err(PutFailed::Value(e)),
+        };
         self.write_put(w, p.key.clone(), value, lease);
         Ok(())
     }
@@ -487,18 +593,24 @@ impl Model {
         let rev = self.revision + 1;
         // Keys and values arrive as slices of a whole received message (up
         // to 1 MiB of entries). Stored slices would keep that buffer alive
-        // as long as any one of its keys lives, so the model stores exact
-        // copies: memory follows the live data, not the history.
-        let key = match self.kv.get_key_value(&key) {
-            Some((k, _)) => k.clone(),
-            None => Bytes::copy_from_slice(&key),
+        // as long as any one of its keys lives, so what the model keeps is
+        // an exact copy (memory follows the live data, not the history),
+        // made once and not cloned: a clone of a copied `Bytes` allocates
+        // a shared header, 32 bytes per key. The writer and the effects,
+        // which live only until the standby has them, use the entry's own.
+        let held = if value.len() <= INLINE_MAX {
+            Value::Inline(Bytes::copy_from_slice(&value))
+        } else {
+            Value::intern(value.clone(), &*self.values)
         };
-        let value = Bytes::copy_from_slice(&value);
         let old_lease = match self.kv.get_mut(&key) {
             Some(ks) => {
                 w.existed.entry(key.clone()).or_insert(true);
                 let old = ks.lease;
-                ks.value = value.clone();
+                let before = std::mem::replace(&mut ks.value, held);
+                if let Value::Stored(s) = before {
+                    self.values.release(&s.digest);
+                }
                 ks.mod_revision = rev;
                 ks.version += 1;
                 ks.lease = lease;
@@ -507,9 +619,9 @@ impl Model {
             None => {
                 w.existed.entry(key.clone()).or_insert(false);
                 self.kv.insert(
-                    key.clone(),
+                    Bytes::copy_from_slice(&key),
                     KeyState {
-                        value: value.clone(),
+                        value: held,
                         create_revision: rev,
                         mod_revision: rev,
                         version: 1,
@@ -519,6 +631,8 @@ impl Model {
                 0
             }
         };
+        // Always detach then attach (etcd detaches the key's actual
+        // attachment, which may differ from its stored lease).
         if old_lease != 0
             && let Some(l) = self.leases.get_mut(&old_lease)
         {
@@ -526,8 +640,9 @@ impl Model {
         }
         if lease != 0
             && let Some(l) = self.leases.get_mut(&lease)
+            && let Some((k, _)) = self.kv.get_key_value(&key)
         {
-            l.keys.insert(key.clone());
+            l.keys.insert(k.clone());
         }
         w.changes += 1;
         w.keyed
@@ -538,6 +653,9 @@ impl Model {
         let Some(old) = self.kv.remove(&key) else {
             return;
         };
+        if let Value::Stored(s) = &old.value {
+            self.values.release(&s.digest);
+        }
         w.existed.entry(key.clone()).or_insert(true);
         if old.lease != 0
             && let Some(l) = self.leases.get_mut(&old.lease)
@@ -581,7 +699,10 @@ impl Model {
         if self.chain.auth {
             self.check_txn_auth(t, who)?;
         }
-        let plan = self.plan(t);
+        let plan = match self.plan(t) {
+            Ok(plan) => plan,
+            Err(e) => return Ok(Outcome::ValueUnavailable(e.to_string())),
+        };
         let is_write = !txn_is_read_only(t);
         if is_write {
             self.check_puts(t, &plan)?;
@@ -598,7 +719,11 @@ impl Model {
             // Every write is resolved before the first one is made, so a
             // put that cannot be resolved halts with the state untouched.
             let mut writes = Vec::new();
-            if let Err(key) = self.plan_writes(t, &plan, &mut TxnView::default(), &mut writes) {
+            if let Err(failed) = self.plan_writes(t, &plan, &mut TxnView::default(), &mut writes) {
+                let key = match failed {
+                    PlanFailed::NoKey(key) => key,
+                    PlanFailed::Value(e) => return Ok(Outcome::ValueUnavailable(e.to_string())),
+                };
                 // Unreachable: `check_puts` saw the key before the txn and
                 // `ignore_after_delete` ruled out its deletion by an earlier
                 // op, so the key still exists when its put runs. Halt rather
@@ -645,8 +770,15 @@ impl Model {
 
     /// `compareToPath`: every compare of the txn and of the nested txns of
     /// the chosen branches, against the state before the txn.
-    fn plan(&self, t: &TxnRequest) -> Plan {
-        let ok = t.compare.iter().all(|c| self.compare(c));
+    /// `Err`: a long value an ordering compare needs could not be read.
+    fn plan(&self, t: &TxnRequest) -> Result<Plan, ValueStoreError> {
+        let mut ok = true;
+        for c in &t.compare {
+            if !self.compare(c)? {
+                ok = false;
+                break;
+            }
+        }
         let ops = if ok { &t.success } else { &t.failure };
         let nested = ops
             .iter()
@@ -654,29 +786,34 @@ impl Model {
                 Some(request_op::Request::RequestTxn(n)) => Some(self.plan(n)),
                 _ => None,
             })
-            .collect();
-        Plan { ok, nested }
+            .collect::<Result<_, _>>()?;
+        Ok(Plan { ok, nested })
     }
 
     /// `applyCompare`.
-    fn compare(&self, c: &pb::Compare) -> bool {
+    fn compare(&self, c: &pb::Compare) -> Result<bool, ValueStoreError> {
         use pb::compare::CompareTarget;
         let target = CompareTarget::try_from(c.target).ok();
         let mut kvs = range(&self.kv, &c.key, &c.range_end).peekable();
         if kvs.peek().is_none() {
             if target == Some(CompareTarget::Value) {
-                return false;
+                return Ok(false);
             }
             let zero = KeyState {
-                value: Bytes::new(),
+                value: Value::default(),
                 create_revision: 0,
                 mod_revision: 0,
                 version: 0,
                 lease: 0,
             };
-            return compare_kv(c, target, &zero);
+            return compare_kv(c, target, &zero, &*self.values);
         }
-        kvs.all(|(_, ks)| compare_kv(c, target, ks))
+        for (_, ks) in kvs {
+            if !compare_kv(c, target, ks, &*self.values)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// `checkPut` over the chosen path, against the state before the txn.
@@ -766,22 +903,24 @@ impl Model {
 
     /// The writes of the chosen path in execution order, ignore_value /
     /// ignore_lease resolved against what the txn's earlier ops left
-    /// (`applierV3backend.put` ranges inside the write txn). `Err(key)`: a
-    /// put that would find no key (etcd would panic on it). Reads only.
+    /// (`applierV3backend.put` ranges inside the write txn). Reads only.
     fn plan_writes<'t>(
         &self,
         t: &'t TxnRequest,
         plan: &Plan,
         view: &mut TxnView,
         out: &mut Vec<TxnWrite<'t>>,
-    ) -> Result<(), Bytes> {
+    ) -> Result<(), PlanFailed> {
         let ops = if plan.ok { &t.success } else { &t.failure };
         let mut nested = plan.nested.iter();
         for op in ops {
             match &op.request {
                 Some(request_op::Request::RequestPut(p)) => {
-                    let Some((value, lease)) = resolve_put(p, || view.get(self, &p.key)) else {
-                        return Err(p.key.clone());
+                    let Some((value, lease)) =
+                        resolve_put(p, &*self.values, || view.get(self, &p.key))
+                            .map_err(PlanFailed::Value)?
+                    else {
+                        return Err(PlanFailed::NoKey(p.key.clone()));
                     };
                     view.put(&p.key, &value, lease);
                     out.push(TxnWrite::Put {
@@ -1365,23 +1504,37 @@ fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
 /// `compareKV`.
 /// The value and lease a put writes: its own, or with `ignore_value` /
 /// `ignore_lease` the key's current ones (`cur`, looked up only then).
-/// `None`: the key is needed but does not exist (etcd's "key not found").
-fn resolve_put(p: &PutRequest, cur: impl FnOnce() -> Option<(Bytes, i64)>) -> Option<(Bytes, i64)> {
+/// `Ok(None)`: the key is needed but does not exist (etcd's "key not
+/// found"); `Err`: its long value could not be read from `values`.
+fn resolve_put(
+    p: &PutRequest,
+    values: &dyn ValueStore,
+    cur: impl FnOnce() -> Option<(Value, i64)>,
+) -> Result<Option<(Bytes, i64)>, ValueStoreError> {
     if !(p.ignore_value || p.ignore_lease) {
-        return Some((p.value.clone(), p.lease));
+        return Ok(Some((p.value.clone(), p.lease)));
     }
-    let (cur_value, cur_lease) = cur()?;
-    Some((
+    let Some((cur_value, cur_lease)) = cur() else {
+        return Ok(None);
+    };
+    Ok(Some((
         if p.ignore_value {
-            cur_value
+            cur_value.bytes(values)?
         } else {
             p.value.clone()
         },
         if p.ignore_lease { cur_lease } else { p.lease },
-    ))
+    )))
 }
 
-fn compare_kv(c: &pb::Compare, target: Option<pb::compare::CompareTarget>, ks: &KeyState) -> bool {
+/// `Err`: an ordering compare on a long value whose prefix does not decide
+/// it, and the store could not give the bytes.
+fn compare_kv(
+    c: &pb::Compare,
+    target: Option<pb::compare::CompareTarget>,
+    ks: &KeyState,
+    values: &dyn ValueStore,
+) -> Result<bool, ValueStoreError> {
     use pb::compare::{CompareResult, CompareTarget, TargetUnion};
     use std::cmp::Ordering;
     let ord = match target {
@@ -1390,7 +1543,19 @@ fn compare_kv(c: &pb::Compare, target: Option<pb::compare::CompareTarget>, ks: &
                 Some(TargetUnion::Value(v)) => v,
                 _ => &[],
             };
-            ks.value.as_ref().cmp(v)
+            match CompareResult::try_from(c.result) {
+                // Equality needs no bytes: length and digest decide.
+                Ok(CompareResult::Equal | CompareResult::NotEqual) | Err(_) => {
+                    if ks.value.eq_bytes(v) {
+                        Ordering::Equal
+                    } else {
+                        Ordering::Less
+                    }
+                }
+                Ok(CompareResult::Greater | CompareResult::Less) => {
+                    ks.value.cmp_bytes(v, values)?
+                }
+            }
         }
         Some(CompareTarget::Create) => {
             let v = match c.target_union {
@@ -1423,14 +1588,14 @@ fn compare_kv(c: &pb::Compare, target: Option<pb::compare::CompareTarget>, ks: &
         // An unknown target compares as equal (result 0).
         None => Ordering::Equal,
     };
-    match CompareResult::try_from(c.result) {
+    Ok(match CompareResult::try_from(c.result) {
         Ok(CompareResult::Equal) => ord == Ordering::Equal,
         Ok(CompareResult::NotEqual) => ord != Ordering::Equal,
         Ok(CompareResult::Greater) => ord == Ordering::Greater,
         Ok(CompareResult::Less) => ord == Ordering::Less,
         // An unknown result is true.
         Err(_) => true,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -1487,14 +1652,11 @@ mod tests {
             success: vec![delete_op("k"), put_op("k", "", true)],
             ..Default::default()
         };
-        let plan = m.plan(&t);
+        let plan = m.plan(&t).unwrap();
         let mut out = Vec::new();
         let got = m.plan_writes(&t, &plan, &mut TxnView::default(), &mut out);
-        assert_eq!(got.err(), Some(Bytes::from_static(b"k")));
-        assert_eq!(
-            m.get(b"k").map(|k| k.value.clone()),
-            Some(Bytes::from_static(b"v1"))
-        );
+        assert!(matches!(got, Err(PlanFailed::NoKey(k)) if k == "k"));
+        assert_eq!(m.value(b"k").unwrap(), Some(Bytes::from_static(b"v1")));
     }
 
     /// Through `apply`, the same txn halts with the state and index unchanged.
@@ -1507,10 +1669,7 @@ mod tests {
         assert!(a.effects.is_empty());
         assert_eq!(m.applied_index(), 1);
         assert_eq!(m.revision(), rev);
-        assert_eq!(
-            m.get(b"k").map(|k| k.value.clone()),
-            Some(Bytes::from_static(b"v1"))
-        );
+        assert_eq!(m.value(b"k").unwrap(), Some(Bytes::from_static(b"v1")));
     }
 
     /// ignore_value sees the txn's own earlier put, as etcd's write txn does.
@@ -1523,10 +1682,7 @@ mod tests {
             &txn(vec![put_op("k", "v2", false), put_op("k", "", true)]),
         );
         assert_eq!(a.outcome, Outcome::Applied);
-        assert_eq!(
-            m.get(b"k").map(|k| k.value.clone()),
-            Some(Bytes::from_static(b"v2"))
-        );
+        assert_eq!(m.value(b"k").unwrap(), Some(Bytes::from_static(b"v2")));
         assert_eq!(m.get(b"k").map(|k| k.version), Some(3));
     }
 }

@@ -4,11 +4,14 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
-/// A live key's state, exactly as the primary's `mvccpb.KeyValue` holds it.
+use crate::value::Value;
+
+/// A live key's state, exactly as the primary's `mvccpb.KeyValue` holds it
+/// (the value by reference when long: [`Value`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyState {
     /// Current value.
-    pub value: Bytes,
+    pub value: Value,
     /// Revision of the first put of the current generation.
     pub create_revision: i64,
     /// Revision of the last modification.
@@ -57,7 +60,7 @@ mod tests {
 
     fn ks() -> KeyState {
         KeyState {
-            value: Bytes::new(),
+            value: Value::default(),
             create_revision: 1,
             mod_revision: 1,
             version: 1,

@@ -50,6 +50,7 @@ mod kv;
 pub mod persist;
 mod snapshot;
 mod types;
+pub mod value;
 
 pub use apply::Model;
 pub use auth::{AuthState, PermType, Permission, Role, User};
@@ -60,6 +61,7 @@ pub use types::{
     AlarmKind, Applied, ApplierChain, ClusterState, Effect, EtcdMinor, ModelConfig, Outcome,
     Password, Rejection, TxnRangeView,
 };
+pub use value::{MemValues, StoredValue, Value, ValueStore, ValueStoreError};
 
 /// The lease state the model keeps per lease.
 pub use kv::LeaseState;

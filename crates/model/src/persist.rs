@@ -1,12 +1,12 @@
 //! The persisted form of a [`SnapshotState`]: versioned, checksummed and
 //! streamed (no second copy of the state in a buffer).
 //!
-//! # Format (version 1)
+//! # Format (version 2; version 1 is read too)
 //!
 //! All integers are little-endian.
 //!
 //! ```text
-//! header   magic "ESBMODEL" (8 bytes) | format version u32 (= 1)
+//! header   magic "ESBMODEL" (8 bytes) | format version u32 (= 2)
 //! records  tag u8 | payload length u32 | payload        (any number)
 //! trailer  tag 0xFF | length u32 (= 64) | 8 × u64 record counts
 //! crc      u32: CRC-32C (Castagnoli) of every byte before it
@@ -26,10 +26,18 @@
 //! | 7 | ALARM | alarm type i32, member ID u64 |
 //! | 8 | MEMBER (extras) | ID u64, learner u8, name str, peer URL count u32 + strs, client URL count u32 + strs |
 //! | 9 | REMOVED (extras) | member ID u64 |
+//! | 10 | KEY_REF (v2) | value length u32, value digest (16 bytes), value prefix (16 bytes), then `mvccpb.KeyValue` (protobuf) without the value |
+//!
+//! A key whose value is longer than [`crate::value::INLINE_MAX`] and held by
+//! reference is a KEY_REF record: its bytes are in the model's value store
+//! (the daemon keeps a store file beside the saved model, flushed before the
+//! model file is written). Every other key is a KEY record with its value.
+//! Version 1 (before values moved out of RAM) has KEY records only; it is
+//! read, and its long values are stored when the model is built.
 //!
 //! `str`/`bytes` are a u32 length and the bytes; strings must be UTF-8.
 //! The trailer counts KEY, LEASE, ATTACH, USER, ROLE, ALARM, MEMBER and
-//! REMOVED records in that order.
+//! REMOVED records in that order (KEY and KEY_REF records are both keys).
 //!
 //! # Size
 //!
@@ -38,10 +46,11 @@
 //! bytes, revisions below 16384, version below 128 and no lease (each
 //! revision up to 2²¹ adds one byte; a lease adds 1 + its varint, usually 10
 //! bytes for etcd's generated IDs, plus an ATTACH record of `13 + key length`).
-//! So a 16-byte key with a 256-byte value takes 290 bytes: 18 bytes (about
-//! 7 %) over the key and value themselves. Fixed costs: 12-byte header,
+//! So a 16-byte key with a 256-byte value in hand takes 290 bytes: 18 bytes
+//! (about 7 %) over the key and value themselves. Held by reference it
+//! takes `51 + key length` bytes whatever the value's length. Fixed costs: 12-byte header,
 //! 47-byte meta record without extras, 69-byte trailer, 4-byte CRC.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 
 use bytes::{Buf, Bytes};
@@ -53,11 +62,14 @@ use crate::auth::{AuthState, PermType, Permission, Role, User};
 use crate::kv::KeyState;
 use crate::snapshot::{ModelExtras, SnapshotKey, SnapshotLease, SnapshotState};
 use crate::types::{AlarmKind, ApplierChain, ClusterState, Password};
+use crate::value::{INLINE_MAX, StoredValue, Value};
 
 /// The file's first 8 bytes.
 pub const MAGIC: [u8; 8] = *b"ESBMODEL";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes (it reads this one and 1).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads.
+pub const OLDEST_READ_VERSION: u32 = 1;
 
 const META: u8 = 1;
 const KEY: u8 = 2;
@@ -68,6 +80,7 @@ const ROLE: u8 = 6;
 const ALARM: u8 = 7;
 const MEMBER: u8 = 8;
 const REMOVED: u8 = 9;
+const KEY_REF: u8 = 10;
 const END: u8 = 0xFF;
 
 /// Names of the trailer's counts, in order.
@@ -301,155 +314,231 @@ fn chain_bits(c: ApplierChain) -> u8 {
     u8::from(c.auth) | (u8::from(c.capped) << 1) | (u8::from(c.corrupt) << 2)
 }
 
+/// A borrowed view of a state, what the writer walks: a [`SnapshotState`]
+/// or a live model (so saving a model copies nothing).
+pub(crate) struct StateRef<'a> {
+    pub(crate) revision: i64,
+    pub(crate) compacted: i64,
+    pub(crate) consistent_index: u64,
+    pub(crate) term: u64,
+    pub(crate) auth: &'a AuthState,
+    pub(crate) keys: Box<dyn Iterator<Item = (&'a Bytes, &'a KeyState)> + 'a>,
+    pub(crate) leases: Box<dyn Iterator<Item = SnapshotLease> + 'a>,
+    pub(crate) alarms: Box<dyn Iterator<Item = (AlarmKind, u64)> + 'a>,
+    pub(crate) extras: Option<ExtrasRef<'a>>,
+}
+
+/// The borrowed [`ModelExtras`].
+pub(crate) struct ExtrasRef<'a> {
+    pub(crate) chain: ApplierChain,
+    pub(crate) lease_keys: Box<dyn Iterator<Item = (i64, &'a BTreeSet<Bytes>)> + 'a>,
+    pub(crate) cluster: &'a ClusterState,
+}
+
 impl SnapshotState {
     /// Writes the state in the persisted format (see the [module docs]),
     /// record by record: memory use is one record, not a copy of the state.
-    /// About 290 bytes per key with a 16-byte name and a 256-byte value.
-    /// Wrap files in a `BufWriter`; the writer is flushed at the end.
+    /// About 290 bytes per key with a 16-byte name and a 256-byte value in
+    /// hand, `51 + key length` for a value held by reference. Wrap files in
+    /// a `BufWriter`; the writer is flushed at the end.
     ///
     /// A lease in `extras.lease_keys` with an empty key set is not written
     /// (it reads back absent, which restores the same model).
     ///
     /// [module docs]: crate::persist
     pub fn write_to(&self, w: &mut impl Write) -> Result<(), ModelIoError> {
-        let mut out = Out {
+        write_state(
             w,
-            crc: 0,
-            offset: 0,
-            buf: Vec::with_capacity(4096),
-            counts: [0; 8],
+            StateRef {
+                revision: self.revision,
+                compacted: self.compacted,
+                consistent_index: self.consistent_index,
+                term: self.term,
+                auth: &self.auth,
+                keys: Box::new(self.keys.iter().map(|k| (&k.key, &k.state))),
+                leases: Box::new(self.leases.iter().copied()),
+                alarms: Box::new(self.alarms.iter().copied()),
+                extras: self.extras.as_ref().map(|x| ExtrasRef {
+                    chain: x.chain,
+                    lease_keys: Box::new(x.lease_keys.iter().map(|(id, keys)| (*id, keys))),
+                    cluster: &x.cluster,
+                }),
+            },
+        )
+    }
+}
+
+/// Writes `s` in the persisted format (see [`SnapshotState::write_to`]).
+pub(crate) fn write_state(w: &mut impl Write, s: StateRef<'_>) -> Result<(), ModelIoError> {
+    let StateRef {
+        revision,
+        compacted,
+        consistent_index,
+        term,
+        auth,
+        keys,
+        leases,
+        alarms,
+        extras,
+    } = s;
+    let mut out = Out {
+        w,
+        crc: 0,
+        offset: 0,
+        buf: Vec::with_capacity(4096),
+        counts: [0; 8],
+    };
+    out.raw(&MAGIC)?;
+    out.raw(&FORMAT_VERSION.to_le_bytes())?;
+
+    let b = out.begin(META);
+    put_i64(b, revision);
+    put_i64(b, compacted);
+    put_u64(b, consistent_index);
+    put_u64(b, term);
+    put_bool(b, auth.enabled);
+    put_u64(b, auth.revision);
+    put_bool(b, extras.is_some());
+    if let Some(x) = &extras {
+        b.push(chain_bits(x.chain));
+        put_u64(b, x.cluster.v2_requests);
+        put_opt_str(b, x.cluster.version.as_deref());
+        put_bool(b, x.cluster.downgrade.is_some());
+        if let Some((ver, enabled)) = &x.cluster.downgrade {
+            put_bytes(b, ver.as_bytes());
+            put_bool(b, *enabled);
+        }
+    }
+    out.finish("meta")?;
+
+    for (key, state) in keys {
+        let mut kv = mvccpb::KeyValue {
+            key: key.clone(),
+            create_revision: state.create_revision,
+            mod_revision: state.mod_revision,
+            version: state.version,
+            value: Bytes::new(),
+            lease: state.lease,
         };
-        out.raw(&MAGIC)?;
-        out.raw(&FORMAT_VERSION.to_le_bytes())?;
-
-        let b = out.begin(META);
-        put_i64(b, self.revision);
-        put_i64(b, self.compacted);
-        put_u64(b, self.consistent_index);
-        put_u64(b, self.term);
-        put_bool(b, self.auth.enabled);
-        put_u64(b, self.auth.revision);
-        put_bool(b, self.extras.is_some());
-        if let Some(x) = &self.extras {
-            b.push(chain_bits(x.chain));
-            put_u64(b, x.cluster.v2_requests);
-            put_opt_str(b, x.cluster.version.as_deref());
-            put_bool(b, x.cluster.downgrade.is_some());
-            if let Some((ver, enabled)) = &x.cluster.downgrade {
-                put_bytes(b, ver.as_bytes());
-                put_bool(b, *enabled);
+        match &state.value {
+            Value::Inline(v) => {
+                kv.value = v.clone();
+                out.message(KEY, "key", &kv)?;
+            }
+            Value::Stored(r) => {
+                let offset = out.offset;
+                let b = out.begin(KEY_REF);
+                put_u32(b, r.len);
+                b.extend_from_slice(&r.digest);
+                b.extend_from_slice(&r.prefix);
+                kv.encode(b).map_err(|_| ModelIoError::TooLarge {
+                    offset,
+                    record: "key",
+                    len: kv.encoded_len(),
+                })?;
+                out.finish("key")?;
             }
         }
-        out.finish("meta")?;
-
-        for k in &self.keys {
-            let kv = mvccpb::KeyValue {
-                key: k.key.clone(),
-                create_revision: k.state.create_revision,
-                mod_revision: k.state.mod_revision,
-                version: k.state.version,
-                value: k.state.value.clone(),
-                lease: k.state.lease,
-            };
-            out.message(KEY, "key", &kv)?;
-            out.counts[0] += 1;
-        }
-        for l in &self.leases {
-            let lease = leasepb::Lease {
-                id: l.id,
-                ttl: l.ttl,
-                remaining_ttl: l.remaining_ttl,
-            };
-            out.message(LEASE, "lease", &lease)?;
-            out.counts[1] += 1;
-        }
-        if let Some(x) = &self.extras {
-            for (id, keys) in &x.lease_keys {
-                for key in keys {
-                    let b = out.begin(ATTACH);
-                    put_i64(b, *id);
-                    b.extend_from_slice(key);
-                    out.finish("lease attachment")?;
-                    out.counts[2] += 1;
-                }
+        out.counts[0] += 1;
+    }
+    for l in leases {
+        let lease = leasepb::Lease {
+            id: l.id,
+            ttl: l.ttl,
+            remaining_ttl: l.remaining_ttl,
+        };
+        out.message(LEASE, "lease", &lease)?;
+        out.counts[1] += 1;
+    }
+    let mut extras = extras;
+    if let Some(x) = &mut extras {
+        for (id, keys) in &mut x.lease_keys {
+            for key in keys {
+                let b = out.begin(ATTACH);
+                put_i64(b, id);
+                b.extend_from_slice(key);
+                out.finish("lease attachment")?;
+                out.counts[2] += 1;
             }
         }
-        for (name, u) in &self.auth.users {
-            let b = out.begin(USER);
-            put_bytes(b, name.as_bytes());
-            match &u.password {
-                Password::None => b.push(0),
-                Password::Plain(p) => {
-                    b.push(1);
-                    put_bytes(b, p);
-                }
-                Password::Hashed(h) => {
-                    b.push(2);
-                    put_bytes(b, h.as_bytes());
-                }
+    }
+    for (name, u) in &auth.users {
+        let b = out.begin(USER);
+        put_bytes(b, name.as_bytes());
+        match &u.password {
+            Password::None => b.push(0),
+            Password::Plain(p) => {
+                b.push(1);
+                put_bytes(b, p);
             }
-            put_bool(b, u.no_password);
-            put_strs(b, &u.roles);
-            out.finish("user")?;
-            out.counts[3] += 1;
-        }
-        for (name, r) in &self.auth.roles {
-            let role = authpb::Role {
-                name: Bytes::copy_from_slice(name.as_bytes()),
-                key_permission: r
-                    .perms
-                    .iter()
-                    .map(|p| authpb::Permission {
-                        perm_type: p.perm_type.as_i32(),
-                        key: p.key.clone(),
-                        range_end: p.range_end.clone(),
-                    })
-                    .collect(),
-            };
-            out.message(ROLE, "role", &role)?;
-            out.counts[4] += 1;
-        }
-        for (kind, member) in &self.alarms {
-            let b = out.begin(ALARM);
-            b.extend_from_slice(&kind.as_i32().to_le_bytes());
-            put_u64(b, *member);
-            out.finish("alarm")?;
-            out.counts[5] += 1;
-        }
-        if let Some(x) = &self.extras {
-            // The map key is written as the ID (the reader sets `id` from it).
-            for (id, m) in &x.cluster.members {
-                let b = out.begin(MEMBER);
-                put_u64(b, *id);
-                put_bool(b, m.is_learner);
-                put_bytes(b, m.name.as_bytes());
-                put_strs(b, &m.peer_urls);
-                put_strs(b, &m.client_urls);
-                out.finish("member")?;
-                out.counts[6] += 1;
-            }
-            for id in &x.cluster.removed {
-                let b = out.begin(REMOVED);
-                put_u64(b, *id);
-                out.finish("removed member")?;
-                out.counts[7] += 1;
+            Password::Hashed(h) => {
+                b.push(2);
+                put_bytes(b, h.as_bytes());
             }
         }
-
-        let counts = out.counts;
-        let b = out.begin(END);
-        for c in counts {
-            put_u64(b, c);
+        put_bool(b, u.no_password);
+        put_strs(b, &u.roles);
+        out.finish("user")?;
+        out.counts[3] += 1;
+    }
+    for (name, r) in &auth.roles {
+        let role = authpb::Role {
+            name: Bytes::copy_from_slice(name.as_bytes()),
+            key_permission: r
+                .perms
+                .iter()
+                .map(|p| authpb::Permission {
+                    perm_type: p.perm_type.as_i32(),
+                    key: p.key.clone(),
+                    range_end: p.range_end.clone(),
+                })
+                .collect(),
+        };
+        out.message(ROLE, "role", &role)?;
+        out.counts[4] += 1;
+    }
+    for (kind, member) in alarms {
+        let b = out.begin(ALARM);
+        b.extend_from_slice(&kind.as_i32().to_le_bytes());
+        put_u64(b, member);
+        out.finish("alarm")?;
+        out.counts[5] += 1;
+    }
+    if let Some(x) = &extras {
+        // The map key is written as the ID (the reader sets `id` from it).
+        for (id, m) in &x.cluster.members {
+            let b = out.begin(MEMBER);
+            put_u64(b, *id);
+            put_bool(b, m.is_learner);
+            put_bytes(b, m.name.as_bytes());
+            put_strs(b, &m.peer_urls);
+            put_strs(b, &m.client_urls);
+            out.finish("member")?;
+            out.counts[6] += 1;
         }
-        out.finish("trailer")?;
-        let crc = out.crc;
-        out.raw(&crc.to_le_bytes())?;
-        out.w.flush().map_err(|source| ModelIoError::Io {
-            offset: out.offset,
-            source,
-        })
+        for id in &x.cluster.removed {
+            let b = out.begin(REMOVED);
+            put_u64(b, *id);
+            out.finish("removed member")?;
+            out.counts[7] += 1;
+        }
     }
 
+    let counts = out.counts;
+    let b = out.begin(END);
+    for c in counts {
+        put_u64(b, c);
+    }
+    out.finish("trailer")?;
+    let crc = out.crc;
+    out.raw(&crc.to_le_bytes())?;
+    out.w.flush().map_err(|source| ModelIoError::Io {
+        offset: out.offset,
+        source,
+    })
+}
+
+impl SnapshotState {
     /// Reads a state written by [`SnapshotState::write_to`], to the end of
     /// the stream (nothing may follow). Records are decoded as they arrive;
     /// keys and values share one allocation per key record. Wrap files in a
@@ -469,7 +558,7 @@ impl SnapshotState {
         let mut ver = [0u8; 4];
         inp.fill(&mut ver, "format version")?;
         let found = u32::from_le_bytes(ver);
-        if found != FORMAT_VERSION {
+        if !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&found) {
             return Err(ModelIoError::UnsupportedVersion {
                 offset: 8,
                 found,
@@ -529,7 +618,35 @@ impl SnapshotState {
                     s.keys.push(SnapshotKey {
                         key: kv.key,
                         state: KeyState {
-                            value: kv.value,
+                            value: Value::Inline(kv.value),
+                            create_revision: kv.create_revision,
+                            mod_revision: kv.mod_revision,
+                            version: kv.version,
+                            lease: kv.lease,
+                        },
+                    });
+                    counts[0] += 1;
+                }
+                KEY_REF if found >= 2 => {
+                    d.record = "key";
+                    let len = d.u32()?;
+                    let digest = d.take::<16>()?;
+                    let prefix = d.take::<{ INLINE_MAX }>()?;
+                    if (len as usize) <= INLINE_MAX {
+                        return Err(d.malformed("a value held by reference must be long"));
+                    }
+                    let kv = d.message::<mvccpb::KeyValue>()?;
+                    if !kv.value.is_empty() {
+                        return Err(d.malformed("a value both by reference and in hand"));
+                    }
+                    s.keys.push(SnapshotKey {
+                        key: kv.key,
+                        state: KeyState {
+                            value: Value::Stored(StoredValue {
+                                len,
+                                digest,
+                                prefix,
+                            }),
                             create_revision: kv.create_revision,
                             mod_revision: kv.mod_revision,
                             version: kv.version,
@@ -880,7 +997,7 @@ mod tests {
         SnapshotKey {
             key: Bytes::copy_from_slice(k),
             state: KeyState {
-                value: Bytes::copy_from_slice(v),
+                value: Value::Inline(Bytes::copy_from_slice(v)),
                 create_revision: 10_000,
                 mod_revision: 16_000,
                 version: 100,
@@ -916,7 +1033,7 @@ mod tests {
         };
         let b = bytes_of(&s);
         assert_eq!(&b[..8], b"ESBMODEL");
-        assert_eq!(&b[8..12], &1u32.to_le_bytes());
+        assert_eq!(&b[8..12], &2u32.to_le_bytes());
         assert_eq!(b[12], META);
         let n = b.len();
         assert_eq!(
@@ -927,6 +1044,43 @@ mod tests {
         assert_eq!(SnapshotState::read_from(&mut &b[..]).unwrap(), s);
     }
 
+    /// A file from before values moved out of RAM (version 1: values in
+    /// KEY records) still reads; a KEY_REF record is a version 2 record.
+    #[test]
+    fn version_1_files_read_and_key_refs_need_version_2() {
+        let long = vec![b'x'; 100];
+        let s = SnapshotState {
+            keys: vec![key(b"a", &long)],
+            ..Default::default()
+        };
+        let mut b = bytes_of(&s);
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let n = b.len();
+        let crc = crc32c::crc32c(&b[..n - 4]);
+        b[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(SnapshotState::read_from(&mut &b[..]).unwrap(), s);
+
+        let by_ref = SnapshotState {
+            keys: vec![SnapshotKey {
+                key: Bytes::from_static(b"a"),
+                state: KeyState {
+                    value: Value::Stored(StoredValue::of(&long)),
+                    ..key(b"a", b"").state
+                },
+            }],
+            ..Default::default()
+        };
+        let mut b = bytes_of(&by_ref);
+        assert_eq!(SnapshotState::read_from(&mut &b[..]).unwrap(), by_ref);
+        assert_eq!(SnapshotState::read_from(&mut &b[..]).unwrap(), s);
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let n = b.len();
+        let crc = crc32c::crc32c(&b[..n - 4]);
+        b[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        let err = SnapshotState::read_from(&mut &b[..]).unwrap_err();
+        assert!(err.to_string().contains("unknown record tag 0x0a"), "{err}");
+    }
+
     #[test]
     fn wrong_magic_and_version_are_typed() {
         let mut b = bytes_of(&SnapshotState::default());
@@ -935,8 +1089,8 @@ mod tests {
             SnapshotState::read_from(&mut &b[..]),
             Err(ModelIoError::UnsupportedVersion {
                 offset: 8,
-                found: 0x201,
-                supported: 1
+                found: 0x202,
+                supported: 2
             })
         ));
         b[0] = b'X';

@@ -1,6 +1,7 @@
 //! Seeding the model from a snapshot: an etcd db (read by
 //! `etcd_standby_bolt::model_state`) or the model's own export.
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -8,6 +9,7 @@ use crate::apply::Model;
 use crate::auth::AuthState;
 use crate::kv::{KeyState, LeaseState};
 use crate::types::{AlarmKind, ApplierChain, ClusterState, EtcdMinor, ModelConfig};
+use crate::value::{MemValues, Value, ValueStore};
 
 /// A live key in a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +109,22 @@ impl Model {
     ///   lease, the exported attachments, applier chain and cluster
     ///   bookkeeping. `from_snapshot_with_config(m.config().clone(),
     ///   m.to_snapshot_state())` behaves like `m` on every further entry.
+    ///
+    /// Long values go to a fresh in-memory store; a state holding values by
+    /// reference ([`Value::Stored`]) needs the store that has them:
+    /// [`Model::from_snapshot_in`].
     pub fn from_snapshot_with_config(config: ModelConfig, s: SnapshotState) -> Model {
+        Model::from_snapshot_in(config, s, MemValues::new_shared())
+    }
+
+    /// [`Model::from_snapshot_with_config`] keeping long values in `values`:
+    /// values in hand are stored there, values by reference must already be
+    /// there (a reference is taken on each).
+    pub fn from_snapshot_in(
+        config: ModelConfig,
+        s: SnapshotState,
+        values: Arc<dyn ValueStore>,
+    ) -> Model {
         let SnapshotState {
             keys,
             revision,
@@ -134,7 +151,7 @@ impl Model {
                         },
                     );
                 }
-                kv.extend(keys.into_iter().map(|k| (k.key, k.state)));
+                kv.extend(keys.into_iter().map(|k| (k.key, adopt(k.state, &*values))));
                 (x.chain, x.cluster)
             }
             None => {
@@ -157,7 +174,7 @@ impl Model {
                     {
                         l.keys.insert(k.key.clone());
                     }
-                    kv.insert(k.key, k.state);
+                    kv.insert(k.key, adopt(k.state, &*values));
                 }
                 // A member that (re)starts with alarms wraps its *full* chain.
                 (
@@ -166,7 +183,7 @@ impl Model {
                 )
             }
         };
-        Model {
+        let mut model = Model {
             config,
             kv,
             revision,
@@ -178,7 +195,44 @@ impl Model {
             cluster,
             applied_index: consistent_index,
             applied_term: term,
-        }
+            values,
+        };
+        model.compact_memory();
+        model
+    }
+
+    /// Writes the model's complete state in the persisted format
+    /// ([`crate::persist`]), straight from the model: no copy of the state
+    /// is built. Reads back with [`SnapshotState::read_from`] to what
+    /// [`Model::to_snapshot_state`] exports; long values stay in the store.
+    pub fn write_to(&self, w: &mut impl std::io::Write) -> Result<(), crate::ModelIoError> {
+        crate::persist::write_state(
+            w,
+            crate::persist::StateRef {
+                revision: self.revision,
+                compacted: self.compacted,
+                consistent_index: self.applied_index,
+                term: self.applied_term,
+                auth: &self.auth,
+                keys: Box::new(self.kv.iter()),
+                leases: Box::new(self.leases.iter().map(|(id, l)| SnapshotLease {
+                    id: *id,
+                    ttl: l.ttl,
+                    remaining_ttl: l.remaining_ttl,
+                })),
+                alarms: Box::new(self.alarms.iter().copied()),
+                extras: Some(crate::persist::ExtrasRef {
+                    chain: self.chain,
+                    lease_keys: Box::new(
+                        self.leases
+                            .iter()
+                            .filter(|(_, l)| !l.keys.is_empty())
+                            .map(|(id, l)| (*id, &l.keys)),
+                    ),
+                    cluster: &self.cluster,
+                }),
+            },
+        )
     }
 
     /// A complete export of the model's state (everything [`Model::apply`]
@@ -223,4 +277,17 @@ impl Model {
             }),
         }
     }
+}
+
+/// A key's state as a model holds it: a long value in hand goes to the
+/// store, a reference into it is counted.
+fn adopt(mut state: KeyState, values: &dyn ValueStore) -> KeyState {
+    state.value = match state.value {
+        Value::Inline(b) => Value::intern(b, values),
+        Value::Stored(s) => {
+            values.add_ref(&s.digest);
+            Value::Stored(s)
+        }
+    };
+    state
 }

@@ -261,18 +261,26 @@ pub enum Outcome {
     /// `ConfChangeV2`, an empty request, a request unknown to its version).
     /// The state is unchanged and the applied index did not move.
     Unsupported(String),
+    /// A value the entry needs (an `ignore_value` put, an ordering compare
+    /// on a long value) could not be read from the [`crate::ValueStore`].
+    /// A local fault, not the primary's: the state is unchanged and the
+    /// applied index did not move.
+    ValueUnavailable(String),
 }
 
 impl Outcome {
     /// True if the caller must stop (state unchanged, index not advanced).
     pub fn is_halt(&self) -> bool {
-        matches!(self, Outcome::Undecodable(_) | Outcome::Unsupported(_))
+        matches!(
+            self,
+            Outcome::Undecodable(_) | Outcome::Unsupported(_) | Outcome::ValueUnavailable(_)
+        )
     }
 
     /// The outcome's kind without detail: a bounded set, fit for a
     /// Prometheus label (`applied`, `txn-else`, `no-change`, `rejected`,
     /// `cluster-only`, `empty`, `already-applied`, `undecodable`,
-    /// `unsupported`).
+    /// `unsupported`, `value-unavailable`).
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Applied => "applied",
@@ -284,6 +292,7 @@ impl Outcome {
             Outcome::AlreadyApplied => "already-applied",
             Outcome::Undecodable(_) => "undecodable",
             Outcome::Unsupported(_) => "unsupported",
+            Outcome::ValueUnavailable(_) => "value-unavailable",
         }
     }
 }
@@ -296,7 +305,9 @@ impl std::fmt::Display for Outcome {
         let label = self.label();
         match self {
             Outcome::Rejected(r) => write!(f, "{label}:{r:?}"),
-            Outcome::Undecodable(why) | Outcome::Unsupported(why) => write!(f, "{label}:{why}"),
+            Outcome::Undecodable(why)
+            | Outcome::Unsupported(why)
+            | Outcome::ValueUnavailable(why) => write!(f, "{label}:{why}"),
             _ => f.write_str(label),
         }
     }
@@ -470,6 +481,7 @@ mod tests {
             Outcome::AlreadyApplied,
             Outcome::Undecodable("bad proto".into()),
             Outcome::Unsupported("ConfChangeV2".into()),
+            Outcome::ValueUnavailable("value store: gone".into()),
         ]
     }
 
@@ -488,6 +500,7 @@ mod tests {
                 "already-applied",
                 "undecodable",
                 "unsupported",
+                "value-unavailable",
             ]
         );
         assert_eq!(
@@ -512,6 +525,7 @@ mod tests {
                 "already-applied",
                 "undecodable:bad proto",
                 "unsupported:ConfChangeV2",
+                "value-unavailable:value store: gone",
             ]
         );
     }

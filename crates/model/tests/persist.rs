@@ -11,7 +11,7 @@ use etcd_standby_decode::{ConfChange, ConfContext, Decoded, Member, decode_entry
 use etcd_standby_model::{
     AlarmKind, ApplierChain, AuthState, ClusterState, EtcdMinor, KeyState, Model, ModelConfig,
     ModelExtras, ModelIoError, Password, PermType, Permission, Role, SnapshotKey, SnapshotLease,
-    SnapshotState, TxnRangeView, User,
+    SnapshotState, StoredValue, TxnRangeView, User, Value,
 };
 use etcd_standby_proto::etcdserverpb::{
     self as pb, InternalRaftRequest as Irr, PutRequest, RequestHeader, TxnRequest, compare,
@@ -32,11 +32,19 @@ fn decode(b: &[u8]) -> Result<SnapshotState, ModelIoError> {
     SnapshotState::read_from(&mut &b[..])
 }
 
-/// Save → file bytes → load, as a restarting daemon would.
+/// Save → file bytes → load, as a restarting daemon would: written
+/// straight from the model (the same bytes as its export), long values
+/// left in the model's store.
 fn save_load(m: &Model) -> Model {
     let bytes = encode(&m.to_snapshot_state());
+    let mut direct = Vec::new();
+    m.write_to(&mut direct).unwrap();
+    assert_eq!(
+        direct, bytes,
+        "Model::write_to and the export's write_to differ"
+    );
     let s = decode(&bytes).unwrap();
-    Model::from_snapshot_with_config(m.config().clone(), s)
+    Model::from_snapshot_in(m.config().clone(), s, m.values().clone())
 }
 
 fn assert_same_state(a: &Model, b: &Model, ctx: &str) {
@@ -477,7 +485,7 @@ fn seed_state() -> SnapshotState {
     let key = |k: &str, lease: i64| SnapshotKey {
         key: b(k),
         state: KeyState {
-            value: b("seed"),
+            value: b("seed").into(),
             create_revision: 3,
             mod_revision: 7,
             version: 2,
@@ -848,12 +856,19 @@ fn auth_strategy() -> impl Strategy<Value = AuthState> {
 }
 
 fn state_strategy() -> impl Strategy<Value = SnapshotState> {
-    let key = (
-        bytes_strategy(10),
-        bytes_strategy(40),
-        any::<(i64, i64, i64, i64)>(),
-    )
-        .prop_map(|(key, value, (c, m, v, l))| SnapshotKey {
+    // Values in hand (any length) and held by reference (version 2's KEY_REF).
+    let value = prop_oneof![
+        bytes_strategy(40).prop_map(Value::Inline),
+        (17u32..100_000, any::<[u8; 16]>(), any::<[u8; 16]>()).prop_map(|(len, digest, prefix)| {
+            Value::Stored(StoredValue {
+                len,
+                digest,
+                prefix,
+            })
+        }),
+    ];
+    let key = (bytes_strategy(10), value, any::<(i64, i64, i64, i64)>()).prop_map(
+        |(key, value, (c, m, v, l))| SnapshotKey {
             key,
             state: KeyState {
                 value,
@@ -862,7 +877,8 @@ fn state_strategy() -> impl Strategy<Value = SnapshotState> {
                 version: v,
                 lease: l,
             },
-        });
+        },
+    );
     let lease = any::<(i64, i64, i64)>().prop_map(|(id, ttl, remaining_ttl)| SnapshotLease {
         id,
         ttl,

@@ -57,7 +57,7 @@ impl H {
     fn ks(&self, k: &str) -> (String, i64, i64, i64, i64) {
         let s = self.m.get(k.as_bytes()).expect(k);
         (
-            String::from_utf8(s.value.to_vec()).unwrap(),
+            String::from_utf8(self.m.value_bytes(&s.value).unwrap().to_vec()).unwrap(),
             s.create_revision,
             s.mod_revision,
             s.version,
@@ -1397,4 +1397,107 @@ fn several_fields_set_follow_etcds_precedence() {
     };
     assert_eq!(h.apply(r).outcome, Outcome::Applied);
     assert!(h.m.auth().roles.contains_key("r"));
+}
+
+/// Long values live in the value store: equality compares need only their
+/// digest, an ordering compare the prefix does not decide and an
+/// `ignore_value` put need the bytes. When the store has lost them, the
+/// entry halts with the state and index unchanged (never a guess).
+#[test]
+fn a_value_missing_from_the_store_halts_the_entry_that_needs_its_bytes() {
+    use compare::{CompareResult as R, CompareTarget as T, TargetUnion as U};
+    use etcd_standby_model::{MemValues, ValueStore};
+    use std::sync::Arc;
+    let long = "p".repeat(16) + "-the-rest";
+    let store = Arc::new(MemValues::default());
+    let mut h = H {
+        m: Model::with_values(ModelConfig::default(), store.clone()),
+        idx: 0,
+    };
+    h.ok(p(put("k", &long)));
+    let digest = h.m.get(b"k").unwrap().value.digest();
+    assert_eq!(h.m.value(b"k").unwrap().unwrap(), long.as_bytes());
+    store.release(&digest);
+    assert!(store.is_empty());
+
+    // Equality and a prefix-decided ordering still apply.
+    let eq = cmp("k", b"", T::Value, R::Equal, U::Value(b(&long)));
+    let a = h.apply(t(vec![eq], vec![op_put(put("eq", "1"))], vec![]));
+    assert_eq!(a.outcome, Outcome::Applied);
+    let gt = cmp("k", b"", T::Value, R::Greater, U::Value(b("a")));
+    let a = h.apply(t(vec![gt], vec![op_put(put("gt", "1"))], vec![]));
+    assert_eq!(a.outcome, Outcome::Applied);
+
+    let (index, revision) = (h.m.applied_index(), h.m.revision());
+    // The compare operand shares the 16-byte prefix: the bytes are needed.
+    let tie = cmp(
+        "k",
+        b"",
+        T::Value,
+        R::Less,
+        U::Value(b(&(long.clone() + "x"))),
+    );
+    let a = h.apply(t(vec![tie], vec![op_put(put("lt", "1"))], vec![]));
+    assert!(
+        matches!(&a.outcome, Outcome::ValueUnavailable(why) if why.contains("no value with digest")),
+        "{:?}",
+        a.outcome
+    );
+    assert!(a.outcome.is_halt() && a.effects.is_empty());
+    assert_eq!((h.m.applied_index(), h.m.revision()), (index, revision));
+    h.idx -= 1;
+
+    let ignore = PutRequest {
+        ignore_value: true,
+        ..put("k", "")
+    };
+    let a = h.apply(p(ignore.clone()));
+    assert!(
+        matches!(a.outcome, Outcome::ValueUnavailable(_)),
+        "{:?}",
+        a.outcome
+    );
+    h.idx -= 1;
+    let a = h.apply(t(vec![], vec![op_put(ignore)], vec![]));
+    assert!(
+        matches!(a.outcome, Outcome::ValueUnavailable(_)),
+        "{:?}",
+        a.outcome
+    );
+    assert_eq!((h.m.applied_index(), h.m.revision()), (index, revision));
+    assert!(h.m.get(b"lt").is_none());
+}
+
+/// The in-memory store counts references: it holds exactly the distinct
+/// long values live keys hold, whatever the writes, deletes and txns did.
+#[test]
+fn the_memory_store_holds_exactly_the_live_long_values() {
+    use etcd_standby_model::MemValues;
+    use std::sync::Arc;
+    let store = Arc::new(MemValues::default());
+    let mut h = H {
+        m: Model::with_values(ModelConfig::default(), store.clone()),
+        idx: 0,
+    };
+    let long = |i: u32| format!("{i:04}-a-value-longer-than-sixteen-bytes");
+    for i in 0..40 {
+        h.ok(p(put(&format!("k{}", i % 10), &long(i % 7))));
+    }
+    h.ok(d(del("k3", b"")));
+    h.ok(t(
+        vec![],
+        vec![op_put(put("k4", "short")), op_put(put("k5", &long(1)))],
+        vec![],
+    ));
+    let mut live: Vec<_> =
+        h.m.keys()
+            .filter(|(_, s)| s.value.inline().is_none())
+            .map(|(_, s)| s.value.digest())
+            .collect();
+    live.sort_unstable();
+    live.dedup();
+    assert_eq!(live, h.m.live_digests());
+    assert_eq!(store.len(), live.len());
+    h.ok(d(del("k", b"\0")));
+    assert!(store.is_empty(), "{} values left", store.len());
 }

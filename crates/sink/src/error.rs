@@ -158,6 +158,19 @@ pub enum SinkError {
     /// Invalid configuration.
     #[error("sink configuration: {0}")]
     Config(String),
+    /// A value the standby must be given could not be read from the
+    /// replicator's value store (a local fault; nothing more was written).
+    #[error(
+        "raft index {index}: reading the value of key {key} from the local value store: {source}"
+    )]
+    ValueStore {
+        /// The checkpoint being written.
+        index: u64,
+        /// The key (escaped).
+        key: String,
+        /// The store's error.
+        source: etcd_standby_model::ValueStoreError,
+    },
     /// A client call outside of applying entries (connect, verify, reads).
     #[error("{what}: {source}")]
     Client {

@@ -4,12 +4,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use etcd_standby_client::authpb;
-use etcd_standby_model::{Password, SnapshotState};
+use etcd_standby_model::{Password, SnapshotKey, SnapshotState, ValueStore};
 use tracing::Instrument;
 
 use crate::error::{Result, SinkError};
 use crate::sink::{Checkpoint, KvOp, Sink, lock};
-use crate::verify::{auth_enabled, read_standby_keys};
+use crate::verify::{KeyCursor, Side, auth_enabled};
 
 /// How often a long snapshot reconcile logs how far it got.
 const RECONCILE_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -68,9 +68,15 @@ impl Sink {
     /// than `mass_delete_ratio` of the standby's replicated keys would be
     /// deleted and `accept_mass_delete` is off, nothing is written:
     /// [`SinkError::MassDelete`].
+    ///
+    /// Long values the target holds by reference are compared by digest
+    /// and read from `values` only when the standby must be given them. The
+    /// standby is read a page at a time and merged with the target in key
+    /// order, so memory does not grow with the values.
     pub async fn reconcile(
         &mut self,
         target: &SnapshotState,
+        values: &dyn ValueStore,
         index: u64,
         term: u64,
         opts: ReconcileOptions,
@@ -80,7 +86,7 @@ impl Sink {
             source_cluster = %format_args!("{:016x}", self.cfg.source_cluster_id),
             index,
         );
-        self.reconcile_inner(target, index, term, opts)
+        self.reconcile_inner(target, values, index, term, opts)
             .instrument(span)
             .await
     }
@@ -88,62 +94,62 @@ impl Sink {
     async fn reconcile_inner(
         &mut self,
         target: &SnapshotState,
+        values: &dyn ValueStore,
         index: u64,
         term: u64,
         opts: ReconcileOptions,
     ) -> Result<ReconcileReport> {
         let mut report = ReconcileReport::default();
         let keys = self.cfg.keys.clone();
-        // Desired state, by source key.
-        let mut want: BTreeMap<Bytes, (Bytes, i64)> = BTreeMap::new();
-        for k in &target.keys {
-            if keys.map(&k.key).is_some() {
-                want.insert(k.key.clone(), (k.state.value.clone(), k.state.lease));
+        // Desired state: the replicated keys in key order (a model export
+        // and an etcd db are sorted already; the first of repeats wins).
+        let mut want: Vec<&SnapshotKey> = target
+            .keys
+            .iter()
+            .filter(|k| keys.map(&k.key).is_some())
+            .collect();
+        if !want.is_sorted_by(|a, b| a.key < b.key) {
+            want.sort_by(|a, b| a.key.cmp(&b.key));
+            want.dedup_by(|a, b| a.key == b.key);
+        }
+
+        // Pass 1, keys only: how many keys the standby holds, and how many
+        // the primary no longer has (the mass-delete guard writes nothing).
+        let mut have = 0u64;
+        let mut would_delete = 0u64;
+        {
+            let mut cursor = KeyCursor::new(
+                &self.client,
+                keys.standby_ranges(),
+                (Side::Standby, 0),
+                "read standby keys",
+            )
+            .keys_only();
+            let mut at = 0usize;
+            while let Some((k, _, _)) = cursor.next(&keys).await? {
+                have += 1;
+                while want.get(at).is_some_and(|w| w.key < k) {
+                    at += 1;
+                }
+                if want.get(at).is_none_or(|w| w.key != k) {
+                    would_delete += 1;
+                }
             }
         }
-        let have = read_standby_keys(&self.client, &keys).await?;
-        report.standby_keys = have.len() as u64;
-        let deletes: Vec<Bytes> = have
-            .keys()
-            .filter(|k| !want.contains_key(*k))
-            .cloned()
-            .collect();
-        let would_delete = deletes.len() as u64;
+        report.standby_keys = have;
         if would_delete > 0
             && !opts.accept_mass_delete
-            && (would_delete as f64) > opts.mass_delete_ratio * (have.len() as f64)
+            && (would_delete as f64) > opts.mass_delete_ratio * (have as f64)
         {
             tracing::warn!(
                 would_delete,
-                total = have.len(),
+                total = have,
                 "snapshot reconcile paused: mass delete"
             );
             return Err(SinkError::MassDelete {
                 would_delete,
-                total: have.len() as u64,
+                total: have,
             });
-        }
-        let mut ops: Vec<(Bytes, KvOp)> = Vec::new();
-        for (k, (v, lease)) in &want {
-            if have.get(k) == Some(&(v.clone(), *lease)) {
-                report.unchanged += 1;
-                continue;
-            }
-            if let Some(sk) = keys.map(k) {
-                ops.push((
-                    sk,
-                    KvOp::Put {
-                        value: v.clone(),
-                        lease: *lease,
-                    },
-                ));
-                report.put += 1;
-            }
-        }
-        for k in &deletes {
-            if let Some(sk) = keys.map(k) {
-                ops.push((sk, KvOp::Delete));
-            }
         }
         report.deleted = would_delete;
 
@@ -185,43 +191,84 @@ impl Sink {
             }
         }
 
-        // Keys, in txns within the limits; the last one carries the checkpoint.
-        let room = self.cfg.max_txn_ops - 1;
-        let mut chunk: Vec<(Bytes, KvOp)> = Vec::new();
-        let mut chunk_bytes = 0usize;
-        let total_ops = ops.len();
+        // Pass 2: the standby merged with the target in key order; the
+        // difference is written as it is found, in txns within the limits
+        // (the checkpoint comes last, in its own txn).
         tracing::info!(
-            puts = report.put,
-            deletes = report.deleted,
-            unchanged = report.unchanged,
+            standby_keys = have,
+            target_keys = want.len(),
+            deletes = would_delete,
             "snapshot reconcile: writing the difference"
         );
+        let mut out = ReconcileWriter {
+            chunk: Vec::new(),
+            chunk_bytes: 0,
+            index,
+        };
+        // A handle of our own: the cursor reads while the sink writes.
+        let client = self.client.clone();
+        let mut cursor = KeyCursor::new(
+            &client,
+            keys.standby_ranges(),
+            (Side::Standby, 0),
+            "read standby keys",
+        );
+        let mut standby = cursor.next(&keys).await?;
         let mut logged = std::time::Instant::now();
-        for (done, (k, op)) in ops.into_iter().enumerate() {
+        for (done, w) in want.iter().enumerate() {
             if logged.elapsed() >= RECONCILE_PROGRESS_EVERY {
                 logged = std::time::Instant::now();
-                tracing::info!(done, total = total_ops, "snapshot reconcile progress");
+                tracing::info!(done, total = want.len(), "snapshot reconcile progress");
             }
-            let len = k.len()
-                + if let KvOp::Put { value, .. } = &op {
-                    value.len()
-                } else {
-                    0
-                }
-                + 16;
-            if !chunk.is_empty()
-                && (chunk.len() + 1 > room || chunk_bytes + len > self.cfg.max_request_bytes)
+            while let Some((k, _, _)) = &standby
+                && *k < w.key
             {
-                self.write_txn(index, index, std::mem::take(&mut chunk), None)
-                    .await?;
-                report.txns += 1;
-                chunk_bytes = 0;
+                if let Some(sk) = keys.map(k) {
+                    self.reconcile_op(&mut out, sk, KvOp::Delete, &mut report)
+                        .await?;
+                }
+                standby = cursor.next(&keys).await?;
             }
-            chunk_bytes += len;
-            chunk.push((k, op));
+            let same = match &standby {
+                Some((k, v, lease)) if *k == w.key => {
+                    let same = w.state.value.eq_bytes(v) && *lease == w.state.lease;
+                    standby = cursor.next(&keys).await?;
+                    same
+                }
+                _ => false,
+            };
+            if same {
+                report.unchanged += 1;
+                continue;
+            }
+            let value = w
+                .state
+                .value
+                .bytes(values)
+                .map_err(|source| SinkError::ValueStore {
+                    index,
+                    key: crate::show_key(&w.key),
+                    source,
+                })?;
+            if let Some(sk) = keys.map(&w.key) {
+                let op = KvOp::Put {
+                    value,
+                    lease: w.state.lease,
+                };
+                self.reconcile_op(&mut out, sk, op, &mut report).await?;
+                report.put += 1;
+            }
         }
-        if !chunk.is_empty() {
-            self.write_txn(index, index, chunk, None).await?;
+        while let Some((k, _, _)) = standby {
+            if let Some(sk) = keys.map(&k) {
+                self.reconcile_op(&mut out, sk, KvOp::Delete, &mut report)
+                    .await?;
+            }
+            standby = cursor.next(&keys).await?;
+        }
+        if !out.chunk.is_empty() {
+            self.write_txn(index, index, std::mem::take(&mut out.chunk), None)
+                .await?;
             report.txns += 1;
         }
         for id in standby_leases.difference(&target_leases.keys().copied().collect()) {
@@ -252,6 +299,36 @@ impl Sink {
             "snapshot reconciled"
         );
         Ok(report)
+    }
+
+    /// Adds one key write of a reconcile, first writing the chunk if the
+    /// write would not fit in it.
+    async fn reconcile_op(
+        &mut self,
+        out: &mut ReconcileWriter,
+        key: Bytes,
+        op: KvOp,
+        report: &mut ReconcileReport,
+    ) -> Result<()> {
+        let room = self.cfg.max_txn_ops - 1;
+        let len = key.len()
+            + if let KvOp::Put { value, .. } = &op {
+                value.len()
+            } else {
+                0
+            }
+            + 16;
+        if !out.chunk.is_empty()
+            && (out.chunk.len() + 1 > room || out.chunk_bytes + len > self.cfg.max_request_bytes)
+        {
+            self.write_txn(out.index, out.index, std::mem::take(&mut out.chunk), None)
+                .await?;
+            report.txns += 1;
+            out.chunk_bytes = 0;
+        }
+        out.chunk_bytes += len;
+        out.chunk.push((key, op));
+        Ok(())
     }
 
     async fn reconcile_auth(
@@ -412,4 +489,12 @@ impl Sink {
         }
         Ok(())
     }
+}
+
+/// The txn a reconcile is filling.
+struct ReconcileWriter {
+    chunk: Vec<(Bytes, KvOp)>,
+    chunk_bytes: usize,
+    /// The checkpoint index the reconcile writes.
+    index: u64,
 }

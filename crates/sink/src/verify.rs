@@ -167,29 +167,6 @@ pub async fn checkpoint_point(
     }))
 }
 
-/// A key's value and lease.
-pub(crate) type KvMap = BTreeMap<Bytes, (Bytes, i64)>;
-
-/// Every replicated key of the standby, by source key (unmapped).
-pub(crate) async fn read_standby_keys(c: &Client, keys: &KeyMap) -> Result<KvMap> {
-    let mut out = BTreeMap::new();
-    for (start, end) in keys.standby_ranges() {
-        let mut pages = c.range_pages(start, end, PAGE, false);
-        while let Some(page) = pages
-            .next_page()
-            .await
-            .map_err(|e| SinkError::client("read standby keys", e))?
-        {
-            for kv in page {
-                if let Some(src) = keys.unmap(&kv.key) {
-                    out.insert(src, (kv.value, kv.lease));
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 fn missing(k: &[u8], v: &[u8]) -> Difference {
     Difference {
         key: Some(show_key(k)),
@@ -208,7 +185,7 @@ fn extra_key(k: &[u8], v: &[u8]) -> Difference {
 
 /// Which cluster a [`KeyCursor`] reads (how its keys map to source keys).
 #[derive(Clone, Copy)]
-enum Side {
+pub(crate) enum Side {
     Source,
     Standby,
 }
@@ -216,7 +193,7 @@ enum Side {
 /// The replicated keys of one side in increasing source-key order, read a
 /// page at a time over its key ranges (sorted, overlaps merged): verify's
 /// memory does not grow with the number of keys.
-struct KeyCursor<'a> {
+pub(crate) struct KeyCursor<'a> {
     client: &'a Client,
     ranges: std::collections::VecDeque<(Bytes, Bytes)>,
     pages: Option<etcd_standby_client::RangePages>,
@@ -227,10 +204,12 @@ struct KeyCursor<'a> {
     what: &'static str,
     /// Advanced once per key returned.
     counter: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// Read keys without values (the values come back empty).
+    keys_only: bool,
 }
 
 impl<'a> KeyCursor<'a> {
-    fn new(
+    pub(crate) fn new(
         client: &'a Client,
         ranges: Vec<(Bytes, Bytes)>,
         (side, revision): (Side, i64),
@@ -245,11 +224,18 @@ impl<'a> KeyCursor<'a> {
             revision,
             what,
             counter: None,
+            keys_only: false,
         }
     }
 
+    /// Reads keys without their values.
+    pub(crate) fn keys_only(mut self) -> Self {
+        self.keys_only = true;
+        self
+    }
+
     /// The next `(source key, value, lease)`, or `None` at the end.
-    async fn next(&mut self, keys: &KeyMap) -> Result<Option<(Bytes, Bytes, i64)>> {
+    pub(crate) async fn next(&mut self, keys: &KeyMap) -> Result<Option<(Bytes, Bytes, i64)>> {
         loop {
             while let Some(kv) = self.page.pop_front() {
                 let key = match self.side {
@@ -267,11 +253,13 @@ impl<'a> KeyCursor<'a> {
                 let Some((start, end)) = self.ranges.pop_front() else {
                     return Ok(None);
                 };
-                self.pages =
-                    Some(
-                        self.client
-                            .range_pages_at(start, end, PAGE, false, self.revision),
-                    );
+                self.pages = Some(self.client.range_pages_at(
+                    start,
+                    end,
+                    PAGE,
+                    self.keys_only,
+                    self.revision,
+                ));
             }
             let next = match self.pages.as_mut() {
                 Some(p) => p

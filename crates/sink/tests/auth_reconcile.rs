@@ -7,8 +7,8 @@ use bytes::Bytes;
 use common::*;
 use etcd_standby_client::{Client, ClientConfig, EtcdError, hashed_password_field, pb, prefix_end};
 use etcd_standby_model::{
-    AuthState, Effect, KeyState, Password, PermType, Permission, Role, SnapshotKey, SnapshotLease,
-    SnapshotState, User,
+    AuthState, Effect, KeyState, MemValues, Password, PermType, Permission, Role, SnapshotKey,
+    SnapshotLease, SnapshotState, User, Value,
 };
 use etcd_standby_sink::{KeyMap, ReconcileOptions, Sink, SinkError};
 use etcd_standby_testkit::EtcdVersion;
@@ -212,10 +212,14 @@ async fn auth_mirror(version: EtcdVersion) {
 }
 
 fn key(k: &str, v: &str, lease: i64) -> SnapshotKey {
+    key_v(k, Bytes::copy_from_slice(v.as_bytes()).into(), lease)
+}
+
+fn key_v(k: &str, value: Value, lease: i64) -> SnapshotKey {
     SnapshotKey {
         key: Bytes::copy_from_slice(k.as_bytes()),
         state: KeyState {
-            value: Bytes::copy_from_slice(v.as_bytes()),
+            value,
             create_revision: 2,
             mod_revision: 2,
             version: 1,
@@ -238,8 +242,15 @@ async fn reconcile_v3_5() {
         .collect();
     batch.push((11, 2, vec![Effect::LeaseGrant { id: 0x77, ttl: 60 }]));
     batch.push((12, 2, vec![put_lease("r/l", "l", 0x77)]));
+    let big = "B".repeat(100);
+    batch.push((13, 2, vec![put("r/big", &big)]));
     sink.apply(&batch).await.unwrap();
-    assert_eq!(count_prefix(&c, "r/").await, 11);
+    assert_eq!(count_prefix(&c, "r/").await, 12);
+    // Long values held by reference: compared by digest, the bytes read
+    // from the store only for the key that must be written.
+    let values = MemValues::default();
+    let same_big = Value::intern(Bytes::from(big.clone()), &values);
+    let new_big = Value::intern(Bytes::from("N".repeat(200)), &values);
 
     let mut auth = AuthState::default();
     auth.roles.insert(
@@ -265,6 +276,8 @@ async fn reconcile_v3_5() {
             key("r/0", "old", 0),
             key("r/1", "new", 0),
             key("r/l", "l", 0x88),
+            key_v("r/big", same_big, 0),
+            key_v("r/long", new_big, 0),
             key("r/new", "n", 0),
             key("x/not-replicated", "z", 0),
         ],
@@ -281,9 +294,9 @@ async fn reconcile_v3_5() {
         term: 3,
         extras: None,
     };
-    // 8 of 11 keys would go: the guard pauses, nothing written.
+    // 8 of 12 keys would go: the guard pauses, nothing written.
     let err = sink
-        .reconcile(&target, 500, 3, ReconcileOptions::default())
+        .reconcile(&target, &values, 500, 3, ReconcileOptions::default())
         .await
         .unwrap_err();
     assert!(
@@ -291,17 +304,18 @@ async fn reconcile_v3_5() {
             err,
             SinkError::MassDelete {
                 would_delete: 8,
-                total: 11
+                total: 12
             }
         ),
         "{err}"
     );
-    assert_eq!(count_prefix(&c, "r/").await, 11);
-    assert_eq!(sink.checkpoint().unwrap().index, 12);
+    assert_eq!(count_prefix(&c, "r/").await, 12);
+    assert_eq!(sink.checkpoint().unwrap().index, 13);
 
     let rep = sink
         .reconcile(
             &target,
+            &values,
             500,
             3,
             ReconcileOptions {
@@ -311,10 +325,14 @@ async fn reconcile_v3_5() {
         )
         .await
         .unwrap();
-    assert_eq!((rep.deleted, rep.put, rep.unchanged), (8, 3, 1), "{rep:?}");
+    assert_eq!((rep.deleted, rep.put, rep.unchanged), (8, 4, 2), "{rep:?}");
     assert_eq!((rep.leases_granted, rep.leases_revoked), (1, 1), "{rep:?}");
     assert!(rep.txns >= 3, "{rep:?}");
-    assert_eq!(keys_prefix(&c, "r/").await, ["r/0", "r/1", "r/l", "r/new"]);
+    assert_eq!(
+        keys_prefix(&c, "r/").await,
+        ["r/0", "r/1", "r/big", "r/l", "r/long", "r/new"]
+    );
+    assert_eq!(get(&c, "r/long").await.unwrap().value, "N".repeat(200));
     assert_eq!(&get(&c, "r/1").await.unwrap().value[..], b"new");
     assert_eq!(get(&c, "r/l").await.unwrap().lease, 0x88);
     assert!(get(&c, "x/other").await.is_some());

@@ -533,7 +533,7 @@ async fn drain(
         status,
         metrics,
         crate::committed::Retention::keep_all(),
-    );
+    )?;
     replay.run_to(&reader, &stop).await
 }
 
