@@ -26,15 +26,19 @@ pub enum Bench {
     /// The primary's write throughput and latency with no learner, a
     /// native etcd learner, and etcd-standby.
     Primary,
+    /// The replicator's RSS next to a primary member's on the same data
+    /// (1M keys x 1 KiB, and a value-size sweep).
+    Memory,
 }
 
 impl Bench {
-    pub const ALL: [Bench; 5] = [
+    pub const ALL: [Bench; 6] = [
         Bench::Wal,
         Bench::Learner,
         Bench::Replay,
         Bench::Wan,
         Bench::Primary,
+        Bench::Memory,
     ];
 
     pub fn name(self) -> &'static str {
@@ -44,6 +48,7 @@ impl Bench {
             Bench::Replay => "replay",
             Bench::Wan => "wan",
             Bench::Primary => "primary",
+            Bench::Memory => "memory",
         }
     }
 
@@ -69,6 +74,7 @@ pub fn run(bench: Bench) -> Result<u8> {
         Bench::Replay => crate::bench_replay::bench_replay(&root),
         Bench::Wan => crate::bench_wan::bench_wan(&root),
         Bench::Primary => crate::bench_primary::bench_primary(&root),
+        Bench::Memory => crate::bench_memory::bench_memory(&root),
     }
 }
 

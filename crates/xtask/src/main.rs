@@ -12,6 +12,7 @@
 
 mod bench;
 mod bench_learner;
+mod bench_memory;
 mod bench_primary;
 mod bench_replay;
 mod bench_wan;
