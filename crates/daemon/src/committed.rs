@@ -50,7 +50,7 @@ impl Default for TailLimits {
     fn default() -> Self {
         TailLimits {
             max_entries: 8192,
-            max_bytes: 64 << 20,
+            max_bytes: 16 << 20,
         }
     }
 }
@@ -90,6 +90,7 @@ impl CommittedTail {
                 point: rx,
                 wal_dir,
                 assume_committed: 0,
+                max_bytes: DEFAULT_READ_BYTES,
             },
         )
     }
@@ -184,7 +185,15 @@ pub struct CommittedReader {
     wal_dir: PathBuf,
     /// WAL entries beyond the hard state's commit count as committed up to here.
     assume_committed: u64,
+    /// Payload bytes one read returns at most (the first entry always).
+    max_bytes: usize,
 }
+
+/// Payload bytes one [`CommittedReader::read`] returns at most by default:
+/// a read's entries (and the effects that borrow their bytes) are replay's
+/// largest transient allocation, so it is bounded by bytes as well as by
+/// count (4096 entries of 1.5 MiB would be 6 GiB).
+pub const DEFAULT_READ_BYTES: usize = 8 << 20;
 
 impl CommittedReader {
     /// A reader that also delivers the WAL's unconfirmed tail (entries
@@ -192,6 +201,12 @@ impl CommittedReader {
     /// promotion with `--apply-unconfirmed-tail` wants that.
     pub fn assuming_committed(mut self, index: u64) -> CommittedReader {
         self.assume_committed = index;
+        self
+    }
+
+    /// Bounds the payload bytes of one read (at least one entry is returned).
+    pub fn with_read_bytes(mut self, max_bytes: usize) -> CommittedReader {
+        self.max_bytes = max_bytes.max(1);
         self
     }
 
@@ -219,13 +234,30 @@ impl CommittedReader {
             && t.entries.back().is_some_and(|(_, b)| b.index > after)
         {
             let skip = (after + 1 - front.index) as usize;
-            let out: Vec<_> = t.entries.iter().skip(skip).take(max).cloned().collect();
+            let mut bytes = 0usize;
+            let out: Vec<_> = t
+                .entries
+                .iter()
+                .skip(skip)
+                .take(max)
+                .take_while(|(_, e)| {
+                    let first = bytes == 0;
+                    bytes += payload(e).max(1);
+                    first || bytes <= self.max_bytes
+                })
+                .cloned()
+                .collect();
             return Ok((Read::Entries(out), Source::Tail));
         }
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         let now = Instant::now();
         let end =
             for_each_assuming_committed(&self.wal_dir, after, up_to, self.assume_committed, |e| {
+                bytes += payload(&e).max(1);
+                if !out.is_empty() && bytes > self.max_bytes {
+                    return false;
+                }
                 out.push((now, e));
                 out.len() < max
             })
@@ -337,6 +369,30 @@ mod tests {
         assert_eq!(indexes(&r), (91..=100).collect::<Vec<_>>());
         let (r, _) = reader.read(100, 100).unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(r, Read::Nothing));
+    }
+
+    #[test]
+    fn a_read_is_bounded_by_payload_bytes_from_the_tail_and_from_the_wal() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let wal = wal_with(dir.path(), 100);
+        let limits = TailLimits {
+            max_entries: 10,
+            max_bytes: usize::MAX,
+        };
+        let (tail, reader) = CommittedTail::new(limits, wal);
+        let reader = reader.with_read_bytes(25);
+        tail.publish((1..=100).map(entry).collect(), 100);
+        // Entries carry 10 payload bytes: two fit in 25, from either source.
+        let (r, src) = reader.read(0, 100).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((indexes(&r), src), (vec![1, 2], Source::Wal));
+        let (r, src) = reader.read(92, 100).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((indexes(&r), src), (vec![93, 94], Source::Tail));
+        // One entry bigger than the budget still comes alone.
+        let reader = reader.with_read_bytes(1);
+        let (r, _) = reader.read(0, 100).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(indexes(&r), vec![1]);
+        let (r, _) = reader.read(95, 100).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(indexes(&r), vec![96]);
     }
 
     #[test]

@@ -323,6 +323,9 @@ pub struct Replay<S: StandbySink> {
     values: std::sync::Arc<DiskValues>,
     /// Pending (index, term, effects) not yet written.
     batch: Vec<(u64, u64, Vec<Effect>)>,
+    /// Payload bytes of the entries in `batch` (their effects hold the
+    /// values): written once over [`crate::committed::DEFAULT_READ_BYTES`].
+    batch_bytes: usize,
     /// Commit time of the oldest entry in `batch`.
     oldest: Option<Instant>,
     /// Index of the last saved model, and when.
@@ -374,6 +377,7 @@ impl<S: StandbySink> Replay<S> {
             retention,
             sink,
             batch: Vec::new(),
+            batch_bytes: 0,
             oldest: None,
             saved: (0, Instant::now()),
             replayed_bytes: 0,
@@ -526,6 +530,7 @@ impl<S: StandbySink> Replay<S> {
         }
         if e.index > self.sink.checkpoint_index() {
             self.oldest.get_or_insert(at);
+            self.batch_bytes += e.data.as_ref().map_or(0, |d| d.len());
             self.batch.push((e.index, e.term, applied.effects));
         }
         Ok(())
@@ -554,6 +559,7 @@ impl<S: StandbySink> Replay<S> {
                 Ok(()) => {
                     self.metrics.txn_seconds.observe(t.elapsed().as_secs_f64());
                     self.batch.clear();
+                    self.batch_bytes = 0;
                     self.oldest = None;
                     self.set_state(ReplayState::Replaying, None);
                     self.maybe_save_model();
@@ -950,7 +956,9 @@ impl<S: StandbySink> Replay<S> {
                         }
                         self.restore_lost_leases().await?;
                         self.apply_entry(e, *at)?;
-                        if self.batch.len() >= max {
+                        if self.batch.len() >= max
+                            || self.batch_bytes >= crate::committed::DEFAULT_READ_BYTES
+                        {
                             self.flush(reader, stop).await?;
                         }
                     }
