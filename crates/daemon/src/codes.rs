@@ -80,8 +80,8 @@ codes! {
         "Read the alarm: someone promoted the learner or asked it to vote; remove it from the primary";
     LEARNER_BEHIND = "ES-3005", "The learner's commit index has not reached an index the primary reported longer ago than the watchdog's threshold (not an error: a warning while it lasts)",
         "Read `source.behind_reason` and `peers` in /status (peer link cut or half-open, leader not sending to us, full disk); it clears by itself once commits reach the learner again";
-    LOCAL_VALUE_STORE = "ES-3006", "The shadow model's value store (member/model/values.redb) cannot be read or written",
-        "Check the disk; if the store is damaged, stop, move member/model aside and restart: the model is rebuilt from a snapshot db or by a reconcile";
+    LOCAL_VALUE_STORE = "ES-3006", "The shadow model's value store (DATA_DIR/replay/values.redb) cannot be read or written",
+        "Check the disk; if the store is damaged, stop, move DATA_DIR/replay aside and restart: the model is rebuilt from a snapshot db or by a reconcile";
     PRIMARY_CLIENT = "ES-4001", "A call to the primary's or standby's client API failed (join, member list, auth)",
         "Check endpoints, TLS files and credentials (`config print`), and the cluster's health";
     PEER_TRANSPORT = "ES-4002", "The peer listener or a peer connection failed",

@@ -1,5 +1,5 @@
 //! The shadow model's value store on disk: long values, addressed by their
-//! digest, in one [redb] file beside the saved model (`member/model/values.redb`).
+//! digest, in one [redb] file beside the saved model (`<data-dir>/replay/values.redb`).
 //!
 //! Why redb: an embedded, pure-Rust, crash-safe (copy-on-write B-trees with
 //! checksummed commits) and actively kept key-value store; no C++ build,

@@ -188,13 +188,22 @@ fn options(skip_undecodable: bool) -> ReplayOptions {
 /// Runs replay over the entries (handed out through the tail, as the node
 /// loop does) until the node side is gone.
 async fn replay(s: &Setup, entries: Vec<raftpb::Entry>, skip: bool) -> Result<(), Error> {
+    replay_with(s, entries, options(skip)).await
+}
+
+/// [`replay`] with the given options.
+async fn replay_with(
+    s: &Setup,
+    entries: Vec<raftpb::Entry>,
+    opts: ReplayOptions,
+) -> Result<(), Error> {
     let (tail, reader) = CommittedTail::new(TailLimits::default(), s.layout.wal());
     let commit = entries.last().map_or(0, |e| e.index);
     tail.publish(entries, commit);
     drop(tail);
     let mut registry = prometheus_client::registry::Registry::default();
     let r = Replay::new(
-        options(skip),
+        opts,
         s.layout.clone(),
         s.standby.clone(),
         s.status.clone(),
@@ -447,24 +456,11 @@ fn long_put(index: u64, key: &str) -> raftpb::Entry {
 
 /// Replay with a model saved every `every` entries.
 async fn replay_saving(s: &Setup, entries: Vec<raftpb::Entry>, every: u64) -> Result<(), Error> {
-    let (tail, reader) = CommittedTail::new(TailLimits::default(), s.layout.wal());
-    let commit = entries.last().map_or(0, |e| e.index);
-    tail.publish(entries, commit);
-    drop(tail);
-    let mut registry = prometheus_client::registry::Registry::default();
-    let r = Replay::new(
-        ReplayOptions {
-            model_save_every: every,
-            ..options(false)
-        },
-        s.layout.clone(),
-        s.standby.clone(),
-        s.status.clone(),
-        ReplayMetrics::new(&mut registry),
-        Retention::keep_all(),
-    );
-    let (_stop_tx, stop_rx) = watch::channel(false);
-    r?.run(reader, stop_rx).await
+    let opts = ReplayOptions {
+        model_save_every: every,
+        ..options(false)
+    };
+    replay_with(s, entries, opts).await
 }
 
 /// Long values live in `replay/values.redb` beside the saved model. A

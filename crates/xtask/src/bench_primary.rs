@@ -24,18 +24,17 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Child;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use etcd_standby_client::Client;
-use etcd_standby_client::pb::PutRequest;
 use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion, free_port};
 use tokio::runtime::Runtime;
 
 use crate::bench_learner::{http_get_json, learner_index, real_learner, remove_member_by_url, rt};
 use crate::bench_replay::{
-    Lags, Proc, checkpoint, cluster_index, connect, env_u64, ms, run_cmd, timed_load, value,
+    Lags, Proc, checkpoint, cluster_index, connect, env_u64, load_puts, ms, run_cmd, timed_load,
     versions_from_env,
 };
 use crate::bench_wan::{bench_binary, loadavg};
@@ -73,43 +72,8 @@ async fn paced(
     rate: f64,
     dur: Duration,
 ) -> Result<(Vec<Duration>, u64)> {
-    let start = tokio::time::Instant::now();
-    let end = start + dur;
-    let first = seq.load(Ordering::Relaxed);
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..conc {
-        let (client, seq, errors) = (client.clone(), seq.clone(), errors.clone());
-        tasks.push(tokio::spawn(async move {
-            let v = value("paced");
-            let mut lat = Vec::new();
-            loop {
-                let i = seq.fetch_add(1, Ordering::Relaxed);
-                let due = start + Duration::from_secs_f64((i - first) as f64 / rate);
-                tokio::time::sleep_until(due).await;
-                if tokio::time::Instant::now() >= end {
-                    break;
-                }
-                let req = PutRequest {
-                    key: format!("/bench/primary/{i:010}").into_bytes().into(),
-                    value: v.clone(),
-                    ..Default::default()
-                };
-                let t = Instant::now();
-                if client.put(req).await.is_ok() {
-                    lat.push(t.elapsed());
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            lat
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await?);
-    }
-    Ok((all, errors.load(Ordering::Relaxed)))
+    let r = load_puts(client, seq, conc, Some(rate), dur, "/bench/primary/").await?;
+    Ok((r.latencies, r.errors))
 }
 
 /// User + system CPU seconds of the processes `pids` so far.

@@ -229,6 +229,16 @@ pub(crate) async fn put_keys(
     Ok(errors.load(Ordering::Relaxed))
 }
 
+/// What [`load_puts`] did.
+pub(crate) struct LoadResult {
+    /// Puts that succeeded.
+    pub(crate) done: u64,
+    /// Puts that failed.
+    pub(crate) errors: u64,
+    /// Each successful put's latency, from its issue to its answer.
+    pub(crate) latencies: Vec<Duration>,
+}
+
 /// Puts unique keys under `LOAD_PREFIX` for `dur`, as fast as `conc`
 /// writers go or paced to `rate` puts/s. Returns successful puts.
 pub(crate) async fn timed_load(
@@ -238,15 +248,32 @@ pub(crate) async fn timed_load(
     rate: Option<f64>,
     dur: Duration,
 ) -> Result<u64> {
+    Ok(load_puts(client, seq, conc, rate, dur, LOAD_PREFIX)
+        .await?
+        .done)
+}
+
+/// Puts unique keys `{prefix}{seq:010}` for `dur` with `conc` writers, as
+/// fast as they go or paced to `rate` puts/s (a put is issued when due,
+/// whether or not earlier ones returned, up to `conc` in flight).
+pub(crate) async fn load_puts(
+    client: Client,
+    seq: Arc<AtomicU64>,
+    conc: usize,
+    rate: Option<f64>,
+    dur: Duration,
+    prefix: &'static str,
+) -> Result<LoadResult> {
     let start = tokio::time::Instant::now();
     let end = start + dur;
     let first = seq.load(Ordering::Relaxed);
-    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..conc {
-        let (client, seq, done) = (client.clone(), seq.clone(), done.clone());
+        let (client, seq, errors) = (client.clone(), seq.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let v = value("load");
+            let mut lat = Vec::new();
             loop {
                 let i = seq.fetch_add(1, Ordering::Relaxed);
                 if let Some(rate) = rate {
@@ -257,22 +284,32 @@ pub(crate) async fn timed_load(
                     break;
                 }
                 let req = PutRequest {
-                    key: format!("{LOAD_PREFIX}{i:010}").into_bytes().into(),
+                    key: format!("{prefix}{i:010}").into_bytes().into(),
                     value: v.clone(),
                     ..Default::default()
                 };
+                let t = Instant::now();
                 if client.put(req).await.is_ok() {
-                    done.fetch_add(1, Ordering::Relaxed);
+                    lat.push(t.elapsed());
                 } else {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    if rate.is_none() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                 }
             }
+            lat
         }));
     }
+    let mut latencies = Vec::new();
     for t in tasks {
-        t.await?;
+        latencies.extend(t.await?);
     }
-    Ok(done.load(Ordering::Relaxed))
+    Ok(LoadResult {
+        done: latencies.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        latencies,
+    })
 }
 
 /// Keys the standby-capacity measurement writes (on make-mirror's standby,
