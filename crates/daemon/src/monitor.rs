@@ -133,6 +133,10 @@ impl Monitor {
                 });
             }
             self.applied = (o.applied, now);
+        } else if o.committed <= o.applied {
+            // Idle with nothing pending: a stall can only start once
+            // something is (the clock is not the time since the last move).
+            self.applied.1 = now;
         }
         let stalled = self.stalled_for(&o, now);
         if stalled >= self.opts.stall_after
@@ -337,6 +341,33 @@ mod tests {
         let got = m.observe(obs(11, 20), s(101));
         assert!(got.contains(&Say::Resumed { after_secs: 100 }), "{got:?}");
         assert_eq!(m.stalled_for(&obs(11, 20), s(101)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_long_idle_spell_does_not_count_towards_a_stall_once_entries_arrive() {
+        // Seen in `bench replay`: 5 idle minutes, then a load; the first
+        // observation with entries pending reported a 299 s stall.
+        let t0 = Instant::now();
+        let mut m = Monitor::new(MonitorOptions::default(), t0);
+        for sec in 1..=300 {
+            m.observe(obs(50, 50), t0 + Duration::from_secs(sec));
+        }
+        let got = m.observe(obs(50, 1330), t0 + Duration::from_secs(301));
+        assert!(
+            !got.iter().any(|x| matches!(x, Say::Stalled { .. })),
+            "{got:?}"
+        );
+        assert_eq!(
+            m.stalled_for(&obs(50, 1330), t0 + Duration::from_secs(301)),
+            Duration::from_secs(1)
+        );
+        // Still not moving 30 s after entries arrived: that is a stall.
+        let got = m.observe(obs(50, 1330), t0 + Duration::from_secs(331));
+        assert!(
+            got.iter()
+                .any(|x| matches!(x, Say::Stalled { for_secs: 31, .. })),
+            "{got:?}"
+        );
     }
 
     #[test]
