@@ -259,14 +259,40 @@ impl<W: Write> Out<'_, W> {
         record: &'static str,
         m: &impl Message,
     ) -> Result<(), ModelIoError> {
+        self.message_after(tag, record, &[], m)
+    }
+
+    /// A record of `head`'s bytes followed by the message.
+    fn message_after(
+        &mut self,
+        tag: u8,
+        record: &'static str,
+        head: &[u8],
+        m: &impl Message,
+    ) -> Result<(), ModelIoError> {
         let offset = self.offset;
         let buf = self.begin(tag);
+        buf.extend_from_slice(head);
         m.encode(buf).map_err(|_| ModelIoError::TooLarge {
             offset,
             record,
             len: m.encoded_len(),
         })?;
         self.finish(record)
+    }
+}
+
+/// A KEY or KEY_REF record's key (its `value` field is not used).
+fn snapshot_key(kv: mvccpb::KeyValue, value: Value) -> SnapshotKey {
+    SnapshotKey {
+        key: kv.key,
+        state: KeyState {
+            value,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+            lease: kv.lease,
+        },
     }
 }
 
@@ -426,17 +452,11 @@ pub(crate) fn write_state(w: &mut impl Write, s: StateRef<'_>) -> Result<(), Mod
                 out.message(KEY, "key", &kv)?;
             }
             Value::Stored(r) => {
-                let offset = out.offset;
-                let b = out.begin(KEY_REF);
-                put_u32(b, r.len);
-                b.extend_from_slice(&r.digest);
-                b.extend_from_slice(&r.prefix);
-                kv.encode(b).map_err(|_| ModelIoError::TooLarge {
-                    offset,
-                    record: "key",
-                    len: kv.encoded_len(),
-                })?;
-                out.finish("key")?;
+                let mut head = Vec::with_capacity(4 + 16 + INLINE_MAX);
+                put_u32(&mut head, r.len);
+                head.extend_from_slice(&r.digest);
+                head.extend_from_slice(&r.prefix);
+                out.message_after(KEY_REF, "key", &head, &kv)?;
             }
         }
         out.counts[0] += 1;
@@ -614,17 +634,9 @@ impl SnapshotState {
             match tag {
                 KEY => {
                     d.record = "key";
-                    let kv = d.message::<mvccpb::KeyValue>()?;
-                    s.keys.push(SnapshotKey {
-                        key: kv.key,
-                        state: KeyState {
-                            value: Value::Inline(kv.value),
-                            create_revision: kv.create_revision,
-                            mod_revision: kv.mod_revision,
-                            version: kv.version,
-                            lease: kv.lease,
-                        },
-                    });
+                    let mut kv = d.message::<mvccpb::KeyValue>()?;
+                    let value = Value::Inline(std::mem::take(&mut kv.value));
+                    s.keys.push(snapshot_key(kv, value));
                     counts[0] += 1;
                 }
                 KEY_REF if found >= 2 => {
@@ -639,20 +651,12 @@ impl SnapshotState {
                     if !kv.value.is_empty() {
                         return Err(d.malformed("a value both by reference and in hand"));
                     }
-                    s.keys.push(SnapshotKey {
-                        key: kv.key,
-                        state: KeyState {
-                            value: Value::Stored(StoredValue {
-                                len,
-                                digest,
-                                prefix,
-                            }),
-                            create_revision: kv.create_revision,
-                            mod_revision: kv.mod_revision,
-                            version: kv.version,
-                            lease: kv.lease,
-                        },
+                    let value = Value::Stored(StoredValue {
+                        len,
+                        digest,
+                        prefix,
                     });
+                    s.keys.push(snapshot_key(kv, value));
                     counts[0] += 1;
                 }
                 LEASE => {

@@ -194,22 +194,22 @@ impl Value {
     /// [`Value::intern`] for a state being built: the bytes are staged in
     /// `store` ([`ValueStore::stage`]), no reference is counted.
     pub fn stage(bytes: Bytes, store: &dyn ValueStore) -> Value {
-        if bytes.len() <= INLINE_MAX {
-            return Value::Inline(bytes);
-        }
-        let s = StoredValue::of(&bytes);
-        store.stage(&s.digest, &bytes);
-        Value::Stored(s)
+        Value::by_ref(bytes, |d, b| store.stage(d, b))
     }
 
     /// The form a model keeps: inline when short, else the bytes go to
     /// `store` (one reference taken) and a [`StoredValue`] stays.
     pub fn intern(bytes: Bytes, store: &dyn ValueStore) -> Value {
+        Value::by_ref(bytes, |d, b| store.put(d, b))
+    }
+
+    /// Inline when short, else a [`StoredValue`] after `keep` got the bytes.
+    fn by_ref(bytes: Bytes, keep: impl FnOnce(&Digest, &Bytes)) -> Value {
         if bytes.len() <= INLINE_MAX {
             return Value::Inline(bytes);
         }
         let s = StoredValue::of(&bytes);
-        store.put(&s.digest, &bytes);
+        keep(&s.digest, &bytes);
         Value::Stored(s)
     }
 }
