@@ -318,15 +318,19 @@ impl MemValues {
 }
 
 impl ValueStore for MemValues {
+    // Copies, as the model's own keys are: `value` may be a slice of a
+    // whole received entry, which a kept slice would keep alive.
     fn put(&self, d: &Digest, value: &Bytes) {
         self.lock()
             .entry(*d)
             .and_modify(|(_, n)| *n += 1)
-            .or_insert_with(|| (value.clone(), 1));
+            .or_insert_with(|| (Bytes::copy_from_slice(value), 1));
     }
 
     fn stage(&self, d: &Digest, value: &Bytes) {
-        self.lock().entry(*d).or_insert_with(|| (value.clone(), 0));
+        self.lock()
+            .entry(*d)
+            .or_insert_with(|| (Bytes::copy_from_slice(value), 0));
     }
 
     fn add_ref(&self, d: &Digest) {
