@@ -62,7 +62,8 @@ struct Tail {
     bytes: usize,
 }
 
-fn payload(e: &raftpb::Entry) -> usize {
+/// An entry's payload bytes.
+pub(crate) fn payload(e: &raftpb::Entry) -> usize {
     e.data.as_ref().map_or(0, |d| d.len())
 }
 
@@ -234,28 +235,23 @@ impl CommittedReader {
             && t.entries.back().is_some_and(|(_, b)| b.index > after)
         {
             let skip = (after + 1 - front.index) as usize;
-            let mut bytes = 0usize;
+            let mut budget = ReadBudget::new(self.max_bytes);
             let out: Vec<_> = t
                 .entries
                 .iter()
                 .skip(skip)
                 .take(max)
-                .take_while(|(_, e)| {
-                    let first = bytes == 0;
-                    bytes += payload(e).max(1);
-                    first || bytes <= self.max_bytes
-                })
+                .take_while(|(_, e)| budget.admit(e))
                 .cloned()
                 .collect();
             return Ok((Read::Entries(out), Source::Tail));
         }
         let mut out = Vec::new();
-        let mut bytes = 0usize;
+        let mut budget = ReadBudget::new(self.max_bytes);
         let now = Instant::now();
         let end =
             for_each_assuming_committed(&self.wal_dir, after, up_to, self.assume_committed, |e| {
-                bytes += payload(&e).max(1);
-                if !out.is_empty() && bytes > self.max_bytes {
+                if !budget.admit(&e) {
                     return false;
                 }
                 out.push((now, e));
@@ -274,6 +270,26 @@ impl CommittedReader {
             CommittedEnd::NeedSnapshot { index, .. } => (Read::NeedSnapshot { index }, Source::Wal),
             _ => (Read::Nothing, Source::Wal),
         })
+    }
+}
+
+/// The payload budget of one read, the same from the tail and the WAL: an
+/// entry is admitted while the bytes so far stay within it, the first
+/// always (an empty entry counts one byte).
+struct ReadBudget {
+    used: usize,
+    max: usize,
+}
+
+impl ReadBudget {
+    fn new(max: usize) -> ReadBudget {
+        ReadBudget { used: 0, max }
+    }
+
+    fn admit(&mut self, e: &raftpb::Entry) -> bool {
+        let first = self.used == 0;
+        self.used += payload(e).max(1);
+        first || self.used <= self.max
     }
 }
 

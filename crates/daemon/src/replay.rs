@@ -226,7 +226,7 @@ fn save_model(layout: &Layout, model: &Model, values: &DiskValues) -> Result<u64
     let path = layout.saved_model(index);
     let tmp = path.with_extension("bin.tmp");
     values
-        .flush(true)
+        .flush()
         .context("committing the model's values before saving it")?;
     let write = || -> std::result::Result<(), Error> {
         let f = std::fs::File::create(&tmp)?;
@@ -530,7 +530,7 @@ impl<S: StandbySink> Replay<S> {
         }
         if e.index > self.sink.checkpoint_index() {
             self.oldest.get_or_insert(at);
-            self.batch_bytes += e.data.as_ref().map_or(0, |d| d.len());
+            self.batch_bytes += crate::committed::payload(e);
             self.batch.push((e.index, e.term, applied.effects));
         }
         Ok(())
@@ -748,10 +748,10 @@ impl<S: StandbySink> Replay<S> {
             ?plan,
             "rebuilding the shadow model to the standby's checkpoint"
         );
+        // The saved model the rebuild starts from, if it does.
+        let mut from_saved = None;
         match plan {
-            RebuildFrom::Start => {
-                self.sweep_values()?;
-            }
+            RebuildFrom::Start => {}
             RebuildFrom::SavedModel(i) => {
                 let Some((_, path)) = saved else {
                     bail!("saved model {i} vanished")
@@ -759,20 +759,7 @@ impl<S: StandbySink> Replay<S> {
                 let state = blocking(|| load_model(&path))?;
                 self.model =
                     Model::from_snapshot_in(self.opts.model.clone(), state, self.values.clone());
-                if self.sweep_values()? > 0 {
-                    // A model whose values are gone cannot be replayed on:
-                    // without it, the plan falls back to a snapshot db, the
-                    // log from index 1 or a reconcile.
-                    tracing::error!(
-                        path = %path.display(),
-                        "the saved model refers to values missing from the value store; removing it and rebuilding without it"
-                    );
-                    std::fs::remove_file(&path)
-                        .with_context(|| format!("removing {}", path.display()))?;
-                    self.model = Model::with_values(self.opts.model.clone(), self.values.clone());
-                    return Box::pin(self.rebuild(reader)).await;
-                }
-                self.saved = (i, Instant::now());
+                from_saved = Some((i, path));
             }
             RebuildFrom::SnapshotDb(i) => {
                 let Some((_, path)) = db else {
@@ -782,16 +769,29 @@ impl<S: StandbySink> Replay<S> {
                 let state = blocking(|| load_db(&path, i, values))?;
                 self.model =
                     Model::from_snapshot_in(self.opts.model.clone(), state, self.values.clone());
-                self.sweep_values()?;
             }
-            RebuildFrom::Reconcile(i) => {
-                self.reconcile(i, reader).await?;
-                self.sweep_values()?;
-            }
+            RebuildFrom::Reconcile(i) => self.reconcile(i, reader).await?,
             RebuildFrom::Impossible => bail!(
                 "the standby is at raft index {checkpoint}, but the local log can rebuild neither from index 1 nor from a snapshot db; \
                  wait for a leader snapshot or start over with a fresh standby"
             ),
+        }
+        let missing = self.sweep_values()?;
+        if let Some((i, path)) = from_saved {
+            if missing > 0 {
+                // A model whose values are gone cannot be replayed on:
+                // without it, the plan falls back to a snapshot db, the
+                // log from index 1 or a reconcile.
+                tracing::error!(
+                    path = %path.display(),
+                    "the saved model refers to values missing from the value store; removing it and rebuilding without it"
+                );
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+                self.model = Model::with_values(self.opts.model.clone(), self.values.clone());
+                return Box::pin(self.rebuild(reader)).await;
+            }
+            self.saved = (i, Instant::now());
         }
         if checkpoint > 0 {
             self.set_state(ReplayState::RebuildingModel, None);

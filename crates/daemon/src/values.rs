@@ -62,8 +62,6 @@ struct Inner {
     pending_bytes: usize,
     /// Digests a key stopped holding since the last garbage collection.
     released: Vec<Digest>,
-    /// An automatic commit failed (reported by the next [`DiskValues::flush`]).
-    failed: Option<String>,
 }
 
 impl std::fmt::Debug for DiskValues {
@@ -119,14 +117,11 @@ impl DiskValues {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Commits `pending`; on failure the values stay pending.
-    fn commit(&self, inner: &mut Inner, durable: bool) -> Result<()> {
+    /// Commits `pending` durably; on failure the values stay pending.
+    fn commit(&self, inner: &mut Inner) -> Result<()> {
         let pending = std::mem::take(&mut inner.pending);
         let write = || -> std::result::Result<(), redb::Error> {
-            let mut tx = self.db.begin_write()?;
-            if !durable {
-                tx.set_durability(redb::Durability::None)?;
-            }
+            let tx = self.db.begin_write()?;
             {
                 let mut t = tx.open_table(VALUES)?;
                 for (d, v) in &pending {
@@ -148,15 +143,15 @@ impl DiskValues {
         }
     }
 
-    /// Commits every buffered value; `durable` waits for the disk (before a
-    /// model is saved).
-    pub fn flush(&self, durable: bool) -> Result<()> {
+    /// Commits every buffered value durably (before a model is saved); a
+    /// failed automatic commit is retried here and reported.
+    pub fn flush(&self) -> Result<()> {
         let mut inner = self.lock();
-        inner.failed = None;
-        if inner.pending.is_empty() && !durable {
+        // Every commit is durable: with nothing pending, nothing to wait for.
+        if inner.pending.is_empty() {
             return Ok(());
         }
-        self.commit(&mut inner, durable)
+        self.commit(&mut inner)
     }
 
     /// Deletes the values released since the last call that `live` (sorted
@@ -192,7 +187,7 @@ impl DiskValues {
     /// model) does not hold and counts the held ones that are missing.
     pub fn sweep(&self, live: &[Digest]) -> Result<SweepReport> {
         let mut inner = self.lock();
-        self.commit(&mut inner, true)?;
+        self.commit(&mut inner)?;
         inner.released.clear();
         let mut report = SweepReport::default();
         let mut present: Vec<Digest> = Vec::new();
@@ -251,11 +246,10 @@ impl DiskValues {
         // A copy: `value` may be a slice of a whole raft entry's buffer.
         inner.pending.insert(*d, Bytes::copy_from_slice(value));
         if inner.pending_bytes >= FLUSH_AT_BYTES
-            && let Err(e) = self.commit(&mut inner, true)
+            && let Err(e) = self.commit(&mut inner)
         {
-            // Kept pending; the next explicit flush reports the failure.
+            // Kept pending; the next flush retries and reports it.
             tracing::warn!(error = %e, "value store: could not commit buffered values");
-            inner.failed = Some(e.to_string());
         }
     }
 }
@@ -312,7 +306,7 @@ mod tests {
             let s = DiskValues::open(&path).unwrap();
             s.put(&d, &v);
             assert_eq!(s.get(&d).unwrap(), Some(v.clone()), "pending is readable");
-            s.flush(true).unwrap();
+            s.flush().unwrap();
         }
         let s = DiskValues::open(&path).unwrap();
         assert_eq!(s.get(&d).unwrap(), Some(v));
@@ -326,7 +320,7 @@ mod tests {
         let (b, vb) = val(2);
         s.put(&a, &va);
         s.put(&b, &vb);
-        s.flush(true).unwrap();
+        s.flush().unwrap();
         s.release(&a);
         s.release(&b);
         // `b` is held again by another key: only `a` goes.
