@@ -17,18 +17,17 @@
 //! `ETCD_STANDBY_BENCH_BIN` (a prebuilt `etcd-standby`, e.g. an older one to
 //! compare). Prints numbers; nothing is asserted.
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use etcd_standby_client::pb::{PutRequest, RangeRequest};
+use etcd_standby_client::pb::PutRequest;
 use etcd_standby_client::{Client, ClientConfig};
 use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion, free_port};
 
 use crate::bench_learner::{http_get_json, rss_kib, rt};
-use crate::cmd;
+use crate::bench_replay::{Proc, connect, get};
 
 const KEY_PREFIX: &str = "/mem/key/";
 const MARKER: &str = "/zzz/mem-marker";
@@ -111,19 +110,6 @@ async fn put_all(endpoints: Vec<String>, p: Point, conc: usize) -> Result<()> {
     Ok(())
 }
 
-async fn has_marker(endpoints: Vec<String>) -> bool {
-    let Ok(c) = Client::connect(ClientConfig::new(endpoints)).await else {
-        return false;
-    };
-    c.range(RangeRequest {
-        key: MARKER.as_bytes().to_vec().into(),
-        serializable: true,
-        ..Default::default()
-    })
-    .await
-    .is_ok_and(|r| !r.kvs.is_empty())
-}
-
 fn dir_bytes(dir: &Path, pred: &dyn Fn(&Path) -> bool) -> u64 {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return 0;
@@ -134,11 +120,6 @@ fn dir_bytes(dir: &Path, pred: &dyn Fn(&Path) -> bool) -> u64 {
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum()
-}
-
-fn stop(child: &mut Child) {
-    let _ = cmd::run(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]));
-    let _ = child.wait();
 }
 
 fn run_point(bin: &Path, version: EtcdVersion, p: Point, conc: usize) -> Result<Measured> {
@@ -152,42 +133,37 @@ fn run_point(bin: &Path, version: EtcdVersion, p: Point, conc: usize) -> Result<
     let data = dir.path().join("replicator");
     let peer_url = format!("http://127.0.0.1:{}", free_port()?);
     let admin = format!("127.0.0.1:{}", free_port()?);
-    let log = std::fs::File::create(dir.path().join("replicator.log"))?;
-    let mut child = crate::bench_replay::run_cmd(
-        bin,
-        &primary.client_endpoints(),
-        &peer_url,
-        &data,
-        &admin,
-        &standby.client_endpoints(),
-    )
-    .stdout(Stdio::null())
-    .stderr(log)
-    .spawn()
-    .context("start etcd-standby run")?;
+    let mut ours = Proc::spawn(
+        crate::bench_replay::run_cmd(
+            bin,
+            &primary.client_endpoints(),
+            &peer_url,
+            &data,
+            &admin,
+            &standby.client_endpoints(),
+        ),
+        "etcd-standby run",
+        &dir.path().join("replicator.log"),
+    )?;
     let rt = rt()?;
     let result = (|| -> Result<Measured> {
         let t = Instant::now();
         rt.block_on(put_all(primary.client_urls(), p, conc))?;
         let load_secs = t.elapsed().as_secs_f64();
         let deadline = Instant::now() + Duration::from_secs(3600);
-        while !rt.block_on(has_marker(standby.client_urls())) {
+        let sc = rt.block_on(connect(standby.client_urls()))?;
+        while rt.block_on(get(&sc, MARKER)).is_none() {
             if Instant::now() > deadline {
                 bail!("the standby did not get the marker within an hour");
             }
-            if let Ok(Some(status)) = child.try_wait() {
-                bail!(
-                    "etcd-standby exited ({status}); log in {}",
-                    dir.path().display()
-                );
-            }
+            ours.check()?;
             std::thread::sleep(Duration::from_millis(200));
         }
         let sync_secs = t.elapsed().as_secs_f64();
         // Let replay settle (model save, value-store commit).
         std::thread::sleep(Duration::from_secs(10));
         let _ = http_get_json(&admin, "/status");
-        let pid = child.id();
+        let pid = ours.pid();
         let ppid = primary.pid(0)?.context("primary pid")?;
         let spid = standby.pid(0)?.context("standby pid")?;
         let model_dir = data.join("replay");
@@ -206,7 +182,7 @@ fn run_point(bin: &Path, version: EtcdVersion, p: Point, conc: usize) -> Result<
             loadavg: crate::bench_wan::loadavg(),
         })
     })();
-    stop(&mut child);
+    ours.terminate();
     result
 }
 
