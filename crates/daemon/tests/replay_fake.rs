@@ -119,6 +119,11 @@ fn lease_entry(index: u64, key: &str, lease: i64, ttl: i64) -> raftpb::Entry {
             ..Default::default()
         });
     }
+    normal_entry(index, &req)
+}
+
+/// A normal entry of term 2 carrying `req`.
+fn normal_entry(index: u64, req: &etcdserverpb::InternalRaftRequest) -> raftpb::Entry {
     raftpb::Entry {
         term: 2,
         index,
@@ -446,12 +451,7 @@ fn long_put(index: u64, key: &str) -> raftpb::Entry {
         }),
         ..Default::default()
     };
-    raftpb::Entry {
-        term: 2,
-        index,
-        r#type: 0,
-        data: Some(req.encode_to_vec().into()),
-    }
+    normal_entry(index, &req)
 }
 
 /// Replay with a model saved every `every` entries.
