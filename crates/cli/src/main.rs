@@ -187,6 +187,18 @@ struct StandbyArgs {
     /// Its password (prefer the environment variable; never logged).
     #[arg(long, env = "ETCD_STANDBY_STANDBY_PASSWORD", hide_env_values = true)]
     standby_password: Option<String>,
+    /// Replay txns sent to the standby before the first is confirmed (each
+    /// compares the checkpoint the one before it writes, so they land in
+    /// order and exactly once). 1 writes one at a time; more can pay on a
+    /// long round trip (etcd may run concurrent txns out of order, which
+    /// costs a resend).
+    #[arg(
+        long,
+        env = "ETCD_STANDBY_STANDBY_TXNS_IN_FLIGHT",
+        default_value_t = etcd_standby_sink::DEFAULT_MAX_TXNS_IN_FLIGHT as u64,
+        value_parser = clap::value_parser!(u64).range(1..=64)
+    )]
+    standby_txns_in_flight: u64,
 }
 
 impl StandbyArgs {
@@ -607,6 +619,7 @@ fn replay_options(
     let mut sink = etcd_standby_sink::SinkConfig::new(standby.client(), 0);
     sink.keys = prefixes.key_map();
     sink.standby_user = standby.standby_user.clone();
+    sink.max_txns_in_flight = standby.standby_txns_in_flight as usize;
     etcd_standby_daemon::replay::ReplayOptions {
         sink,
         reconcile: etcd_standby_sink::ReconcileOptions {

@@ -58,6 +58,8 @@ codes! {
         "Check that the source is the right cluster; if the deletion is real, restart once with --accept-mass-delete";
     BAD_RESERVED_KEY = "ES-1109", "A reserved key on the standby (checkpoint, epoch) holds something unreadable",
         "Someone wrote under --reserved-prefix; restore it from the audit trail or re-seed the standby";
+    CHECKPOINT_MOVED = "ES-1110", "The standby's checkpoint is not the one this replicator wrote (another writer, or the standby restored from a backup)",
+        "If it moved on, nothing to do (replay re-reads it and resumes). If it went back: stop every other replicator of this source, then re-seed the standby or let a reconcile run";
     FENCED = "ES-2001", "The standby's fencing epoch is newer than ours (promoted, or another replicator took over)",
         "Expected after a promotion: stop this replicator. Otherwise find who else writes to the standby";
     LOST_LOCK = "ES-2002", "--ha: this instance lost the HA lock (another one is active, or our lease expired)",
@@ -177,7 +179,10 @@ pub fn sink_code(e: &SinkError) -> Code {
         SinkError::MassDelete { .. } => MASS_DELETE,
         SinkError::BadReservedKey { .. } => BAD_RESERVED_KEY,
         SinkError::ValueStore { .. } => LOCAL_VALUE_STORE,
-        SinkError::OutOfOrder { .. } | SinkError::Config(_) => UNCLASSIFIED,
+        SinkError::CheckpointMoved { .. } => CHECKPOINT_MOVED,
+        SinkError::OutOfOrder { .. } | SinkError::Config(_) | SinkError::Internal(_) => {
+            UNCLASSIFIED
+        }
     }
 }
 

@@ -11,6 +11,14 @@
 //! standby's checkpoint says where to resume, and the model is rebuilt to
 //! that index ([`rebuild_plan`]). Replay writes to the standby through the
 //! [`StandbySink`] trait, so it can be driven in unit tests with a fake.
+//!
+//! Overlap: during catch-up, replay gives the sink entries in groups of
+//! `FEED_ENTRIES` (512) without waiting for them to land (the sink keeps a few
+//! chained txns in flight), so the model works on the next group while the
+//! standby writes this one. Groups given and not yet confirmed by the
+//! checkpoint stay in `sent` and are given again after a failed write. Replay
+//! waits for the standby (settles) when it has nothing more to read, before
+//! a reconcile, before saving the model and at shutdown.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -63,8 +71,17 @@ pub type Batch = [(u64, u64, Vec<Effect>)];
 pub trait StandbySink: Send {
     /// The raft index the standby has checkpointed (0: never written).
     fn checkpoint_index(&self) -> u64;
-    /// Writes whole entries' effects with the checkpoint, fenced by the epoch.
+    /// Takes whole entries' effects, in index order, and writes them with
+    /// the checkpoint, fenced by the epoch. A streaming sink may return
+    /// once they are sent (some in flight, the last txn still filling);
+    /// [`StandbySink::settle`] waits until all are on the standby. After an
+    /// error, entries above [`StandbySink::checkpoint_index`] are given again.
     fn apply(&mut self, batch: &Batch) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Waits until everything given to [`StandbySink::apply`] is on the
+    /// standby (checkpointed).
+    fn settle(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async { Ok(()) }
+    }
     /// Re-reads the checkpoint after an ambiguous failure.
     fn resync(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
     /// Makes the standby equal `state` by diff (deletions included); long
@@ -104,7 +121,10 @@ impl StandbySink for Sink {
         self.checkpoint().map_or(0, |c| c.index)
     }
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
-        Sink::apply(self, batch).await.map(|_| ())
+        Sink::feed(self, batch).await.map(|_| ())
+    }
+    async fn settle(&mut self) -> Result<(), SinkError> {
+        Sink::settle(self).await.map(|_| ())
     }
     async fn resync(&mut self) -> Result<(), SinkError> {
         Sink::resync(self).await
@@ -328,6 +348,12 @@ pub struct Replay<S: StandbySink> {
     batch_bytes: usize,
     /// Commit time of the oldest entry in `batch`.
     oldest: Option<Instant>,
+    /// Entries given to the sink and not yet confirmed by its checkpoint,
+    /// in groups with the commit time of each group's oldest: given again
+    /// after an error.
+    sent: std::collections::VecDeque<Sent>,
+    /// When the status was last published from a write.
+    published: Instant,
     /// Index of the last saved model, and when.
     saved: (u64, Instant),
     /// Payload bytes of entries applied to the model by this process.
@@ -349,6 +375,24 @@ pub struct Replay<S: StandbySink> {
     /// again only after [`MODEL_SAVE_RETRY`], with one warning per try.
     save_failed_at: Option<Instant>,
 }
+
+/// Entries given to the sink together, not all confirmed yet.
+struct Sent {
+    /// Commit time of the oldest of them.
+    at: Instant,
+    /// (index, term, effects), in index order.
+    entries: Vec<(u64, u64, Vec<Effect>)>,
+}
+
+/// Committed entries are given to the sink once this many are pending (or
+/// [`FEED_BYTES`]), so the model works on the next ones while the
+/// standby writes these.
+const FEED_ENTRIES: usize = 512;
+/// Payload bytes after which pending entries are given to the sink.
+const FEED_BYTES: usize = 2 << 20;
+/// The status is published from writes at most this often (and whenever
+/// replay has written everything).
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// After a failed model save (typically a full data dir), the next try
 /// waits this long: the save is an optimisation, never worth a flood of
@@ -379,6 +423,8 @@ impl<S: StandbySink> Replay<S> {
             batch: Vec::new(),
             batch_bytes: 0,
             oldest: None,
+            sent: std::collections::VecDeque::new(),
+            published: Instant::now(),
             saved: (0, Instant::now()),
             replayed_bytes: 0,
             db_floor: 0,
@@ -460,7 +506,12 @@ impl<S: StandbySink> Replay<S> {
         let (p50, p99) = (pct(0.5), pct(0.99));
         // /status carries the summary, not a thousand samples.
         stats.txn_latency.clear();
-        let lag_s = self.oldest.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let lag_s = self
+            .sent
+            .front()
+            .map(|g| g.at)
+            .or(self.oldest)
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
         let lag_entries = commit.saturating_sub(checkpoint);
         let lag_bytes = point.bytes_total.saturating_sub(self.replayed_bytes);
         let delayed = match self.opts.apply_delay {
@@ -536,15 +587,19 @@ impl<S: StandbySink> Replay<S> {
         Ok(())
     }
 
-    /// Writes the batch, retrying while the standby is unreachable.
+    /// Gives the batch to the sink, retrying while the standby is
+    /// unreachable; with `settle` (or a model save due), waits until
+    /// everything given is on the standby.
     async fn flush(
         &mut self,
         reader: &CommittedReader,
         stop: &watch::Receiver<bool>,
+        settle: bool,
     ) -> Result<()> {
-        if self.batch.is_empty() {
+        if self.batch.is_empty() && (!settle || self.sent.is_empty()) {
             return Ok(());
         }
+        let settle = settle || self.save_due();
         let mut backoff = Backoff::standby();
         if let Some(last) = self.batch.last()
             && last.0 == self.model.applied_index()
@@ -555,15 +610,31 @@ impl<S: StandbySink> Replay<S> {
         let mut regranted = false;
         loop {
             let t = Instant::now();
-            match self.sink.apply(&self.batch).await {
+            let written = match self.sink.apply(&self.batch).await {
+                Ok(()) if settle => self.sink.settle().await,
+                other => other,
+            };
+            if written.is_err() {
+                self.requeue_sent();
+            }
+            match written {
                 Ok(()) => {
                     self.metrics.txn_seconds.observe(t.elapsed().as_secs_f64());
-                    self.batch.clear();
+                    if !self.batch.is_empty() {
+                        self.sent.push_back(Sent {
+                            at: self.oldest.unwrap_or(t),
+                            entries: std::mem::take(&mut self.batch),
+                        });
+                    }
                     self.batch_bytes = 0;
                     self.oldest = None;
+                    self.trim_sent();
                     self.set_state(ReplayState::Replaying, None);
                     self.maybe_save_model();
-                    self.publish(reader);
+                    if settle || self.published.elapsed() >= PUBLISH_EVERY {
+                        self.published = Instant::now();
+                        self.publish(reader);
+                    }
                     if self.restore_lease_keys {
                         self.restore_lost_leases().await?;
                     }
@@ -609,6 +680,32 @@ impl<S: StandbySink> Replay<S> {
         }
     }
 
+    /// Drops from `sent` what the sink's checkpoint covers.
+    fn trim_sent(&mut self) {
+        let checkpoint = self.sink.checkpoint_index();
+        while let Some(group) = self.sent.front_mut() {
+            if group.entries.last().is_none_or(|e| e.0 <= checkpoint) {
+                self.sent.pop_front();
+            } else {
+                group.entries.retain(|e| e.0 > checkpoint);
+                break;
+            }
+        }
+    }
+
+    /// After a failed write: what was given and not confirmed goes back in
+    /// front of the batch, to be given again (the sink skips what its
+    /// checkpoint covers).
+    fn requeue_sent(&mut self) {
+        if self.sent.is_empty() {
+            return;
+        }
+        self.oldest = self.sent.front().map(|g| g.at).or(self.oldest);
+        let mut entries: Vec<_> = self.sent.drain(..).flat_map(|g| g.entries).collect();
+        entries.append(&mut self.batch);
+        self.batch = entries;
+    }
+
     async fn refresh_standby_revision(&self) {
         if let Some(rev) = self.sink.revision().await {
             self.metrics.standby_revision.set(rev);
@@ -621,14 +718,10 @@ impl<S: StandbySink> Replay<S> {
     fn maybe_save_model(&mut self) {
         let checkpoint = self.sink.checkpoint_index();
         let applied = self.model.applied_index();
-        let due = applied >= self.saved.0 + self.opts.model_save_every.max(1)
-            || (applied > self.saved.0 && self.saved.1.elapsed() > Duration::from_secs(300));
-        if !due || applied != checkpoint || !self.batch.is_empty() {
-            return;
-        }
-        if self
-            .save_failed_at
-            .is_some_and(|t| t.elapsed() < MODEL_SAVE_RETRY)
+        if !self.save_due()
+            || applied != checkpoint
+            || !self.batch.is_empty()
+            || !self.sent.is_empty()
         {
             return;
         }
@@ -652,6 +745,16 @@ impl<S: StandbySink> Replay<S> {
                 )
             }
         }
+    }
+
+    /// Whether the model is due to be saved (so the next write settles).
+    fn save_due(&self) -> bool {
+        let applied = self.model.applied_index();
+        let due = applied >= self.saved.0 + self.opts.model_save_every.max(1)
+            || (applied > self.saved.0 && self.saved.1.elapsed() > Duration::from_secs(300));
+        due && self
+            .save_failed_at
+            .is_none_or(|t| t.elapsed() >= MODEL_SAVE_RETRY)
     }
 
     /// Reconciles the standby to the snapshot db at `index` (or the newest
@@ -878,7 +981,7 @@ impl<S: StandbySink> Replay<S> {
         if lost > self.leases_lost_seen {
             self.leases_lost_seen = lost;
             self.restore_lease_keys = true;
-            if self.batch.is_empty() {
+            if self.batch.is_empty() && self.sent.is_empty() {
                 self.restore_lost_leases().await?;
             }
         }
@@ -935,7 +1038,7 @@ impl<S: StandbySink> Replay<S> {
             let after = self.model.applied_index();
             let limit = self.release_limit();
             if after >= limit {
-                self.flush(reader, stop).await?;
+                self.flush(reader, stop, true).await?;
                 return Ok(());
             }
             let max = self
@@ -956,19 +1059,19 @@ impl<S: StandbySink> Replay<S> {
                         }
                         self.restore_lost_leases().await?;
                         self.apply_entry(e, *at)?;
-                        if self.batch.len() >= max
-                            || self.batch_bytes >= crate::committed::DEFAULT_READ_BYTES
+                        if self.batch.len() >= max.min(FEED_ENTRIES)
+                            || self.batch_bytes >= FEED_BYTES
                         {
-                            self.flush(reader, stop).await?;
+                            self.flush(reader, stop, false).await?;
                         }
                     }
                 }
                 Read::NeedSnapshot { index } => {
-                    self.flush(reader, stop).await?;
+                    self.flush(reader, stop, true).await?;
                     self.reconcile(index, reader).await?;
                 }
                 Read::Nothing => {
-                    self.flush(reader, stop).await?;
+                    self.flush(reader, stop, true).await?;
                     return Ok(());
                 }
             }
@@ -1046,7 +1149,7 @@ impl<S: StandbySink> Replay<S> {
                     self.publish(&reader);
                 }
                 _ = stop.changed() => {
-                    if let Err(e) = self.flush(&reader, &stop).await {
+                    if let Err(e) = self.flush(&reader, &stop, true).await {
                         tracing::warn!(error = %e, "final standby write at shutdown failed; it is replayed on restart");
                     }
                     return Ok(());

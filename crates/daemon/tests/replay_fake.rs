@@ -36,6 +36,47 @@ struct Seen {
     regranted: Vec<(i64, i64)>,
     /// Checkpoints of the reconciles replay asked for.
     reconciled_at: Vec<u64>,
+    /// Stream like the real sink: `apply` confirms all but the last
+    /// [`HELD`] entries given, `settle` the rest; an error drops what is
+    /// given and not confirmed.
+    stream: bool,
+    /// Given and not yet confirmed (streaming), each with its effect count.
+    given: Vec<(u64, usize)>,
+    /// apply / settle calls so far (streaming).
+    calls: usize,
+    /// (call number, error): the call with that number fails (streaming).
+    fail_at: VecDeque<(usize, SinkError)>,
+}
+
+/// Entries a streaming fake keeps unconfirmed after `apply`.
+const HELD: usize = 3;
+
+impl Seen {
+    /// Streaming: fails this call if asked to, dropping what is given and
+    /// not confirmed.
+    fn stream_call(&mut self) -> Result<(), SinkError> {
+        self.calls += 1;
+        if self.fail_at.front().is_some_and(|(n, _)| *n == self.calls)
+            && let Some((_, e)) = self.fail_at.pop_front()
+        {
+            self.given.clear();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Streaming: confirms all but the last `held` entries given.
+    fn confirm(&mut self, held: usize) {
+        let n = self.given.len().saturating_sub(held);
+        for (i, effects) in self.given.drain(..n).collect::<Vec<_>>() {
+            assert!(
+                i > self.checkpoint,
+                "entry {i} written at or below the checkpoint"
+            );
+            self.written.push((i, effects));
+            self.checkpoint = i;
+        }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -47,6 +88,17 @@ impl StandbySink for FakeStandby {
     }
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         let mut s = self.0.lock().unwrap();
+        if s.stream {
+            s.stream_call()?;
+            for (i, _, effects) in batch {
+                let floor = s.given.last().map_or(0, |g| g.0).max(s.checkpoint);
+                if *i > floor {
+                    s.given.push((*i, effects.len()));
+                }
+            }
+            s.confirm(HELD);
+            return Ok(());
+        }
         if let Some(e) = s.fail.pop_front() {
             return Err(e);
         }
@@ -57,6 +109,14 @@ impl StandbySink for FakeStandby {
             );
             s.written.push((*i, effects.len()));
             s.checkpoint = *i;
+        }
+        Ok(())
+    }
+    async fn settle(&mut self) -> Result<(), SinkError> {
+        let mut s = self.0.lock().unwrap();
+        if s.stream {
+            s.stream_call()?;
+            s.confirm(0);
         }
         Ok(())
     }
@@ -285,13 +345,6 @@ async fn entries_at_or_below_the_standby_checkpoint_are_never_written_again() {
 async fn a_standby_outage_is_retried_and_each_entry_lands_once() {
     let entries: Vec<_> = (1..=7).map(|i| put(i, &format!("/k{i}"))).collect();
     let s = setup(&entries, 0);
-    let unavailable = || SinkError::Unavailable {
-        index: 1,
-        source: ClientError::Transport {
-            endpoint: "http://127.0.0.1:1".into(),
-            message: "connection refused".into(),
-        },
-    };
     s.standby
         .0
         .lock()
@@ -306,6 +359,47 @@ async fn a_standby_outage_is_retried_and_each_entry_lands_once() {
         st.error, None,
         "the error is cleared once replay is healthy again"
     );
+}
+
+/// Replay gives entries to a streaming sink in small groups without waiting
+/// for them to land. When a write fails with entries given and not yet
+/// confirmed (in flight), they are given again with the batch: every entry
+/// lands exactly once, in order, whichever call failed.
+#[tokio::test]
+async fn entries_in_flight_when_a_write_fails_are_given_again_and_land_once() {
+    let entries: Vec<_> = (1..=40).map(|i| put(i, &format!("/k{}", i % 7))).collect();
+    for fail_call in [2, 3, 5, 8] {
+        let s = setup(&entries, 0);
+        {
+            let mut seen = s.standby.0.lock().unwrap();
+            seen.stream = true;
+            seen.fail_at.push_back((fail_call, unavailable()));
+            seen.fail_at.push_back((fail_call + 2, unavailable()));
+        }
+        let opts = ReplayOptions {
+            max_batch: 4,
+            ..options(false)
+        };
+        replay_with(&s, entries.clone(), opts).await.unwrap();
+        assert_eq!(
+            written(&s),
+            (1..=40).collect::<Vec<_>>(),
+            "failing call {fail_call}"
+        );
+        let seen = s.standby.0.lock().unwrap();
+        assert!(seen.fail_at.is_empty(), "both failures happened");
+        assert!(seen.given.is_empty(), "everything given was confirmed");
+    }
+}
+
+fn unavailable() -> SinkError {
+    SinkError::Unavailable {
+        index: 1,
+        source: ClientError::Transport {
+            endpoint: "http://127.0.0.1:1".into(),
+            message: "connection refused".into(),
+        },
+    }
 }
 
 #[tokio::test]

@@ -147,6 +147,32 @@ pub enum SinkError {
         /// Replicated keys on the standby.
         total: u64,
     },
+    /// A chained write txn found the standby's checkpoint not where this
+    /// sink left it, with every txn before it confirmed: something else
+    /// wrote it. `ahead`: it moved on (an earlier txn of ours that landed
+    /// after a timeout, or another replicator of this source): re-read it
+    /// with [`Sink::resync`](crate::Sink::resync) and apply again, entries
+    /// at or below it are skipped. Otherwise it went back or vanished (the
+    /// standby restored from a backup?): replay stops.
+    #[error(
+        "raft index {index}: the standby's checkpoint {key} is not the one this replicator wrote (ours: {ours:?}, found: {found:?}){}",
+        if *ahead { "; it moved on: re-reading it" } else { "; it went back or vanished: was the standby restored or written by someone else?" }
+    )]
+    CheckpointMoved {
+        /// First raft index of the txn.
+        index: u64,
+        /// The checkpoint key (escaped).
+        key: String,
+        /// The index of the checkpoint this sink last confirmed.
+        ours: Option<u64>,
+        /// The value found (escaped), if any.
+        found: Option<String>,
+        /// Whether the found checkpoint is at or after ours.
+        ahead: bool,
+    },
+    /// A bug: a task of the sink ended without an answer.
+    #[error("internal: {0}")]
+    Internal(String),
     /// The checkpoint or epoch key holds something we cannot read.
     #[error("reserved key {key}: {message}")]
     BadReservedKey {
@@ -199,6 +225,7 @@ impl SinkError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SinkError::Unavailable { .. } => true,
+            SinkError::CheckpointMoved { ahead, .. } => *ahead,
             SinkError::Client { source, .. }
             | SinkError::Lease { source, .. }
             | SinkError::Auth { source, .. } => source.is_unavailable() || source.is_timeout(),

@@ -12,9 +12,22 @@
 //!   txn). Every write txn compares the fencing epoch key
 //!   (`<reserved>epoch`, value = decimal epoch) and puts the checkpoint
 //!   `<reserved>checkpoint/<source cluster ID, 16 hex digits>` =
-//!   `{"cluster_id":"…","index":N,"term":T}`. A failed compare is
+//!   `{"cluster_id":"…","index":N,"term":T}`. A failed epoch compare is
 //!   [`SinkError::Fenced`]: the standby was promoted (promotion bumps the
-//!   epoch); the sink stops and the lease keeper stops. Entries without
+//!   epoch); the sink stops and the lease keeper stops.
+//! * **Chained and pipelined.** Every checkpointing txn also compares the
+//!   checkpoint with the value the txn before it writes, so up to
+//!   [`SinkConfig::max_txns_in_flight`] txns are sent before the first is
+//!   confirmed and still land in order and exactly once: one that overtook
+//!   its predecessor fails its compare and is sent again once the
+//!   predecessor is confirmed. Answers are taken in order; lease revokes
+//!   and auth RPCs wait until everything before them is confirmed.
+//!   [`Sink::feed`] streams (the last txn keeps filling across calls,
+//!   nothing waits beyond the window) and [`Sink::settle`] waits for all;
+//!   [`Sink::apply`] is both. A
+//!   checkpoint found elsewhere than where the sink left it is
+//!   [`SinkError::CheckpointMoved`] (two replicators of one source on one
+//!   standby cannot both apply an entry). Entries without
 //!   effects still advance the checkpoint (coalesced into the next txn). A
 //!   single entry with more ops than `max_txn_ops - 1` is written as nested
 //!   txns inside one txn, so it stays atomic.
@@ -88,6 +101,7 @@ pub use lease::{KeeperStats, LeaseKeeper};
 pub use promotion::{LeaseRefresh, Promotion, ReservedKeys, StandbyState};
 pub use reconcile::{ReconcileOptions, ReconcileReport};
 pub use sink::{
-    ApplyStats, Checkpoint, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, Sink, SinkConfig,
+    ApplyStats, Checkpoint, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS,
+    DEFAULT_MAX_TXNS_IN_FLIGHT, Sink, SinkConfig,
 };
 pub use stats::{LATENCY_SAMPLES, SinkStats};

@@ -86,6 +86,9 @@ impl Sink {
             source_cluster = %format_args!("{:016x}", self.cfg.source_cluster_id),
             index,
         );
+        // Everything given before lands first (the reconcile's checkpoint
+        // chains to it).
+        self.settle().await?;
         self.reconcile_inner(target, values, index, term, opts)
             .instrument(span)
             .await
@@ -286,7 +289,6 @@ impl Sink {
         };
         self.write_txn(index, index, Vec::new(), Some(cp)).await?;
         report.txns += 1;
-        self.checkpoint = Some(cp);
         report.checkpoint = index;
         lock(&self.counters).stats.reconciles += 1;
         tracing::info!(

@@ -1,11 +1,12 @@
 //! The standby writer: batched checkpointed txns with fencing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
-use etcd_standby_client::{Client, ClientConfig, EtcdError, pb};
+use etcd_standby_client::{Client, ClientConfig, ClientError, EtcdError, pb};
 use etcd_standby_model::Effect;
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,14 @@ pub const DEFAULT_MAX_TXN_OPS: usize = 128;
 /// Default `max_request_bytes`: etcd's 1.5 MiB `--max-request-bytes`
 /// default minus 64 KiB of headroom for the compare, checkpoint and framing.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024 - 64 * 1024;
+
+/// Default [`SinkConfig::max_txns_in_flight`]. One: etcd handles
+/// concurrent requests in any order (it often runs the newest first), so
+/// on loopback most txns sent behind another overtook it and were sent
+/// again; with replay already overlapping the model's work with the
+/// standby's, 2 in flight caught up no faster than 1 (docs/benchmarks.md).
+/// More can pay on a long round trip.
+pub const DEFAULT_MAX_TXNS_IN_FLIGHT: usize = 1;
 
 /// How the sink reaches the standby and what it writes.
 #[derive(Debug, Clone)]
@@ -43,6 +52,11 @@ pub struct SinkConfig {
     pub max_request_bytes: usize,
     /// At most this many raft entries per standby txn.
     pub max_batch_entries: usize,
+    /// Write txns sent to the standby before the first of them is
+    /// confirmed. Each compares the checkpoint the one before it writes, so
+    /// they land in order and exactly once; more in flight hides the
+    /// standby's round trip and commit latency during catch-up.
+    pub max_txns_in_flight: usize,
     /// Lease keep-alive requests per second at most.
     pub keepalive_per_sec: u32,
     /// The user the replicator acts as on the standby when it
@@ -66,6 +80,7 @@ impl SinkConfig {
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_batch_entries: 10_000,
+            max_txns_in_flight: DEFAULT_MAX_TXNS_IN_FLIGHT,
             keepalive_per_sec: 200,
             standby_user: None,
             lock: None,
@@ -152,6 +167,20 @@ pub struct ApplyStats {
     pub auth_rpcs: u64,
 }
 
+impl ApplyStats {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &ApplyStats) {
+        self.txns += other.txns;
+        self.entries += other.entries;
+        self.already_applied += other.already_applied;
+        self.ops += other.ops;
+        self.bytes += other.bytes;
+        self.lease_grants += other.lease_grants;
+        self.lease_revokes += other.lease_revokes;
+        self.auth_rpcs += other.auth_rpcs;
+    }
+}
+
 /// One key's final state within a pending txn.
 #[derive(Debug, Clone)]
 pub(crate) enum KvOp {
@@ -175,6 +204,9 @@ pub struct Sink {
     pub(crate) cfg: SinkConfig,
     pub(crate) epoch: u64,
     pub(crate) checkpoint: Option<Checkpoint>,
+    /// The checkpoint's value as the standby holds it (what the next
+    /// chained txn compares).
+    checkpoint_raw: Option<Bytes>,
     pub(crate) standby_version: String,
     pub(crate) keeper: LeaseKeeper,
     keeper_task: tokio::task::JoinHandle<()>,
@@ -183,6 +215,23 @@ pub struct Sink {
     pub(crate) checkpoint_key: Bytes,
     /// `(index, primary revision)` from [`Sink::note_source_revision`].
     source_revision: Option<(u64, i64)>,
+    /// Entries given and not yet confirmed: the txn being filled and the
+    /// txns in flight.
+    stream: Stream,
+    /// Answers still due for txns dropped by an error, awaited by
+    /// [`Sink::resync`] before it reads the checkpoint.
+    abandoned: Vec<TxnReply>,
+}
+
+/// What [`Sink::feed`] holds between calls.
+#[derive(Default)]
+struct Stream {
+    /// The txn being filled.
+    pending: Pending,
+    /// Txns sent and not yet confirmed.
+    pipe: Pipeline,
+    /// The last index given (0: none since the last error or resync).
+    fed: u64,
 }
 
 impl std::fmt::Debug for Sink {
@@ -327,11 +376,12 @@ impl Sink {
             })
             .await
             .map_err(|e| SinkError::client("read the checkpoint", e))?;
-        let checkpoint = match got.kvs.first() {
-            Some(kv) => Some(Checkpoint::decode(
+        let checkpoint_raw = got.kvs.first().map(|kv| kv.value.clone());
+        let checkpoint = match &checkpoint_raw {
+            Some(v) => Some(Checkpoint::decode(
                 &checkpoint_key,
                 cfg.source_cluster_id,
-                &kv.value,
+                v,
             )?),
             None => None,
         };
@@ -341,6 +391,7 @@ impl Sink {
             cfg,
             epoch,
             checkpoint,
+            checkpoint_raw,
             standby_version,
             keeper,
             keeper_task,
@@ -348,6 +399,8 @@ impl Sink {
             epoch_key,
             checkpoint_key,
             source_revision: None,
+            stream: Stream::default(),
+            abandoned: Vec::new(),
         };
         sink.load_standby_leases().await?;
         tracing::info!(
@@ -386,6 +439,14 @@ impl Sink {
     /// Re-reads the checkpoint and the epoch from the standby (after an
     /// [`SinkError::Unavailable`], when a write may or may not have landed).
     pub async fn resync(&mut self) -> Result<()> {
+        // Nothing of ours may land after the read: drop the stream and wait
+        // for every answer still due (each request has a deadline).
+        let stream = std::mem::take(&mut self.stream);
+        self.abandoned
+            .extend(stream.pipe.inflight.into_iter().filter_map(|f| f.reply));
+        for reply in std::mem::take(&mut self.abandoned) {
+            let _ = reply.await;
+        }
         let got = self
             .client
             .range(pb::RangeRequest {
@@ -394,14 +455,16 @@ impl Sink {
             })
             .await
             .map_err(|e| SinkError::client("read the checkpoint", e))?;
-        self.checkpoint = match got.kvs.first() {
-            Some(kv) => Some(Checkpoint::decode(
+        let raw = got.kvs.first().map(|kv| kv.value.clone());
+        self.checkpoint = match &raw {
+            Some(v) => Some(Checkpoint::decode(
                 &self.checkpoint_key,
                 self.cfg.source_cluster_id,
-                &kv.value,
+                v,
             )?),
             None => None,
         };
+        self.checkpoint_raw = raw;
         Ok(())
     }
 
@@ -490,6 +553,34 @@ impl Sink {
         }
     }
 
+    /// A [`Sink::fenced_txn`] that also compares the checkpoint with
+    /// `expect` (the raw value the txn before it writes; `None`: no
+    /// checkpoint yet), so checkpointed txns land in order and exactly once
+    /// however many are in flight. Its failure branch reads the checkpoint
+    /// last.
+    fn chained_txn(&self, success: Vec<pb::RequestOp>, expect: Option<&Bytes>) -> pb::TxnRequest {
+        let mut txn = self.fenced_txn(success);
+        txn.compare.push(match expect {
+            Some(v) => promotion::value_eq(&self.checkpoint_key, v),
+            None => promotion::absent(&self.checkpoint_key),
+        });
+        txn.failure.push(get_op(&self.checkpoint_key));
+        txn
+    }
+
+    /// Whether a failed [`Sink::fenced_txn`] failed on the fence (the epoch
+    /// or the HA lock), not on a checkpoint compare.
+    fn fence_broken(&self, resp: &pb::TxnResponse) -> bool {
+        let epoch = value_at(resp, 0).unwrap_or_default();
+        if epoch.as_ref() != self.epoch.to_string().as_bytes() {
+            return true;
+        }
+        self.cfg
+            .lock
+            .as_ref()
+            .is_some_and(|l| value_at(resp, 1).unwrap_or_default() != l.value)
+    }
+
     /// Why a [`Sink::fenced_txn`] did not succeed: the epoch moved
     /// ([`SinkError::Fenced`]) or the HA lock is someone else's
     /// ([`SinkError::LostLock`]). The sink stops either way.
@@ -526,9 +617,23 @@ impl Sink {
         }
     }
 
-    /// Applies committed entries' effects, in index order. See the crate
-    /// docs for the batching, lease and auth rules.
+    /// Applies committed entries' effects, in index order, and waits until
+    /// they are on the standby ([`Sink::feed`] then [`Sink::settle`]). See
+    /// the crate docs for the batching, lease and auth rules.
     pub async fn apply(&mut self, batch: &[(u64, u64, Vec<Effect>)]) -> Result<ApplyStats> {
+        let mut st = self.feed(batch).await?;
+        let settled = self.settle().await?;
+        st.add(&settled);
+        Ok(st)
+    }
+
+    /// Takes committed entries' effects, in index order, and sends every
+    /// txn they fill without waiting for more than the window allows: the
+    /// last, partly filled txn waits for more entries or [`Sink::settle`].
+    /// Entries at or below what was given before are skipped. After an
+    /// error, what was given and not confirmed (above
+    /// [`Sink::checkpoint`]) must be given again.
+    pub async fn feed(&mut self, batch: &[(u64, u64, Vec<Effect>)]) -> Result<ApplyStats> {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
             return Ok(ApplyStats::default());
         };
@@ -538,14 +643,56 @@ impl Sink {
             first = first.0,
             last = last.0,
         );
-        self.apply_inner(batch).instrument(span).await
+        let mut stream = std::mem::take(&mut self.stream);
+        let mut st = ApplyStats::default();
+        let r = self
+            .feed_inner(&mut stream, batch, &mut st)
+            .instrument(span)
+            .await;
+        self.keep_or_abandon(stream, r.map(|()| st))
     }
 
-    async fn apply_inner(&mut self, batch: &[(u64, u64, Vec<Effect>)]) -> Result<ApplyStats> {
+    /// Writes the partly filled txn and waits for every txn in flight:
+    /// then everything given is on the standby.
+    pub async fn settle(&mut self) -> Result<ApplyStats> {
+        let mut stream = std::mem::take(&mut self.stream);
         let mut st = ApplyStats::default();
-        let mut pending = Pending::default();
-        let mut prev = self.checkpoint.map_or(0, |c| c.index);
-        let floor = prev;
+        let r = async {
+            self.flush(&mut stream.pending, &mut stream.pipe, &mut st)
+                .await?;
+            self.drain(&mut stream.pipe, &mut st).await
+        }
+        .await;
+        self.keep_or_abandon(stream, r.map(|()| st))
+    }
+
+    /// After a call on the stream: keeps it, or on an error drops what it
+    /// held (its txns in flight are awaited by [`Sink::resync`]).
+    fn keep_or_abandon(&mut self, mut stream: Stream, r: Result<ApplyStats>) -> Result<ApplyStats> {
+        match r {
+            Ok(st) => {
+                self.stream = stream;
+                lock(&self.counters).stats.entries_already_applied += st.already_applied;
+                Ok(st)
+            }
+            Err(e) => {
+                self.abandoned
+                    .extend(stream.pipe.inflight.drain(..).filter_map(|f| f.reply));
+                self.stream = Stream::default();
+                Err(e)
+            }
+        }
+    }
+
+    async fn feed_inner(
+        &mut self,
+        stream: &mut Stream,
+        batch: &[(u64, u64, Vec<Effect>)],
+        st: &mut ApplyStats,
+    ) -> Result<()> {
+        let Stream { pending, pipe, fed } = stream;
+        let floor = self.checkpoint.map_or(0, |c| c.index).max(*fed);
+        let mut prev = floor;
         for (index, term, effects) in batch {
             let (index, term) = (*index, *term);
             if index <= floor {
@@ -560,6 +707,7 @@ impl Sink {
                 });
             }
             prev = index;
+            *fed = index;
             let mut kv: Vec<(Bytes, KvOp)> = Vec::new();
             let mut grants = Vec::new();
             let mut revokes = Vec::new();
@@ -606,7 +754,8 @@ impl Sink {
             if !auth.is_empty() {
                 // Auth RPCs cannot join a txn: flush what came before, make
                 // the calls, then checkpoint this entry right away.
-                self.flush(&mut pending, &mut st).await?;
+                self.flush(pending, pipe, st).await?;
+                self.drain(pipe, st).await?;
                 self.check_fence(index).await?;
                 for e in auth {
                     self.apply_auth(index, e)
@@ -621,7 +770,8 @@ impl Sink {
             // crash between the two lost it for good, and `verify` right
             // after the checkpoint saw the lease still there).
             if !revokes.is_empty() {
-                self.flush(&mut pending, &mut st).await?;
+                self.flush(pending, pipe, st).await?;
+                self.drain(pipe, st).await?;
                 for id in revokes {
                     self.revoke(index, id).await?;
                     st.lease_revokes += 1;
@@ -642,7 +792,7 @@ impl Sink {
                     || pending.bytes + bytes > self.cfg.max_request_bytes
                     || pending.entries >= self.cfg.max_batch_entries as u64)
             {
-                self.flush(&mut pending, &mut st).await?;
+                self.flush(pending, pipe, st).await?;
             }
             if pending.entries == 0 {
                 pending.first = index;
@@ -654,12 +804,10 @@ impl Sink {
             pending.entries += 1;
             pending.last = Some((index, term));
             if has_auth(effects) {
-                self.flush(&mut pending, &mut st).await?;
+                self.flush(pending, pipe, st).await?;
             }
         }
-        self.flush(&mut pending, &mut st).await?;
-        lock(&self.counters).stats.entries_already_applied += st.already_applied;
-        Ok(st)
+        Ok(())
     }
 
     /// Grants `(id, ttl)` leases again with their IDs (already existing is
@@ -722,8 +870,15 @@ impl Sink {
         Ok(())
     }
 
-    /// Writes the pending entries as one txn (compare epoch, ops, checkpoint).
-    async fn flush(&mut self, pending: &mut Pending, st: &mut ApplyStats) -> Result<()> {
+    /// Sends the pending entries as one chained txn (the fence, the
+    /// checkpoint before it, the ops, the new checkpoint) without waiting
+    /// for its answer, once fewer than `max_txns_in_flight` are unconfirmed.
+    async fn flush(
+        &mut self,
+        pending: &mut Pending,
+        pipe: &mut Pipeline,
+        st: &mut ApplyStats,
+    ) -> Result<()> {
         let Some((index, term)) = pending.last else {
             return Ok(());
         };
@@ -738,20 +893,202 @@ impl Sink {
                 .map(|(_, r)| r),
         };
         let ops: Vec<(Bytes, KvOp)> = p.ops.into_iter().collect();
-        let n_ops = ops.len();
-        let bytes = self.write_txn(p.first, index, ops, Some(cp)).await?;
-        self.checkpoint = Some(cp);
-        st.txns += 1;
-        st.entries += p.entries;
-        st.ops += n_ops as u64;
-        st.bytes += bytes as u64;
-        lock(&self.counters).stats.entries_applied += p.entries;
+        self.send(pipe, p.first, p.entries, &ops, cp, st).await
+    }
+
+    /// Sends one chained txn for entries `first..=cp.index`, first waiting
+    /// for the oldest in flight while the window is full.
+    async fn send(
+        &mut self,
+        pipe: &mut Pipeline,
+        first: u64,
+        entries: u64,
+        ops: &[(Bytes, KvOp)],
+        cp: Checkpoint,
+        st: &mut ApplyStats,
+    ) -> Result<()> {
+        // Built while the txns before it are in flight. What it expects
+        // stays right while waiting: the newest in flight's checkpoint, or
+        // once that is confirmed, the same value as the sink's.
+        let cp_raw = cp.encode();
+        let expect = match pipe.inflight.back() {
+            Some(f) => Some(f.cp_raw.clone()),
+            None => self.checkpoint_raw.clone(),
+        };
+        let mut success = self.txn_ops(ops);
+        success.push(op_put(self.checkpoint_key.clone(), cp_raw.clone(), 0));
+        let txn = self.chained_txn(success, expect.as_ref());
+        let bytes = txn.encoded_len();
+        while pipe.inflight.len() >= self.cfg.max_txns_in_flight.max(1) {
+            self.complete_oldest(pipe, st).await?;
+        }
+        let chased = !pipe.inflight.is_empty();
+        let reply = self.start_txn(&txn).await;
+        pipe.inflight.push_back(InFlight {
+            first,
+            entries,
+            n_ops: ops.len(),
+            bytes,
+            cp,
+            cp_raw,
+            txn,
+            chased,
+            sent: Instant::now(),
+            reply: Some(reply),
+        });
         Ok(())
     }
 
-    /// One fenced write txn: `ops` (unique keys) plus the checkpoint put.
-    /// Ops beyond `max_txn_ops - 1` go into nested txns (one entry bigger
-    /// than the limit: it must stay atomic). Returns the encoded size.
+    /// Waits for every txn in flight, in order.
+    async fn drain(&mut self, pipe: &mut Pipeline, st: &mut ApplyStats) -> Result<()> {
+        while !pipe.inflight.is_empty() {
+            self.complete_oldest(pipe, st).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `txn` on its own task. Polled once here first, so requests are
+    /// queued on the connection in the order of the calls (spawned tasks
+    /// start in any order: tokio runs the newest first).
+    async fn start_txn(&self, txn: &pb::TxnRequest) -> TxnReply {
+        let client = self.client.clone();
+        let req = txn.clone();
+        let mut call = Box::pin(async move { client.txn(req).await });
+        match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+            Poll::Ready(answer) => tokio::spawn(std::future::ready(answer)),
+            Poll::Pending => tokio::spawn(call),
+        }
+    }
+
+    /// Waits for the oldest txn in flight, every txn before it being
+    /// confirmed. A failed checkpoint compare means it overtook the txn
+    /// before it on the way (the standby handles concurrent requests in any
+    /// order), unless nothing was in flight when it was sent: then someone
+    /// else moved the checkpoint ([`SinkError::CheckpointMoved`]).
+    async fn complete_oldest(&mut self, pipe: &mut Pipeline, st: &mut ApplyStats) -> Result<()> {
+        let Some(mut f) = pipe.inflight.pop_front() else {
+            return Ok(());
+        };
+        let (first, last) = (f.first, f.cp.index);
+        let resp = join_txn(f.reply.take(), first, last)
+            .await?
+            .map_err(|e| SinkError::write(first, last, e))?;
+        if !resp.succeeded {
+            if self.fence_broken(&resp) {
+                return Err(self.fence_error(first, &resp));
+            }
+            if !f.chased {
+                return Err(self.checkpoint_moved(first, &resp));
+            }
+            let rest: Vec<InFlight> = pipe.inflight.drain(..).collect();
+            tracing::debug!(
+                first,
+                last,
+                behind = rest.len(),
+                "standby txn overtook the one before it; it and those behind it are sent again"
+            );
+            // Those behind it are chained to it, so they failed too: wait
+            // until each is answered (an unanswered one could still land
+            // after its resend), then send them all again, in order.
+            let mut again = vec![f];
+            for mut r in rest {
+                // Any answer will do; a resend shows what stands.
+                let _ = join_txn(r.reply.take(), r.first, r.cp.index).await;
+                again.push(r);
+            }
+            lock(&self.counters).stats.txns_resent += again.len() as u64;
+            for mut r in again {
+                r.chased = !pipe.inflight.is_empty();
+                r.reply = Some(self.start_txn(&r.txn).await);
+                r.sent = Instant::now();
+                pipe.inflight.push_back(r);
+            }
+            return Ok(());
+        }
+        let took = f.sent.elapsed();
+        self.checkpoint = Some(f.cp);
+        self.checkpoint_raw = Some(f.cp_raw);
+        st.txns += 1;
+        st.entries += f.entries;
+        st.ops += f.n_ops as u64;
+        st.bytes += f.bytes as u64;
+        lock(&self.counters).txn(f.n_ops, f.bytes, f.entries, took);
+        tracing::debug!(
+            first,
+            last,
+            ops = f.n_ops,
+            bytes = f.bytes,
+            took_us = took.as_micros() as u64,
+            "standby txn"
+        );
+        Ok(())
+    }
+
+    /// The error for a chained txn whose checkpoint compare failed with
+    /// every txn before it confirmed: the checkpoint in its failure branch
+    /// (read last) is not the one this sink wrote.
+    fn checkpoint_moved(&self, index: u64, resp: &pb::TxnResponse) -> SinkError {
+        let found = resp.responses.last().and_then(|r| match &r.response {
+            Some(pb::response_op::Response::ResponseRange(rr)) => {
+                rr.kvs.first().map(|kv| kv.value.clone())
+            }
+            _ => None,
+        });
+        let found_index = found.as_ref().and_then(|v| {
+            Checkpoint::decode(&self.checkpoint_key, self.cfg.source_cluster_id, v)
+                .ok()
+                .map(|c| c.index)
+        });
+        let ours = self.checkpoint.map(|c| c.index);
+        SinkError::CheckpointMoved {
+            index,
+            key: show_key(&self.checkpoint_key),
+            ours,
+            found: found.as_ref().map(|v| show_bytes(v, 256)),
+            ahead: found_index.is_some_and(|f| ours.is_none_or(|o| f >= o)),
+        }
+    }
+
+    /// The txn ops for `ops` (unique keys), leaving room for the checkpoint
+    /// put. Ops beyond `max_txn_ops - 1` go into nested txns (one entry
+    /// bigger than the limit: it must stay atomic).
+    fn txn_ops(&self, ops: &[(Bytes, KvOp)]) -> Vec<pb::RequestOp> {
+        let n_ops = ops.len();
+        let success: Vec<pb::RequestOp> = ops.iter().map(|(k, op)| kv_op(k, op)).collect();
+        if success.len() < self.cfg.max_txn_ops {
+            return success;
+        }
+        // Nested txns, each within the limit. etcd counts a nested txn's
+        // ops together with its parent's (observed on 3.4.23 and 3.5.1):
+        // keep top-level + chunk within the limit.
+        let max = self.cfg.max_txn_ops;
+        let mut top = 2;
+        let chunk = loop {
+            let chunk = max.saturating_sub(top).max(1);
+            if n_ops.div_ceil(chunk) < top || top >= max {
+                break chunk;
+            }
+            top += 1;
+        };
+        tracing::debug!(
+            ops = n_ops,
+            nested = n_ops.div_ceil(chunk),
+            "entry larger than max_txn_ops: nested txns"
+        );
+        success
+            .chunks(chunk)
+            .map(|c| pb::RequestOp {
+                request: Some(pb::request_op::Request::RequestTxn(pb::TxnRequest {
+                    success: c.to_vec(),
+                    ..Default::default()
+                })),
+            })
+            .collect()
+    }
+
+    /// Writes and waits for one txn: `ops` (unique keys) with the fence and,
+    /// when `checkpoint` is given, the checkpoint chained to the one before
+    /// it. Returns the encoded size.
     pub(crate) async fn write_txn(
         &mut self,
         first: u64,
@@ -759,42 +1096,15 @@ impl Sink {
         ops: Vec<(Bytes, KvOp)>,
         checkpoint: Option<Checkpoint>,
     ) -> Result<usize> {
-        let n_ops = ops.len();
-        let mut success: Vec<pb::RequestOp> = ops.iter().map(|(k, op)| kv_op(k, op)).collect();
-        let room = self.cfg.max_txn_ops - usize::from(checkpoint.is_some());
-        if success.len() > room {
-            // Nested txns, each within the limit.
-            // etcd counts a nested txn's ops together with its parent's
-            // (observed on 3.4.23 and 3.5.1): keep top-level + chunk within
-            // the limit.
-            let max = self.cfg.max_txn_ops;
-            let mut top = 2;
-            let chunk = loop {
-                let chunk = max.saturating_sub(top).max(1);
-                if n_ops.div_ceil(chunk) < top || top >= max {
-                    break chunk;
-                }
-                top += 1;
-            };
-            success = success
-                .chunks(chunk)
-                .map(|c| pb::RequestOp {
-                    request: Some(pb::request_op::Request::RequestTxn(pb::TxnRequest {
-                        success: c.to_vec(),
-                        ..Default::default()
-                    })),
-                })
-                .collect();
-            tracing::debug!(
-                ops = n_ops,
-                nested = success.len(),
-                "entry larger than max_txn_ops: nested txns"
-            );
-        }
         if let Some(cp) = checkpoint {
-            success.push(op_put(self.checkpoint_key.clone(), cp.encode(), 0));
+            let mut pipe = Pipeline::default();
+            let mut st = ApplyStats::default();
+            self.send(&mut pipe, first, 0, &ops, cp, &mut st).await?;
+            self.drain(&mut pipe, &mut st).await?;
+            return Ok(st.bytes as usize);
         }
-        let txn = self.fenced_txn(success);
+        let n_ops = ops.len();
+        let txn = self.fenced_txn(self.txn_ops(&ops));
         let bytes = txn.encoded_len();
         let started = Instant::now();
         let resp = self
@@ -817,6 +1127,53 @@ impl Sink {
         );
         Ok(bytes)
     }
+}
+
+/// A chained txn sent and not yet confirmed.
+struct InFlight {
+    first: u64,
+    entries: u64,
+    n_ops: usize,
+    bytes: usize,
+    cp: Checkpoint,
+    /// `cp` encoded: what the next txn's compare expects.
+    cp_raw: Bytes,
+    /// Kept to send it again when it overtook the one before it.
+    txn: pb::TxnRequest,
+    /// Whether a txn before it was in flight when it was sent (so a failed
+    /// checkpoint compare can mean it overtook that one).
+    chased: bool,
+    sent: Instant,
+    /// `None` once awaited.
+    reply: Option<TxnReply>,
+}
+
+/// The answer to a txn sent on its own task.
+type TxnReply = tokio::task::JoinHandle<std::result::Result<pb::TxnResponse, ClientError>>;
+
+/// The answer of a txn task (a task that ended without one is a bug).
+async fn join_txn(
+    reply: Option<TxnReply>,
+    first: u64,
+    last: u64,
+) -> Result<std::result::Result<pb::TxnResponse, ClientError>> {
+    let Some(reply) = reply else {
+        return Err(SinkError::Internal(format!(
+            "the txn of raft entries {first}..={last} was awaited twice"
+        )));
+    };
+    reply.await.map_err(|e| {
+        SinkError::Internal(format!(
+            "the task writing raft entries {first}..={last} to the standby ended: {e}"
+        ))
+    })
+}
+
+/// Chained txns in flight, oldest first. Dropping it leaves the sent ones
+/// running: their outcome is known only after [`Sink::resync`].
+#[derive(Default)]
+struct Pipeline {
+    inflight: VecDeque<InFlight>,
 }
 
 /// Whether an entry has auth effects (it is checkpointed on its own, right

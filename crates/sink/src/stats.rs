@@ -43,6 +43,9 @@ pub struct SinkStats {
     pub auth_tolerated: u64,
     /// Snapshot reconciles completed.
     pub reconciles: u64,
+    /// Write txns sent again because they reached the standby before the
+    /// txn they are chained to.
+    pub txns_resent: u64,
 }
 
 #[derive(Debug, Default)]

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use common::*;
 use etcd_standby_model::Effect;
-use etcd_standby_sink::{Sink, SinkError};
+use etcd_standby_sink::{KeyMap, Sink, SinkError};
 use etcd_standby_testkit::EtcdVersion;
 
 both_versions!(batching_checkpoint_fencing);
 both_versions!(leases);
+both_versions!(pipelined_txns_land_in_order_and_exactly_once);
 
 async fn batching_checkpoint_fencing(version: EtcdVersion) {
     let cluster = start(version);
@@ -135,6 +136,101 @@ async fn batching_checkpoint_fencing(version: EtcdVersion) {
     assert_eq!(s.checkpoint().unwrap().index, 314);
     let s2 = sink(&cluster).await;
     assert_eq!(s2.epoch(), 2);
+}
+
+/// Many small txns in flight at once: each compares the checkpoint the one
+/// before it writes, so they land in index order and none twice, and a
+/// second writer of the same source (or a checkpoint gone back) is caught by
+/// that compare instead of applying an entry twice.
+async fn pipelined_txns_land_in_order_and_exactly_once(version: EtcdVersion) {
+    let cluster = start(version);
+    let c = client(&cluster).await;
+    let mut cfg = config(&cluster, KeyMap::new());
+    cfg.max_txns_in_flight = 8;
+    cfg.max_txn_ops = 4; // three entries of one put each per txn
+    let mut s = Sink::connect(cfg.clone()).await.unwrap();
+
+    // 600 entries: five keys overwritten in turn, and one key per entry.
+    let batch: Batch = (1..=600u64)
+        .map(|i| {
+            (
+                i,
+                2,
+                vec![
+                    put(&format!("seq/{}", i % 5), &i.to_string()),
+                    put(&format!("own/{i:04}"), &i.to_string()),
+                ],
+            )
+        })
+        .collect();
+    let st = s.apply(&batch).await.unwrap();
+    assert_eq!(st.entries, 600);
+    assert!(st.txns >= 600, "{st:?}"); // one entry (2 puts + checkpoint) per txn
+    // One checkpoint put per txn that landed: nothing was applied twice.
+    assert_eq!(checkpoint_version(&c, &s).await, st.txns as i64);
+    assert_eq!(s.checkpoint().unwrap().index, 600);
+    for k in 0..5u64 {
+        let last = (596..=600).find(|i| i % 5 == k).unwrap();
+        let kv = get(&c, &format!("seq/{k}")).await.unwrap();
+        assert_eq!(kv.value, last.to_string().as_bytes(), "seq/{k}");
+        // 120 writes each, every one landed once.
+        assert_eq!(kv.version, 120, "seq/{k}");
+    }
+    // In index order: the standby's revisions follow the raft indexes.
+    let mut prev = 0;
+    for i in 1..=600u64 {
+        let kv = get(&c, &format!("own/{i:04}")).await.unwrap();
+        assert!(
+            kv.mod_revision > prev,
+            "own/{i:04} landed before an earlier entry"
+        );
+        prev = kv.mod_revision;
+    }
+
+    // A second replicator of this source on this standby: its chain starts
+    // from the checkpoint it read, which has moved on by its first write.
+    let mut other = Sink::connect(cfg.clone()).await.unwrap();
+    s.apply(&[(601, 2, vec![put("race", "first")])])
+        .await
+        .unwrap();
+    let err = other
+        .apply(&[(601, 2, vec![put("race", "second")])])
+        .await
+        .unwrap_err();
+    assert_checkpoint_moved(&err, true);
+    assert_eq!(get(&c, "race").await.unwrap().value, &b"first"[..]);
+    // Re-reading the checkpoint, it skips what is applied and goes on.
+    other.resync().await.unwrap();
+    let st = other
+        .apply(&[
+            (601, 2, vec![put("race", "second")]),
+            (602, 2, vec![put("race", "third")]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!((st.already_applied, st.entries), (1, 1));
+    assert_eq!(get(&c, "race").await.unwrap().version, 2);
+
+    // The checkpoint gone (the standby restored from a backup, or someone
+    // deleted it): the first sink's next write stops, and is not retried.
+    let key = String::from_utf8(s.checkpoint_key().to_vec()).unwrap();
+    cluster.etcdctl().run(&["del", &key]).unwrap();
+    let err = s
+        .apply(&[(603, 2, vec![put("gone", "1")])])
+        .await
+        .unwrap_err();
+    assert_checkpoint_moved(&err, false);
+    assert!(get(&c, "gone").await.is_none());
+}
+
+/// `err` is [`SinkError::CheckpointMoved`], retryable exactly when the
+/// checkpoint moved on (`ahead`).
+fn assert_checkpoint_moved(err: &SinkError, ahead: bool) {
+    assert!(
+        matches!(err, SinkError::CheckpointMoved { ahead: a, .. } if *a == ahead),
+        "{err}"
+    );
+    assert_eq!(err.is_retryable(), ahead, "{err}");
 }
 
 async fn leases(version: EtcdVersion) {
