@@ -616,7 +616,7 @@ pub(crate) fn brief_status(admin: &str) -> String {
                 .map_or("-".into(), |s| format!("{:.1} ms", s * 1e3));
             format!(
                 "state={} applied={} checkpoint={} lag_entries={} lag_seconds={:.3} error={} \
-                 sink: txns={} ops={} bytes={} reconciles={} txn p99 (last {} txns)={p99}",
+                 sink: txns={} (resent {}) ops={} bytes={} reconciles={} txn p99 (last {} txns)={p99}",
                 r["state"].as_str().unwrap_or("?"),
                 r["applied_index"],
                 r["standby_checkpoint"],
@@ -624,6 +624,7 @@ pub(crate) fn brief_status(admin: &str) -> String {
                 r["lag_seconds"].as_f64().unwrap_or(0.0),
                 r["error"],
                 sink["txns"],
+                sink["txns_resent"],
                 sink["ops"],
                 sink["bytes"],
                 sink["reconciles"],
