@@ -1501,3 +1501,138 @@ fn the_memory_store_holds_exactly_the_live_long_values() {
     h.ok(d(del("k", b"\0")));
     assert!(store.is_empty(), "{} values left", store.len());
 }
+
+// -------------------------------------------------- revision accounting
+
+/// The rule revision-preserving replay rests on, observed on etcd 3.4.23
+/// and 3.5.1 (docs/revision-preserving.md, table B): a request that changes
+/// at least one key bumps the revision by exactly one, however many keys it
+/// changes; nothing else bumps it. Each row is applied in turn to one model.
+#[test]
+fn revision_bumps_once_per_request_that_changes_a_key_and_never_otherwise() {
+    let mut h = H::new();
+    h.ok(grant(7, 600));
+    h.ok(grant(8, 600));
+    h.ok(grant(9, 600));
+    let ignore_value = |k: &str| {
+        p(PutRequest {
+            ignore_value: true,
+            ..put(k, "")
+        })
+    };
+    let with_lease = |k: &str, lease| {
+        p(PutRequest {
+            lease,
+            ..put(k, "v")
+        })
+    };
+    let compaction = |revision| Irr {
+        compaction: Some(pb::CompactionRequest {
+            revision,
+            physical: false,
+        }),
+        ..Default::default()
+    };
+    let rows: Vec<(&str, Irr, i64)> = vec![
+        ("put of a new key", p(put("k1", "v")), 1),
+        ("put of the same value", p(put("k1", "v")), 1),
+        (
+            "put --ignore-value of an existing key",
+            ignore_value("k1"),
+            1,
+        ),
+        (
+            "put --ignore-value of a missing key",
+            ignore_value("nokey"),
+            0,
+        ),
+        ("put with a missing lease", with_lease("k2", 0x1234), 0),
+        ("delete of a missing key", d(del("missing", b"")), 0),
+        ("r/1 for the range delete", p(put("r/1", "v")), 1),
+        ("r/2 for the range delete", p(put("r/2", "v")), 1),
+        ("r/3 for the range delete", p(put("r/3", "v")), 1),
+        ("delete of a 3-key range", d(del("r/", b"r0")), 1),
+        ("empty txn", t(vec![], vec![], vec![]), 0),
+        (
+            "txn with only a get",
+            t(vec![], vec![op_get("k1", 0)], vec![]),
+            0,
+        ),
+        (
+            "txn whose compare fails, empty failure",
+            t(
+                vec![cmp("k1", b"", T::Value, R::Equal, U::Value(b("nope")))],
+                vec![op_put(put("k3", "x"))],
+                vec![],
+            ),
+            0,
+        ),
+        (
+            "txn whose compare fails, a put in failure",
+            t(
+                vec![cmp("k1", b"", T::Value, R::Equal, U::Value(b("nope")))],
+                vec![op_put(put("k3", "x"))],
+                vec![op_put(put("k4", "y"))],
+            ),
+            1,
+        ),
+        (
+            "txn: a put and a delete of a missing key",
+            t(
+                vec![],
+                vec![op_put(put("k5", "x")), op_del(del("missing", b""))],
+                vec![],
+            ),
+            1,
+        ),
+        (
+            "txn that only deletes a missing key",
+            t(vec![], vec![op_del(del("missing", b""))], vec![]),
+            0,
+        ),
+        (
+            "txn with two puts and a delete",
+            t(
+                vec![],
+                vec![
+                    op_put(put("k8", "x")),
+                    op_put(put("k9", "x")),
+                    op_del(del("k5", b"")),
+                ],
+                vec![],
+            ),
+            1,
+        ),
+        ("lease grant", grant(10, 600), 0),
+        ("revoke of a lease with no keys", revoke(7), 0),
+        ("a1 on lease 8", with_lease("a1", 8), 1),
+        ("a2 on lease 8", with_lease("a2", 8), 1),
+        ("a3 on lease 8", with_lease("a3", 8), 1),
+        ("revoke of a lease with 3 keys", revoke(8), 1),
+        ("e1 on lease 9", with_lease("e1", 9), 1),
+        ("expiry (the leader's revoke) with a key", revoke(9), 1),
+        ("compaction", compaction(3), 0),
+        ("user add", user_add("alice", "pw", "", false), 0),
+        ("role add", role_add("r1"), 0),
+        ("NOSPACE raised", alarm(1, 11, pb::AlarmType::Nospace), 0),
+        ("put under NOSPACE", p(put("k10", "v")), 0),
+        (
+            "delete of an existing key under NOSPACE",
+            d(del("k1", b"")),
+            1,
+        ),
+        ("NOSPACE disarmed", alarm(2, 11, pb::AlarmType::Nospace), 0),
+        ("put after the disarm", p(put("k10", "v")), 1),
+    ];
+    for (what, req, bump) in rows {
+        let before = h.m.revision();
+        let a = h.apply(req);
+        assert_eq!(
+            h.m.revision() - before,
+            bump,
+            "{what}: revision {before} -> {} ({:?})",
+            h.m.revision(),
+            a.outcome
+        );
+    }
+}
