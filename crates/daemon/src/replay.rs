@@ -789,6 +789,10 @@ impl<S: StandbySink> Replay<S> {
                     tracing::warn!(error = %e, "reconcile: standby unavailable; retrying");
                     self.set_state(ReplayState::WaitingForStandby, Some(&e));
                     tokio::time::sleep(backoff.next_delay()).await;
+                    // Its last write may have landed unanswered.
+                    if let Err(e) = self.sink.resync().await {
+                        tracing::warn!(error = %e, "re-reading the standby checkpoint");
+                    }
                 }
                 Err(e @ SinkError::MassDelete { .. }) => {
                     self.set_state(ReplayState::Halted, Some(&e));

@@ -87,8 +87,12 @@ impl Sink {
             index,
         );
         // Everything given before lands first (the reconcile's checkpoint
-        // chains to it).
+        // chains to it), and a txn dropped by an earlier error is answered
+        // before the checkpoint is trusted: it may have landed late.
         self.settle().await?;
+        if self.has_abandoned() {
+            self.resync().await?;
+        }
         self.reconcile_inner(target, values, index, term, opts)
             .instrument(span)
             .await

@@ -438,15 +438,16 @@ impl Sink {
 
     /// Re-reads the checkpoint and the epoch from the standby (after an
     /// [`SinkError::Unavailable`], when a write may or may not have landed).
+    /// A checkpoint that went back from the one this sink confirmed (or
+    /// vanished) is not adopted: [`SinkError::CheckpointMoved`], and the
+    /// next write stops on it (entries between the two would be skipped).
     pub async fn resync(&mut self) -> Result<()> {
         // Nothing of ours may land after the read: drop the stream and wait
         // for every answer still due (each request has a deadline).
         let stream = std::mem::take(&mut self.stream);
         self.abandoned
             .extend(stream.pipe.inflight.into_iter().filter_map(|f| f.reply));
-        for reply in std::mem::take(&mut self.abandoned) {
-            let _ = reply.await;
-        }
+        self.await_abandoned().await;
         let got = self
             .client
             .range(pb::RangeRequest {
@@ -456,7 +457,7 @@ impl Sink {
             .await
             .map_err(|e| SinkError::client("read the checkpoint", e))?;
         let raw = got.kvs.first().map(|kv| kv.value.clone());
-        self.checkpoint = match &raw {
+        let checkpoint = match &raw {
             Some(v) => Some(Checkpoint::decode(
                 &self.checkpoint_key,
                 self.cfg.source_cluster_id,
@@ -464,8 +465,34 @@ impl Sink {
             )?),
             None => None,
         };
+        if let Some(ours) = self.checkpoint
+            && checkpoint.is_none_or(|c| c.index < ours.index)
+        {
+            return Err(SinkError::CheckpointMoved {
+                index: ours.index,
+                key: show_key(&self.checkpoint_key),
+                ours: Some(ours.index),
+                found: raw.as_ref().map(|v| show_bytes(v, 256)),
+                ahead: false,
+            });
+        }
+        self.checkpoint = checkpoint;
         self.checkpoint_raw = raw;
         Ok(())
+    }
+
+    /// Waits for the answer of every txn dropped by an error (each request
+    /// has a deadline), so none lands after what follows.
+    async fn await_abandoned(&mut self) {
+        for reply in std::mem::take(&mut self.abandoned) {
+            let _ = reply.await;
+        }
+    }
+
+    /// Whether txns dropped by an error may still be answered (then only
+    /// [`Sink::resync`] knows where the checkpoint stands).
+    pub(crate) fn has_abandoned(&self) -> bool {
+        !self.abandoned.is_empty()
     }
 
     /// Where to resume: the last applied entry (`None` = never replicated).
@@ -643,6 +670,7 @@ impl Sink {
             first = first.0,
             last = last.0,
         );
+        self.await_abandoned().await;
         let mut stream = std::mem::take(&mut self.stream);
         let mut st = ApplyStats::default();
         let r = self
@@ -973,7 +1001,12 @@ impl Sink {
         let resp = join_txn(f.reply.take(), first, last)
             .await?
             .map_err(|e| SinkError::write(first, last, e))?;
-        if !resp.succeeded {
+        // A failed compare that finds this txn's own checkpoint: an earlier
+        // copy of it (sent before an error) landed meanwhile.
+        let landed = !resp.succeeded
+            && !self.fence_broken(&resp)
+            && last_range_value(&resp).is_some_and(|v| v == f.cp_raw);
+        if !resp.succeeded && !landed {
             if self.fence_broken(&resp) {
                 return Err(self.fence_error(first, &resp));
             }
@@ -1028,12 +1061,7 @@ impl Sink {
     /// every txn before it confirmed: the checkpoint in its failure branch
     /// (read last) is not the one this sink wrote.
     fn checkpoint_moved(&self, index: u64, resp: &pb::TxnResponse) -> SinkError {
-        let found = resp.responses.last().and_then(|r| match &r.response {
-            Some(pb::response_op::Response::ResponseRange(rr)) => {
-                rr.kvs.first().map(|kv| kv.value.clone())
-            }
-            _ => None,
-        });
+        let found = last_range_value(resp);
         let found_index = found.as_ref().and_then(|v| {
             Checkpoint::decode(&self.checkpoint_key, self.cfg.source_cluster_id, v)
                 .ok()
@@ -1195,6 +1223,17 @@ fn has_auth(effects: &[Effect]) -> bool {
                 | Effect::RoleRevokePermission { .. }
         )
     })
+}
+
+/// The value read by the last range in a txn's responses (a chained txn's
+/// failure branch reads the checkpoint last).
+fn last_range_value(resp: &pb::TxnResponse) -> Option<Bytes> {
+    match resp.responses.last().and_then(|r| r.response.as_ref()) {
+        Some(pb::response_op::Response::ResponseRange(rr)) => {
+            rr.kvs.first().map(|kv| kv.value.clone())
+        }
+        _ => None,
+    }
 }
 
 /// The value of the first range response in a txn's responses.

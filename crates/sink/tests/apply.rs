@@ -147,7 +147,7 @@ async fn pipelined_txns_land_in_order_and_exactly_once(version: EtcdVersion) {
     let c = client(&cluster).await;
     let mut cfg = config(&cluster, KeyMap::new());
     cfg.max_txns_in_flight = 8;
-    cfg.max_txn_ops = 4; // three entries of one put each per txn
+    cfg.max_txn_ops = 4; // one entry (two puts and the checkpoint) per txn
     let mut s = Sink::connect(cfg.clone()).await.unwrap();
 
     // 600 entries: five keys overwritten in turn, and one key per entry.
@@ -165,7 +165,7 @@ async fn pipelined_txns_land_in_order_and_exactly_once(version: EtcdVersion) {
         .collect();
     let st = s.apply(&batch).await.unwrap();
     assert_eq!(st.entries, 600);
-    assert!(st.txns >= 600, "{st:?}"); // one entry (2 puts + checkpoint) per txn
+    assert_eq!(st.txns, 600, "{st:?}");
     // One checkpoint put per txn that landed: nothing was applied twice.
     assert_eq!(checkpoint_version(&c, &s).await, st.txns as i64);
     assert_eq!(s.checkpoint().unwrap().index, 600);
@@ -187,36 +187,54 @@ async fn pipelined_txns_land_in_order_and_exactly_once(version: EtcdVersion) {
         prev = kv.mod_revision;
     }
 
-    // A second replicator of this source on this standby: its chain starts
-    // from the checkpoint it read, which has moved on by its first write.
+    // A second replicator of this source on this standby. Its copy of
+    // entry 601 finds 601's checkpoint there: the entry landed (written by
+    // the other), so it is confirmed and not written twice.
     let mut other = Sink::connect(cfg.clone()).await.unwrap();
-    s.apply(&[(601, 2, vec![put("race", "first")])])
+    s.apply(&[(601, 2, vec![put("race", "a")])]).await.unwrap();
+    other
+        .apply(&[(601, 2, vec![put("race", "a")])])
         .await
         .unwrap();
+    assert_eq!(other.checkpoint().unwrap().index, 601);
+    assert_eq!(get(&c, "race").await.unwrap().version, 1);
+    // The checkpoint moved on past its next entry: refused, retryable.
+    s.apply(&[
+        (602, 2, vec![put("race", "b")]),
+        (603, 2, vec![put("race", "c")]),
+    ])
+    .await
+    .unwrap();
     let err = other
-        .apply(&[(601, 2, vec![put("race", "second")])])
+        .apply(&[(602, 2, vec![put("race", "b")])])
         .await
         .unwrap_err();
     assert_checkpoint_moved(&err, true);
-    assert_eq!(get(&c, "race").await.unwrap().value, &b"first"[..]);
     // Re-reading the checkpoint, it skips what is applied and goes on.
     other.resync().await.unwrap();
     let st = other
         .apply(&[
-            (601, 2, vec![put("race", "second")]),
-            (602, 2, vec![put("race", "third")]),
+            (602, 2, vec![put("race", "b")]),
+            (603, 2, vec![put("race", "c")]),
+            (604, 2, vec![put("race", "d")]),
         ])
         .await
         .unwrap();
-    assert_eq!((st.already_applied, st.entries), (1, 1));
-    assert_eq!(get(&c, "race").await.unwrap().version, 2);
+    assert_eq!((st.already_applied, st.entries), (2, 1));
+    let race = get(&c, "race").await.unwrap();
+    // 601, 602+603 (one txn: one put of the final value), 604.
+    assert_eq!((&race.value[..], race.version), (&b"d"[..], 3));
 
     // The checkpoint gone (the standby restored from a backup, or someone
-    // deleted it): the first sink's next write stops, and is not retried.
+    // deleted it): re-reading it does not adopt it (entries would be
+    // skipped), and the next write stops, not retried.
+    s.resync().await.unwrap(); // it moved on to 604: adopted
     let key = String::from_utf8(s.checkpoint_key().to_vec()).unwrap();
     cluster.etcdctl().run(&["del", &key]).unwrap();
+    assert_checkpoint_moved(&s.resync().await.unwrap_err(), false);
+    assert_eq!(s.checkpoint().unwrap().index, 604);
     let err = s
-        .apply(&[(603, 2, vec![put("gone", "1")])])
+        .apply(&[(605, 2, vec![put("gone", "1")])])
         .await
         .unwrap_err();
     assert_checkpoint_moved(&err, false);
