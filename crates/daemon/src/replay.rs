@@ -665,9 +665,7 @@ impl<S: StandbySink> Replay<S> {
                         bail!("stopped while the standby was unavailable");
                     }
                     tokio::time::sleep(backoff.next_delay()).await;
-                    if let Err(e) = self.sink.resync().await {
-                        tracing::warn!(error = %e, "re-reading the standby checkpoint");
-                    }
+                    self.resync().await;
                 }
                 Err(e) => {
                     self.metrics.sink_errors.inc();
@@ -677,6 +675,14 @@ impl<S: StandbySink> Replay<S> {
                     );
                 }
             }
+        }
+    }
+
+    /// Re-reads the standby's checkpoint after a write whose outcome is
+    /// unknown; a failure is only logged (the next write tells).
+    async fn resync(&mut self) {
+        if let Err(e) = self.sink.resync().await {
+            tracing::warn!(error = %e, "re-reading the standby checkpoint");
         }
     }
 
@@ -790,9 +796,7 @@ impl<S: StandbySink> Replay<S> {
                     self.set_state(ReplayState::WaitingForStandby, Some(&e));
                     tokio::time::sleep(backoff.next_delay()).await;
                     // Its last write may have landed unanswered.
-                    if let Err(e) = self.sink.resync().await {
-                        tracing::warn!(error = %e, "re-reading the standby checkpoint");
-                    }
+                    self.resync().await;
                 }
                 Err(e @ SinkError::MassDelete { .. }) => {
                     self.set_state(ReplayState::Halted, Some(&e));

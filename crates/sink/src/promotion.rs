@@ -147,14 +147,11 @@ fn decode_state(keys: &ReservedKeys, resp: &pb::TxnResponse) -> Result<StandbySt
         None => None,
     };
     let checkpoint_raw = value_at(resp, 1);
-    let checkpoint = match &checkpoint_raw {
-        Some(v) => Some(Checkpoint::decode(
-            &keys.checkpoint,
-            keys.source_cluster_id,
-            v,
-        )?),
-        None => None,
-    };
+    let checkpoint = Checkpoint::decode_stored(
+        &keys.checkpoint,
+        keys.source_cluster_id,
+        checkpoint_raw.as_ref(),
+    )?;
     Ok(StandbyState {
         epoch,
         checkpoint,

@@ -122,6 +122,17 @@ impl Checkpoint {
         Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
     }
 
+    /// [`Checkpoint::decode`] of a value that may be absent (no checkpoint).
+    pub(crate) fn decode_stored(
+        key: &[u8],
+        cluster_id: u64,
+        value: Option<&Bytes>,
+    ) -> Result<Option<Checkpoint>> {
+        value
+            .map(|v| Checkpoint::decode(key, cluster_id, v))
+            .transpose()
+    }
+
     /// Reads a checkpoint value written for `cluster_id` under `key`.
     pub fn decode(key: &[u8], cluster_id: u64, value: &[u8]) -> Result<Checkpoint> {
         let bad = |message: String| SinkError::BadReservedKey {
@@ -369,22 +380,8 @@ impl Sink {
             let found = range_value(&resp).unwrap_or_default();
             promotion::parse_epoch(&epoch_key, &found)?
         };
-        let got = client
-            .range(pb::RangeRequest {
-                key: checkpoint_key.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| SinkError::client("read the checkpoint", e))?;
-        let checkpoint_raw = got.kvs.first().map(|kv| kv.value.clone());
-        let checkpoint = match &checkpoint_raw {
-            Some(v) => Some(Checkpoint::decode(
-                &checkpoint_key,
-                cfg.source_cluster_id,
-                v,
-            )?),
-            None => None,
-        };
+        let (checkpoint, checkpoint_raw) =
+            read_checkpoint(&client, &checkpoint_key, cfg.source_cluster_id).await?;
         let (keeper, keeper_task) = LeaseKeeper::spawn(client.clone(), cfg.keepalive_per_sec);
         let sink = Sink {
             client,
@@ -445,26 +442,14 @@ impl Sink {
         // Nothing of ours may land after the read: drop the stream and wait
         // for every answer still due (each request has a deadline).
         let stream = std::mem::take(&mut self.stream);
-        self.abandoned
-            .extend(stream.pipe.inflight.into_iter().filter_map(|f| f.reply));
+        self.abandon(stream);
         self.await_abandoned().await;
-        let got = self
-            .client
-            .range(pb::RangeRequest {
-                key: self.checkpoint_key.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| SinkError::client("read the checkpoint", e))?;
-        let raw = got.kvs.first().map(|kv| kv.value.clone());
-        let checkpoint = match &raw {
-            Some(v) => Some(Checkpoint::decode(
-                &self.checkpoint_key,
-                self.cfg.source_cluster_id,
-                v,
-            )?),
-            None => None,
-        };
+        let (checkpoint, raw) = read_checkpoint(
+            &self.client,
+            &self.checkpoint_key,
+            self.cfg.source_cluster_id,
+        )
+        .await?;
         if let Some(ours) = self.checkpoint
             && checkpoint.is_none_or(|c| c.index < ours.index)
         {
@@ -479,6 +464,13 @@ impl Sink {
         self.checkpoint = checkpoint;
         self.checkpoint_raw = raw;
         Ok(())
+    }
+
+    /// Drops a stream after an error: its partly filled txn is given again
+    /// by the caller, the answers of its txns in flight are still due.
+    fn abandon(&mut self, stream: Stream) {
+        self.abandoned
+            .extend(stream.pipe.inflight.into_iter().filter_map(|f| f.reply));
     }
 
     /// Waits for the answer of every txn dropped by an error (each request
@@ -696,7 +688,7 @@ impl Sink {
 
     /// After a call on the stream: keeps it, or on an error drops what it
     /// held (its txns in flight are awaited by [`Sink::resync`]).
-    fn keep_or_abandon(&mut self, mut stream: Stream, r: Result<ApplyStats>) -> Result<ApplyStats> {
+    fn keep_or_abandon(&mut self, stream: Stream, r: Result<ApplyStats>) -> Result<ApplyStats> {
         match r {
             Ok(st) => {
                 self.stream = stream;
@@ -704,9 +696,7 @@ impl Sink {
                 Ok(st)
             }
             Err(e) => {
-                self.abandoned
-                    .extend(stream.pipe.inflight.drain(..).filter_map(|f| f.reply));
-                self.stream = Stream::default();
+                self.abandon(stream);
                 Err(e)
             }
         }
@@ -1001,15 +991,13 @@ impl Sink {
         let resp = join_txn(f.reply.take(), first, last)
             .await?
             .map_err(|e| SinkError::write(first, last, e))?;
-        // A failed compare that finds this txn's own checkpoint: an earlier
-        // copy of it (sent before an error) landed meanwhile.
-        let landed = !resp.succeeded
-            && !self.fence_broken(&resp)
-            && last_range_value(&resp).is_some_and(|v| v == f.cp_raw);
-        if !resp.succeeded && !landed {
-            if self.fence_broken(&resp) {
-                return Err(self.fence_error(first, &resp));
-            }
+        if !resp.succeeded && self.fence_broken(&resp) {
+            return Err(self.fence_error(first, &resp));
+        }
+        // A failed compare that finds this txn's own checkpoint means an
+        // earlier copy of it (sent before an error) landed: it is confirmed
+        // below like a success. Any other checkpoint:
+        if !resp.succeeded && found_checkpoint(&resp).is_none_or(|v| v != f.cp_raw) {
             if !f.chased {
                 return Err(self.checkpoint_moved(first, &resp));
             }
@@ -1061,7 +1049,7 @@ impl Sink {
     /// every txn before it confirmed: the checkpoint in its failure branch
     /// (read last) is not the one this sink wrote.
     fn checkpoint_moved(&self, index: u64, resp: &pb::TxnResponse) -> SinkError {
-        let found = last_range_value(resp);
+        let found = found_checkpoint(resp);
         let found_index = found.as_ref().and_then(|v| {
             Checkpoint::decode(&self.checkpoint_key, self.cfg.source_cluster_id, v)
                 .ok()
@@ -1225,15 +1213,29 @@ fn has_auth(effects: &[Effect]) -> bool {
     })
 }
 
-/// The value read by the last range in a txn's responses (a chained txn's
-/// failure branch reads the checkpoint last).
-fn last_range_value(resp: &pb::TxnResponse) -> Option<Bytes> {
-    match resp.responses.last().and_then(|r| r.response.as_ref()) {
-        Some(pb::response_op::Response::ResponseRange(rr)) => {
-            rr.kvs.first().map(|kv| kv.value.clone())
-        }
-        _ => None,
-    }
+/// The checkpoint a failed chained txn found (its failure branch reads it
+/// last).
+fn found_checkpoint(resp: &pb::TxnResponse) -> Option<Bytes> {
+    value_at(resp, resp.responses.len().saturating_sub(1))
+}
+
+/// Reads the checkpoint written for `cluster_id` under `key`: decoded, and
+/// its value as stored (what a chained txn compares).
+async fn read_checkpoint(
+    client: &Client,
+    key: &Bytes,
+    cluster_id: u64,
+) -> Result<(Option<Checkpoint>, Option<Bytes>)> {
+    let got = client
+        .range(pb::RangeRequest {
+            key: key.clone(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| SinkError::client("read the checkpoint", e))?;
+    let raw = got.kvs.into_iter().next().map(|kv| kv.value);
+    let checkpoint = Checkpoint::decode_stored(key, cluster_id, raw.as_ref())?;
+    Ok((checkpoint, raw))
 }
 
 /// The value of the first range response in a txn's responses.
