@@ -136,14 +136,16 @@ impl Replicator {
         self.wait_checkpoint(target, timeout);
     }
 
-    /// Waits until the standby's checkpoint reaches `target`.
+    /// Waits until the standby has everything up to `target` (its
+    /// confirmed index: the checkpoint, or beyond it with entries that
+    /// wrote nothing under `--preserve-revisions`).
     pub fn wait_checkpoint(&mut self, target: u64, timeout: Duration) {
         let start = Instant::now();
         loop {
             let replay = self.replay();
             let cp = replay
                 .as_ref()
-                .and_then(|r| r.get("standby_checkpoint"))
+                .and_then(|r| r.get("confirmed_index"))
                 .and_then(serde_json::Value::as_u64);
             if cp.is_some_and(|c| c >= target) {
                 return;

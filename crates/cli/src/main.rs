@@ -15,6 +15,7 @@ mod dbcmd;
 mod output;
 mod progress;
 mod promotecmd;
+mod seedcmd;
 mod snapcmd;
 mod walcmd;
 
@@ -58,6 +59,10 @@ enum Command {
     /// Turn the standby into the primary: checks, plan, fencing, lease
     /// hand-over, audit record (see `promote --help`; exit codes in the README).
     Promote(Box<promotecmd::PromoteArgs>),
+    /// Restore a revision-preserving standby from a primary snapshot
+    /// (etcd's own restore tool, 1 or 3 members) and record where replay
+    /// continues, for `run --preserve-revisions`.
+    Seed(Box<seedcmd::SeedArgs>),
     /// Remove this learner from the source cluster (MemberRemove).
     Leave {
         /// The data dir of the learner.
@@ -199,6 +204,14 @@ struct StandbyArgs {
         value_parser = clap::value_parser!(u64).range(1..=64)
     )]
     standby_txns_in_flight: u64,
+    /// Revision-preserving replay: the standby's revision sequence equals
+    /// the primary's, so Kubernetes resourceVersions and watches survive a
+    /// failover. Only for a standby restored from a primary snapshot by
+    /// `etcd-standby seed` (replay waits for the seed); every primary
+    /// revision becomes one standby txn, compactions are replayed, and any
+    /// other write to the standby halts replay (ES-1111).
+    #[arg(long, env = "ETCD_STANDBY_PRESERVE_REVISIONS")]
+    preserve_revisions: bool,
 }
 
 impl StandbyArgs {
@@ -286,6 +299,19 @@ struct VerifyArgs {
     /// revisions. Fails if the primary compacted past that revision.
     #[arg(long)]
     at_checkpoint: bool,
+    /// Compare keys at revision R on both sides, for revision-preserving
+    /// standbys (the standby's revisions equal the primary's): values, lease
+    /// attachments, create/mod revision and version of every replicated key
+    /// (reserved keys excluded). Leases and auth are not compared (they have
+    /// no revisions). Fails if either side compacted past R, or R is in the
+    /// future on either side.
+    #[arg(
+        long,
+        value_name = "R",
+        conflicts_with = "at_checkpoint",
+        value_parser = clap::value_parser!(i64).range(1..)
+    )]
+    at_revision: Option<i64>,
 }
 
 /// `etcd-standby run` flags (every flag also reads an `ETCD_STANDBY_*` variable).
@@ -631,6 +657,7 @@ fn replay_options(
         max_batch: 4096,
         model_save_every: 100_000,
         apply_delay: None,
+        preserve_revisions: standby.preserve_revisions,
     }
 }
 
@@ -846,6 +873,7 @@ async fn verify_cmd(
     prefixes: PrefixArgs,
     w: WriteOut,
     at_checkpoint: bool,
+    at_revision: Option<i64>,
 ) -> anyhow::Result<Verdict> {
     use anyhow::Context;
     if standby.standby_endpoints.is_empty() {
@@ -881,6 +909,16 @@ async fn verify_cmd(
             point.index, point.source_revision, point.standby_revision
         );
         Some(point)
+    } else if let Some(r) = at_revision {
+        eprintln!(
+            "comparing keys at revision {r} on both sides (values, lease attachments, \
+             create/mod revision and version); leases and auth are not compared at a revision"
+        );
+        Some(etcd_standby_sink::verify::ReadPoint {
+            index: 0,
+            source_revision: r,
+            standby_revision: r,
+        })
     } else {
         None
     };
@@ -888,6 +926,7 @@ async fn verify_cmd(
     let opts = etcd_standby_sink::verify::VerifyOptions {
         ignore_users: standby.standby_user.iter().cloned().collect(),
         at,
+        compare_revisions: at_revision.is_some(),
         progress: Some(compared.clone()),
     };
     // The bar's length is a count-only read, made only when a bar is drawn;
@@ -986,8 +1025,10 @@ fn run(cli: Cli) -> anyhow::Result<Verdict> {
                 v.prefixes,
                 w,
                 v.at_checkpoint,
+                v.at_revision,
             ))
         }
+        Command::Seed(a) => seedcmd::seed_cmd(*a),
         Command::Leave { data_dir, source } => {
             runtime()?.block_on(etcd_standby_daemon::leave(data_dir, source.client()?))?;
             Ok(Verdict::Clean)

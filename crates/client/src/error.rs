@@ -82,6 +82,14 @@ pub enum ClientError {
     /// stream task failed).
     #[error("lease keep-alive stream closed: {0}")]
     KeepAliveClosed(String),
+    /// Writing what a call streamed (a snapshot) failed locally.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being written.
+        what: String,
+        /// The IO error.
+        source: std::io::Error,
+    },
 }
 
 impl ClientError {

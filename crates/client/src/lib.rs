@@ -740,6 +740,63 @@ impl Client {
         .await
     }
 
+    /// Streams the backend of the member at `endpoint` (`Maintenance.Snapshot`,
+    /// what `etcdctl snapshot save` reads: the db followed by its SHA-256)
+    /// into `out`. No overall deadline (a large db takes a while); each
+    /// chunk must come within the request timeout. Returns the bytes
+    /// written and the header of the first message (cluster and member ID,
+    /// the revision when the snapshot started).
+    pub async fn snapshot_to<W>(
+        &self,
+        endpoint: &str,
+        out: &mut W,
+    ) -> Result<(u64, Option<pb::ResponseHeader>)>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncWriteExt;
+        let ep = self.endpoint_for(endpoint)?;
+        let timeout = || ClientError::Timeout {
+            endpoint: ep.url.clone(),
+            after: self.inner.request_timeout,
+        };
+        let mut r = tonic::Request::new(pb::SnapshotRequest {});
+        if let Some(t) = self.current_token() {
+            r.metadata_mut().insert("token", t);
+        }
+        let mut stream = tokio::time::timeout(
+            self.inner.request_timeout,
+            MaintenanceClient::new(ep.channel.clone()).snapshot(r),
+        )
+        .await
+        .map_err(|_| timeout())?
+        .map_err(|s| ClientError::from_status(&ep.url, &s))?
+        .into_inner();
+        let (mut written, mut header) = (0u64, None);
+        loop {
+            let msg = tokio::time::timeout(self.inner.request_timeout, stream.message())
+                .await
+                .map_err(|_| timeout())?
+                .map_err(|s| ClientError::from_status(&ep.url, &s))?;
+            let Some(msg) = msg else { break };
+            if header.is_none() {
+                header = msg.header;
+            }
+            out.write_all(&msg.blob)
+                .await
+                .map_err(|source| ClientError::Io {
+                    what: "writing the snapshot".into(),
+                    source,
+                })?;
+            written += msg.blob.len() as u64;
+        }
+        out.flush().await.map_err(|source| ClientError::Io {
+            what: "writing the snapshot".into(),
+            source,
+        })?;
+        Ok((written, header))
+    }
+
     /// Defragments the backend of the member at `endpoint`.
     pub async fn defragment(&self, endpoint: &str) -> Result<DefragmentResponse> {
         self.unary_on(endpoint, pb::DefragmentRequest {}, |ch, r| async move {

@@ -60,6 +60,10 @@ codes! {
         "Someone wrote under --reserved-prefix; restore it from the audit trail or re-seed the standby";
     CHECKPOINT_MOVED = "ES-1110", "The standby's checkpoint is not the one this replicator wrote (another writer, or the standby restored from a backup)",
         "If it moved on, nothing to do (replay re-reads it and resumes). If it went back: stop every other replicator of this source, then re-seed the standby or let a reconcile run";
+    REVISION_MISMATCH = "ES-1111", "--preserve-revisions: a standby txn did not land at the primary's revision (a foreign write or an expired lease on the standby)",
+        "Replay halts. Find who wrote to the standby (its watch history at the reported revision), then re-seed it with `etcd-standby seed`";
+    REVISIONS_NOT_PRESERVABLE = "ES-1112", "--preserve-revisions cannot go on: the standby was not seeded for it, was replicated in the batched mode, or the log jumps over a leader snapshot",
+        "Re-seed the standby from a primary snapshot (`etcd-standby seed`, runbook: revision-preserving mode), or run without --preserve-revisions";
     FENCED = "ES-2001", "The standby's fencing epoch is newer than ours (promoted, or another replicator took over)",
         "Expected after a promotion: stop this replicator. Otherwise find who else writes to the standby";
     LOST_LOCK = "ES-2002", "--ha: this instance lost the HA lock (another one is active, or our lease expired)",
@@ -180,6 +184,8 @@ pub fn sink_code(e: &SinkError) -> Code {
         SinkError::BadReservedKey { .. } => BAD_RESERVED_KEY,
         SinkError::ValueStore { .. } => LOCAL_VALUE_STORE,
         SinkError::CheckpointMoved { .. } => CHECKPOINT_MOVED,
+        SinkError::RevisionMismatch { .. } => REVISION_MISMATCH,
+        SinkError::RevisionsNotPreservable { .. } => REVISIONS_NOT_PRESERVABLE,
         SinkError::OutOfOrder { .. } | SinkError::Config(_) | SinkError::Internal(_) => {
             UNCLASSIFIED
         }

@@ -196,6 +196,13 @@ pub async fn run(opts: RunOptions) -> Result<i32> {
     let mut opts = opts;
     provision_standby_identity(&mut opts, &layout)?;
     if let Some(r) = &opts.replay {
+        if r.preserve_revisions && opts.ha.is_some() {
+            bail!(
+                "--preserve-revisions and --ha cannot run together: the HA lock is a key on the \
+                 standby, and every write of it would give the standby a revision the primary \
+                 does not have"
+            );
+        }
         refuse_promoted_standby(r).await?;
     }
     let existing = layout.read_identity()?;

@@ -31,6 +31,7 @@ pub mod monitor;
 pub mod node;
 pub mod promote;
 pub mod replay;
+pub mod seed;
 pub mod status;
 pub mod store;
 pub mod times;

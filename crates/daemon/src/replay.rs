@@ -62,6 +62,10 @@ pub struct ReplayOptions {
     /// Keep this much of the newest received log unapplied (`--apply-delay`):
     /// the log stays durable, only replay waits.
     pub apply_delay: Option<Duration>,
+    /// `--preserve-revisions`: replay from the data dir's seed
+    /// ([`crate::seed`]) with the standby's revisions equal to the
+    /// primary's (fills `sink.preserve`).
+    pub preserve_revisions: bool,
 }
 
 /// Whole entries' effects, in index order: (index, term, effects).
@@ -71,6 +75,21 @@ pub type Batch = [(u64, u64, Vec<Effect>)];
 pub trait StandbySink: Send {
     /// The raft index the standby has checkpointed (0: never written).
     fn checkpoint_index(&self) -> u64;
+    /// The raft index up to which everything given is on the standby: the
+    /// checkpoint's, or beyond it with entries that write nothing
+    /// (revision-preserving mode checkpoints only entries that bump a
+    /// revision).
+    fn confirmed_index(&self) -> u64 {
+        self.checkpoint_index()
+    }
+    /// Revokes standby leases the primary no longer holds, keyless ones
+    /// only (revision-preserving mode, at restart). Returns how many.
+    fn revoke_leases(
+        &mut self,
+        _ids: &[i64],
+    ) -> impl Future<Output = Result<usize, SinkError>> + Send {
+        async { Ok(0) }
+    }
     /// Takes whole entries' effects, in index order, and writes them with
     /// the checkpoint, fenced by the epoch. A streaming sink may return
     /// once they are sent (some in flight, the last txn still filling);
@@ -119,6 +138,12 @@ pub trait StandbySink: Send {
 impl StandbySink for Sink {
     fn checkpoint_index(&self) -> u64 {
         self.checkpoint().map_or(0, |c| c.index)
+    }
+    fn confirmed_index(&self) -> u64 {
+        Sink::confirmed_index(self)
+    }
+    async fn revoke_leases(&mut self, ids: &[i64]) -> Result<usize, SinkError> {
+        Sink::revoke_leases(self, ids).await
     }
     async fn apply(&mut self, batch: &Batch) -> Result<(), SinkError> {
         Sink::feed(self, batch).await.map(|_| ())
@@ -210,6 +235,18 @@ pub fn rebuild_plan(checkpoint: u64, have: Rebuildable) -> RebuildFrom {
             Some(i) => RebuildFrom::Reconcile(i),
             None => RebuildFrom::Impossible,
         },
+    }
+}
+
+/// Revision-preserving mode: whether `plan` starts the model nearer the
+/// checkpoint than the seed snapshot (a saved model or a leader snapshot
+/// db at or after the seed); otherwise the model starts from the seed.
+pub fn seeded_plan_is_newer(plan: RebuildFrom, checkpoint: u64, seed_index: u64) -> bool {
+    match plan {
+        RebuildFrom::SavedModel(i) | RebuildFrom::SnapshotDb(i) => {
+            checkpoint > 0 && i >= seed_index
+        }
+        RebuildFrom::Start | RebuildFrom::Reconcile(_) | RebuildFrom::Impossible => false,
     }
 }
 
@@ -491,6 +528,7 @@ impl<S: StandbySink> Replay<S> {
         let commit = point.index;
         let applied = self.model.applied_index();
         let checkpoint = self.sink.checkpoint_index();
+        let confirmed = self.sink.confirmed_index();
         let mut stats = self.sink.stats();
         let mut lat: Vec<f64> = stats
             .txn_latency
@@ -512,7 +550,7 @@ impl<S: StandbySink> Replay<S> {
             .map(|g| g.at)
             .or(self.oldest)
             .map_or(0.0, |t| t.elapsed().as_secs_f64());
-        let lag_entries = commit.saturating_sub(checkpoint);
+        let lag_entries = commit.saturating_sub(confirmed);
         let lag_bytes = point.bytes_total.saturating_sub(self.replayed_bytes);
         let delayed = match self.opts.apply_delay {
             Some(_) => commit.saturating_sub(self.release_limit().max(applied)),
@@ -534,6 +572,7 @@ impl<S: StandbySink> Replay<S> {
             s.lag_bytes = lag_bytes;
             s.applied_index = applied;
             s.standby_checkpoint = checkpoint;
+            s.confirmed_index = confirmed;
             s.lag_entries = lag_entries;
             s.lag_seconds = lag_s;
             s.txn_latency_ms_p50 = p50;
@@ -551,6 +590,7 @@ impl<S: StandbySink> Replay<S> {
             return Ok(());
         }
         self.replayed_bytes += e.data.as_ref().map_or(0, |d| d.len() as u64);
+        let before = self.model.revision();
         let decoded = decode_entry(e);
         let applied = self.model.apply(e.index, e.term, &decoded);
         self.metrics
@@ -579,10 +619,46 @@ impl<S: StandbySink> Replay<S> {
                 });
             }
         }
-        if e.index > self.sink.checkpoint_index() {
+        if self.opts.sink.preserve.is_some() {
+            self.check_revision_rule(e, before, &applied)?;
+        }
+        if e.index > self.sink.confirmed_index() {
             self.oldest.get_or_insert(at);
             self.batch_bytes += crate::committed::payload(e);
             self.batch.push((e.index, e.term, applied.effects));
+        }
+        Ok(())
+    }
+
+    /// Revision-preserving mode: an entry bumped the primary's revision
+    /// exactly when it changed keys (then by one), which is what makes it
+    /// one standby txn; the sink is told the revision to check the txn
+    /// against. Anything else is a model bug and halts.
+    fn check_revision_rule(
+        &mut self,
+        e: &raftpb::Entry,
+        before: i64,
+        applied: &etcd_standby_model::Applied,
+    ) -> Result<()> {
+        let writes = applied
+            .effects
+            .iter()
+            .any(|x| matches!(x, Effect::Put { .. } | Effect::Delete { .. }));
+        let step = applied.revision - before;
+        if step != i64::from(writes) {
+            return Err(Error::Halt {
+                index: e.index,
+                term: e.term,
+                reason: format!(
+                    "revision-preserving replay: the entry moved the primary's revision by {step} \
+                     ({before} to {}) but {} keys; every revision must be exactly one standby txn",
+                    applied.revision,
+                    if writes { "changed" } else { "changed no" }
+                ),
+            });
+        }
+        if writes {
+            self.sink.note_source_revision(e.index, applied.revision);
         }
         Ok(())
     }
@@ -688,7 +764,7 @@ impl<S: StandbySink> Replay<S> {
 
     /// Drops from `sent` what the sink's checkpoint covers.
     fn trim_sent(&mut self) {
-        let checkpoint = self.sink.checkpoint_index();
+        let checkpoint = self.sink.confirmed_index();
         while let Some(group) = self.sent.front_mut() {
             if group.entries.last().is_none_or(|e| e.0 <= checkpoint) {
                 self.sent.pop_front();
@@ -766,6 +842,19 @@ impl<S: StandbySink> Replay<S> {
     /// Reconciles the standby to the snapshot db at `index` (or the newest
     /// after it) and reseeds the model.
     async fn reconcile(&mut self, index: u64, reader: &CommittedReader) -> Result<()> {
+        if self.opts.sink.preserve.is_some() {
+            let e = SinkError::RevisionsNotPreservable {
+                index,
+                reason: format!(
+                    "the local log jumps from raft index {} to a leader snapshot at {index} (the \
+                     entries between are not in it), and a reconcile by diff would give the \
+                     standby revisions of its own",
+                    self.model.applied_index()
+                ),
+            };
+            self.set_state(ReplayState::Halted, Some(&e));
+            return Err(e.into());
+        }
         let Some((db_index, path)) =
             newest_db(&self.layout, u64::MAX)?.filter(|(i, _)| *i >= index)
         else {
@@ -854,6 +943,11 @@ impl<S: StandbySink> Replay<S> {
         let have = rebuildable(&self.layout, checkpoint)?;
         self.db_floor = have.db_at_or_below.unwrap_or(0);
         let plan = rebuild_plan(checkpoint, have);
+        if let Some(p) = self.opts.sink.preserve
+            && !seeded_plan_is_newer(plan, checkpoint, p.seed_index)
+        {
+            return self.rebuild_from_seed(checkpoint, p.seed_index).await;
+        }
         tracing::info!(
             checkpoint,
             ?plan,
@@ -910,6 +1004,41 @@ impl<S: StandbySink> Replay<S> {
         Ok(())
     }
 
+    /// Revision-preserving mode: starts the model from the seed snapshot
+    /// (the standby's state at the seed index, from which the WAL goes on).
+    async fn rebuild_from_seed(&mut self, checkpoint: u64, seed_index: u64) -> Result<()> {
+        if checkpoint != 0 && checkpoint < seed_index {
+            let e = SinkError::RevisionsNotPreservable {
+                index: checkpoint,
+                reason: format!(
+                    "the standby's checkpoint (raft index {checkpoint}) is older than the seed \
+                     (raft index {seed_index}): it was not restored from this seed"
+                ),
+            };
+            self.set_state(ReplayState::Halted, Some(&e));
+            return Err(e.into());
+        }
+        let path = crate::seed::db_path(&self.layout);
+        tracing::info!(
+            checkpoint,
+            seed_index,
+            path = %path.display(),
+            "rebuilding the shadow model from the seed snapshot"
+        );
+        let values = &*self.values;
+        let state = blocking(|| load_db(&path, seed_index, values))?;
+        self.model = Model::from_snapshot_in(self.opts.model.clone(), state, self.values.clone());
+        self.db_floor = seed_index;
+        let missing = self.sweep_values()?;
+        if missing > 0 {
+            bail!("the value store lost {missing} values of the seed snapshot just read");
+        }
+        if checkpoint > 0 {
+            self.set_state(ReplayState::RebuildingModel, None);
+        }
+        Ok(())
+    }
+
     /// Once, when the model reaches the standby's checkpoint after a
     /// (re)start: leases the primary holds there but the standby lacks were
     /// expired by the standby while nobody kept them alive (the replicator
@@ -951,6 +1080,9 @@ impl<S: StandbySink> Replay<S> {
             .filter(|id| !have.contains(id))
             .copied()
             .collect();
+        if self.opts.sink.preserve.is_some() {
+            return self.restore_leases_preserving(lost, &have).await;
+        }
         if lost.is_empty() && !forced {
             return Ok(());
         }
@@ -977,6 +1109,44 @@ impl<S: StandbySink> Replay<S> {
         tracing::info!(?report, "lost leases restored");
         self.metrics.reconciles.inc();
         self.set_state(ReplayState::Replaying, None);
+        Ok(())
+    }
+
+    /// Revision-preserving mode's lease restore: a reconcile would write
+    /// keys at revisions of the standby's own, so only leases are mended:
+    /// lost ones granted again (their keys, if the standby deleted them,
+    /// moved its revision, and the next txn halts on it), and keyless ones
+    /// the primary no longer holds revoked (a crash between a revoke's txn
+    /// and the revoke).
+    async fn restore_leases_preserving(
+        &mut self,
+        lost: Vec<i64>,
+        have: &std::collections::BTreeSet<i64>,
+    ) -> Result<()> {
+        let leases = self.model.leases();
+        let regrant: Vec<(i64, i64)> = lost
+            .iter()
+            .filter_map(|id| leases.get(id).map(|l| (*id, l.ttl)))
+            .collect();
+        let extra: Vec<i64> = have
+            .iter()
+            .filter(|id| !leases.contains_key(id))
+            .copied()
+            .collect();
+        if !regrant.is_empty() {
+            tracing::warn!(
+                lost = regrant.len(),
+                "the standby lost leases the primary holds; granting them again (revision-preserving: keys are not written back)"
+            );
+            self.sink.regrant_leases(&regrant).await?;
+        }
+        if !extra.is_empty() {
+            let n = self.sink.revoke_leases(&extra).await?;
+            tracing::info!(
+                revoked = n,
+                "revoked standby leases the primary no longer holds"
+            );
+        }
         Ok(())
     }
 
@@ -1206,6 +1376,32 @@ pub async fn run(
             s.error_code = err.map(|e| crate::codes::sink_code(e).id);
         });
     };
+    if opts.preserve_revisions {
+        let mut told = false;
+        let seed = loop {
+            if let Some(p) = crate::seed::preserve_for(&layout, cluster_id)? {
+                break p;
+            }
+            if !told {
+                tracing::warn!(
+                    path = %crate::seed::record_path(&layout).display(),
+                    "--preserve-revisions: no seed yet; waiting for `etcd-standby seed --data-dir` (the learner keeps the whole log meanwhile)"
+                );
+                told = true;
+            }
+            set(ReplayState::WaitingForSeed, None);
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+        };
+        tracing::info!(
+            seed_index = seed.seed_index,
+            seed_revision = seed.seed_revision,
+            "revision-preserving replay: the standby's revisions follow the primary's"
+        );
+        opts.sink.preserve = Some(seed);
+    }
     set(ReplayState::ConnectingToStandby, None);
     let mut backoff = Backoff::standby();
     let sink = loop {

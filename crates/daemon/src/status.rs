@@ -85,6 +85,9 @@ pub enum ReplayState {
     Replaying,
     /// The standby is unreachable; retrying (the learner keeps receiving).
     WaitingForStandby,
+    /// `--preserve-revisions`: waiting for `etcd-standby seed` to record
+    /// where the standby starts (the learner keeps the whole log meanwhile).
+    WaitingForSeed,
     /// The standby's fencing epoch is not ours: it was promoted or another
     /// replicator took over. Replay stopped for good.
     Fenced,
@@ -94,12 +97,13 @@ pub enum ReplayState {
 
 impl ReplayState {
     /// Every state, for bounded metric labels and docs.
-    pub const ALL: [ReplayState; 7] = [
+    pub const ALL: [ReplayState; 8] = [
         ReplayState::ConnectingToStandby,
         ReplayState::RebuildingModel,
         ReplayState::Reconciling,
         ReplayState::Replaying,
         ReplayState::WaitingForStandby,
+        ReplayState::WaitingForSeed,
         ReplayState::Fenced,
         ReplayState::Halted,
     ];
@@ -112,6 +116,7 @@ impl ReplayState {
             ReplayState::Reconciling => "reconciling",
             ReplayState::Replaying => "replaying",
             ReplayState::WaitingForStandby => "waiting_for_standby",
+            ReplayState::WaitingForSeed => "waiting_for_seed",
             ReplayState::Fenced => "fenced",
             ReplayState::Halted => "halted",
         }
@@ -176,7 +181,11 @@ pub struct ReplayStatus {
     pub applied_index: u64,
     /// The standby's checkpoint.
     pub standby_checkpoint: u64,
-    /// Commit index minus the standby's checkpoint.
+    /// Everything up to this raft index is on the standby: the checkpoint,
+    /// or beyond it with entries that wrote nothing
+    /// (`--preserve-revisions` checkpoints only entries that bump a revision).
+    pub confirmed_index: u64,
+    /// Commit index minus the confirmed index.
     pub lag_entries: u64,
     /// Payload bytes of committed entries not yet applied (approximate).
     pub lag_bytes: u64,

@@ -247,6 +247,7 @@ fn options(skip_undecodable: bool) -> ReplayOptions {
         max_batch: 3,
         model_save_every: 1_000_000,
         apply_delay: None,
+        preserve_revisions: false,
     }
 }
 

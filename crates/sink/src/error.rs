@@ -170,6 +170,42 @@ pub enum SinkError {
         /// Whether the found checkpoint is at or after ours.
         ahead: bool,
     },
+    /// Revision-preserving replay: a standby txn did not land at the
+    /// primary's revision (or the standby is not where the last one left
+    /// it). Someone else wrote to the standby, a lease expired there, or the
+    /// model and the standby disagree on what bumps a revision. The standby
+    /// no longer mirrors the primary's revisions: replay halts; re-seed.
+    #[error(
+        "raft index {index}: revision-preserving replay expected the standby at revision {expected}, \
+         found {found} ({detail}); the standby's revisions no longer equal the primary's: replay \
+         halts. Find the foreign write (or expired lease) on the standby, then re-seed it \
+         (etcd-standby seed)"
+    )]
+    RevisionMismatch {
+        /// Raft index of the entry being written (or the checkpoint's).
+        index: u64,
+        /// The revision the primary had (the shadow model's).
+        expected: i64,
+        /// The standby's.
+        found: i64,
+        /// Where it was seen.
+        detail: String,
+    },
+    /// Revision-preserving replay was asked for something that would give
+    /// the standby revisions of its own (a reconcile by diff across a leader
+    /// snapshot, a standby that was not seeded for the mode, or one
+    /// replicated in the batched mode).
+    #[error(
+        "raft index {index}: revision-preserving replay cannot go on: {reason}. Re-seed the standby \
+         from a primary snapshot at or after this index (etcd-standby seed), or run without \
+         --preserve-revisions"
+    )]
+    RevisionsNotPreservable {
+        /// Raft index where it stopped.
+        index: u64,
+        /// Why.
+        reason: String,
+    },
     /// A bug: a task of the sink ended without an answer.
     #[error("internal: {0}")]
     Internal(String),

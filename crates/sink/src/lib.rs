@@ -102,6 +102,6 @@ pub use promotion::{LeaseRefresh, Promotion, ReservedKeys, StandbyState};
 pub use reconcile::{ReconcileOptions, ReconcileReport};
 pub use sink::{
     ApplyStats, Checkpoint, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS,
-    DEFAULT_MAX_TXNS_IN_FLIGHT, Sink, SinkConfig,
+    DEFAULT_MAX_TXNS_IN_FLIGHT, PreserveRevisions, Sink, SinkConfig,
 };
 pub use stats::{LATENCY_SAMPLES, SinkStats};

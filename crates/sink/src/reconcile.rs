@@ -86,6 +86,14 @@ impl Sink {
             source_cluster = %format_args!("{:016x}", self.cfg.source_cluster_id),
             index,
         );
+        if self.cfg.preserve.is_some() {
+            return Err(SinkError::RevisionsNotPreservable {
+                index,
+                reason: "a reconcile by diff writes the standby's own revisions (the local log \
+                         jumps over a leader snapshot, or the standby lost state)"
+                    .into(),
+            });
+        }
         // Everything given before lands first (the reconcile's checkpoint
         // chains to it), and a txn dropped by an earlier error is answered
         // before the checkpoint is trusted: it may have landed late.
@@ -290,6 +298,7 @@ impl Sink {
             index,
             term,
             source_revision: None,
+            revisions_preserved: false,
         };
         self.write_txn(index, index, Vec::new(), Some(cp)).await?;
         report.txns += 1;

@@ -68,6 +68,28 @@ pub struct SinkConfig {
     /// write txn. `None` (a single instance) refuses a standby on which an
     /// HA lock is held, so the two modes never write side by side.
     pub lock: Option<LockFence>,
+    /// Revision-preserving replay (`run --preserve-revisions`): the
+    /// standby's revision sequence equals the primary's. `None`: the
+    /// default batched mode.
+    pub preserve: Option<PreserveRevisions>,
+}
+
+/// Revision-preserving replay: the standby was restored from a primary
+/// snapshot (`etcd-standby seed`), so it starts at the primary's revision,
+/// and from there every entry that bumps the primary's revision becomes
+/// exactly one standby txn (the checkpoint rides in it) while entries that
+/// bump nothing write nothing. The sink then checks every txn's revision
+/// and halts on the first that is not the primary's
+/// ([`SinkError::RevisionMismatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreserveRevisions {
+    /// The raft index the standby was seeded at (the snapshot's).
+    pub seed_index: u64,
+    /// The primary's revision at that index (the restored standby's).
+    pub seed_revision: i64,
+    /// The primary's HashKV at `seed_revision`, when the seed recorded it:
+    /// a standby with no checkpoint yet must have the same.
+    pub seed_hash: Option<u32>,
 }
 
 impl SinkConfig {
@@ -84,6 +106,7 @@ impl SinkConfig {
             keepalive_per_sec: 200,
             standby_user: None,
             lock: None,
+            preserve: None,
         }
     }
 }
@@ -100,6 +123,9 @@ pub struct Checkpoint {
     /// The primary's revision after that entry, when replay knew it (the
     /// shadow model's): `verify --at-checkpoint` reads the primary there.
     pub source_revision: Option<i64>,
+    /// Written by revision-preserving replay: the standby's revision equals
+    /// the primary's (`source_revision`) at this checkpoint.
+    pub revisions_preserved: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -109,6 +135,8 @@ struct CheckpointValue {
     term: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     source_revision: Option<i64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    revisions_preserved: bool,
 }
 
 impl Checkpoint {
@@ -118,6 +146,7 @@ impl Checkpoint {
             index: self.index,
             term: self.term,
             source_revision: self.source_revision,
+            revisions_preserved: self.revisions_preserved,
         };
         Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
     }
@@ -153,6 +182,7 @@ impl Checkpoint {
             index: v.index,
             term: v.term,
             source_revision: v.source_revision,
+            revisions_preserved: v.revisions_preserved,
         })
     }
 }
@@ -224,8 +254,13 @@ pub struct Sink {
     pub(crate) counters: Arc<Mutex<Counters>>,
     pub(crate) epoch_key: Bytes,
     pub(crate) checkpoint_key: Bytes,
-    /// `(index, primary revision)` from [`Sink::note_source_revision`].
-    source_revision: Option<(u64, i64)>,
+    /// Primary revisions after entries, from [`Sink::note_source_revision`]
+    /// (taken by the checkpoint of exactly that index).
+    source_revisions: BTreeMap<u64, i64>,
+    /// Revision-preserving mode: the standby's revision after the last
+    /// confirmed txn, and after the last one sent.
+    standby_revision: i64,
+    next_revision: i64,
     /// Entries given and not yet confirmed: the txn being filled and the
     /// txns in flight.
     stream: Stream,
@@ -363,39 +398,41 @@ impl Sink {
         }
         let epoch_key = reserved.epoch.clone();
         let checkpoint_key = reserved.checkpoint.clone();
-        // Epoch: create 1 if absent (create_revision == 0 compare), else read.
-        let txn = pb::TxnRequest {
-            compare: vec![promotion::absent(&epoch_key)],
-            success: vec![op_put(epoch_key.clone(), Bytes::from_static(b"1"), 0)],
-            failure: vec![get_op(&epoch_key)],
-        };
-        let resp = client
-            .txn(txn)
-            .await
-            .map_err(|e| SinkError::client("read or create the epoch key", e))?;
-        let epoch = if resp.succeeded {
-            tracing::info!(key = %show_key(&epoch_key), "created fencing epoch 1 on the standby");
-            1
+        let epoch = if cfg.preserve.is_some() {
+            // Writing the epoch would give the standby a revision the
+            // primary does not have: fence on the key as it is (absent: 0,
+            // compared as absent; a promotion creates it).
+            match state.epoch {
+                None => 0,
+                Some(0) => {
+                    return Err(SinkError::BadReservedKey {
+                        key: show_key(&epoch_key),
+                        message: "epoch 0 is not a valid epoch".into(),
+                    });
+                }
+                Some(e) => e,
+            }
         } else {
-            let found = range_value(&resp).unwrap_or_default();
-            promotion::parse_epoch(&epoch_key, &found)?
+            create_or_read_epoch(&client, &epoch_key).await?
         };
-        let (checkpoint, checkpoint_raw) =
-            read_checkpoint(&client, &checkpoint_key, cfg.source_cluster_id).await?;
+        let stored = read_checkpoint(&client, &checkpoint_key, cfg.source_cluster_id).await?;
+        let standby_revision = check_mode(&client, &cfg, &stored).await?;
         let (keeper, keeper_task) = LeaseKeeper::spawn(client.clone(), cfg.keepalive_per_sec);
         let sink = Sink {
             client,
             cfg,
             epoch,
-            checkpoint,
-            checkpoint_raw,
+            checkpoint: stored.checkpoint,
+            checkpoint_raw: stored.raw,
             standby_version,
             keeper,
             keeper_task,
             counters: Arc::new(Mutex::new(Counters::default())),
             epoch_key,
             checkpoint_key,
-            source_revision: None,
+            source_revisions: BTreeMap::new(),
+            standby_revision,
+            next_revision: standby_revision,
             stream: Stream::default(),
             abandoned: Vec::new(),
         };
@@ -444,31 +481,34 @@ impl Sink {
         let stream = std::mem::take(&mut self.stream);
         self.abandon(stream);
         self.await_abandoned().await;
-        let (checkpoint, raw) = read_checkpoint(
+        let stored = read_checkpoint(
             &self.client,
             &self.checkpoint_key,
             self.cfg.source_cluster_id,
         )
         .await?;
         if let Some(ours) = self.checkpoint
-            && checkpoint.is_none_or(|c| c.index < ours.index)
+            && stored.checkpoint.is_none_or(|c| c.index < ours.index)
         {
             return Err(SinkError::CheckpointMoved {
                 index: ours.index,
                 key: show_key(&self.checkpoint_key),
                 ours: Some(ours.index),
-                found: raw.as_ref().map(|v| show_bytes(v, 256)),
+                found: stored.raw.as_ref().map(|v| show_bytes(v, 256)),
                 ahead: false,
             });
         }
-        self.checkpoint = checkpoint;
-        self.checkpoint_raw = raw;
+        self.standby_revision = check_mode(&self.client, &self.cfg, &stored).await?;
+        self.next_revision = self.standby_revision;
+        self.checkpoint = stored.checkpoint;
+        self.checkpoint_raw = stored.raw;
         Ok(())
     }
 
     /// Drops a stream after an error: its partly filled txn is given again
     /// by the caller, the answers of its txns in flight are still due.
     fn abandon(&mut self, stream: Stream) {
+        self.next_revision = self.standby_revision;
         self.abandoned
             .extend(stream.pipe.inflight.into_iter().filter_map(|f| f.reply));
     }
@@ -525,7 +565,27 @@ impl Sink {
     /// Tells the sink the primary's revision after entry `index` (the shadow
     /// model's); the checkpoint written for exactly that index records it.
     pub fn note_source_revision(&mut self, index: u64, revision: i64) {
-        self.source_revision = Some((index, revision));
+        self.source_revisions.insert(index, revision);
+    }
+
+    /// The highest raft index everything up to which is on the standby:
+    /// the checkpoint's, or in revision-preserving mode, when nothing is in
+    /// flight, the last entry given (entries that bump no revision are
+    /// never checkpointed on their own: a txn would bump one).
+    pub fn confirmed_index(&self) -> u64 {
+        let cp = self.checkpoint.map_or(0, |c| c.index);
+        let idle = self.stream.pipe.inflight.is_empty() && self.stream.pending.entries == 0;
+        if self.cfg.preserve.is_some() && idle {
+            cp.max(self.stream.fed)
+        } else {
+            cp
+        }
+    }
+
+    /// The standby's revision after the last confirmed txn
+    /// (revision-preserving mode: the primary's at the checkpoint).
+    pub fn standby_revision(&self) -> i64 {
+        self.standby_revision
     }
 
     /// The lease keeper (runs as a task of the sink; stops when the sink is
@@ -556,10 +616,11 @@ impl Sink {
     /// instance, the lock compare. The failure branch reads both keys for
     /// [`Sink::fence_error`].
     pub(crate) fn fenced_txn(&self, success: Vec<pb::RequestOp>) -> pb::TxnRequest {
-        let mut compare = vec![promotion::value_eq(
-            &self.epoch_key,
-            &Bytes::from(self.epoch.to_string()),
-        )];
+        let mut compare = vec![if self.epoch == 0 {
+            promotion::absent(&self.epoch_key)
+        } else {
+            promotion::value_eq(&self.epoch_key, &self.epoch_value())
+        }];
         let mut failure = vec![get_op(&self.epoch_key)];
         if let Some(l) = &self.cfg.lock {
             compare.push(l.compare());
@@ -591,7 +652,7 @@ impl Sink {
     /// or the HA lock), not on a checkpoint compare.
     fn fence_broken(&self, resp: &pb::TxnResponse) -> bool {
         let epoch = value_at(resp, 0).unwrap_or_default();
-        if epoch.as_ref() != self.epoch.to_string().as_bytes() {
+        if epoch != self.epoch_value() {
             return true;
         }
         self.cfg
@@ -606,7 +667,7 @@ impl Sink {
     fn fence_error(&self, index: u64, resp: &pb::TxnResponse) -> SinkError {
         self.keeper.stop();
         let epoch = value_at(resp, 0).unwrap_or_default();
-        if epoch.as_ref() != self.epoch.to_string().as_bytes() || self.cfg.lock.is_none() {
+        if epoch != self.epoch_value() || self.cfg.lock.is_none() {
             return SinkError::Fenced {
                 index,
                 key: show_key(&self.epoch_key),
@@ -618,6 +679,16 @@ impl Sink {
         SinkError::LostLock {
             key: lock_key.map(|k| show_key(&k)).unwrap_or_default(),
             found: show_bytes(&value_at(resp, 1).unwrap_or_default(), 256),
+        }
+    }
+
+    /// The epoch key's value while we hold `epoch` (empty: absent, epoch 0,
+    /// a revision-preserving standby never promoted).
+    fn epoch_value(&self) -> Bytes {
+        if self.epoch == 0 {
+            Bytes::new()
+        } else {
+            Bytes::from(self.epoch.to_string())
         }
     }
 
@@ -730,6 +801,16 @@ impl Sink {
             let mut grants = Vec::new();
             let mut revokes = Vec::new();
             let mut auth = Vec::new();
+            let mut compactions = Vec::new();
+            // Revision-preserving: an entry with key changes bumped the
+            // primary's revision once, so it is one standby txn of its own
+            // (even when every key is filtered out: the checkpoint alone
+            // bumps the standby's); any other entry writes no txn.
+            let preserve = self.cfg.preserve.is_some();
+            let bumps = preserve
+                && effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::Put { .. } | Effect::Delete { .. }));
             for e in effects {
                 match e {
                     Effect::Put { key, value, lease } => {
@@ -761,6 +842,9 @@ impl Sink {
                     | Effect::RoleDelete { .. }
                     | Effect::RoleGrantPermission { .. }
                     | Effect::RoleRevokePermission { .. } => auth.push(e),
+                    // Revision-preserving: the standby's history window
+                    // follows the primary's (same revisions).
+                    Effect::Compact { revision } if preserve => compactions.push(*revision),
                     // Tracked by the model, not replayed: the standby keeps
                     // its own compaction, alarms and lease clocks.
                     Effect::LeaseCheckpoint { .. }
@@ -782,15 +866,24 @@ impl Sink {
                     st.auth_rpcs += 1;
                 }
             }
+            for revision in compactions {
+                self.flush(pending, pipe, st).await?;
+                self.drain(pipe, st).await?;
+                self.compact(index, revision).await?;
+            }
             // A revoke reaches the standby once everything before its entry
             // is written and before any checkpoint covers its entry: a
             // checkpoint never claims a revoke that has not happened (a
             // crash between the two lost it for good, and `verify` right
             // after the checkpoint saw the lease still there).
-            if !revokes.is_empty() {
+            // Revision-preserving, a revoke that deletes keys comes after
+            // its entry's txn instead (revoking first would delete them at
+            // a revision of the standby's own); one a crash lost is
+            // revoked at restart ([`Sink::revoke_leases`]).
+            if !revokes.is_empty() && !bumps {
                 self.flush(pending, pipe, st).await?;
                 self.drain(pipe, st).await?;
-                for id in revokes {
+                for id in std::mem::take(&mut revokes) {
                     self.revoke(index, id).await?;
                     st.lease_revokes += 1;
                 }
@@ -798,6 +891,25 @@ impl Sink {
             for (id, ttl) in grants {
                 self.grant(index, id, ttl).await?;
                 st.lease_grants += 1;
+            }
+            if preserve {
+                if bumps {
+                    self.flush(pending, pipe, st).await?;
+                    pending.first = index;
+                    pending.bytes = kv.iter().map(|(k, op)| op_len(k, op)).sum();
+                    pending.ops = kv.into_iter().collect();
+                    pending.entries = 1;
+                    pending.last = Some((index, term));
+                    self.flush(pending, pipe, st).await?;
+                    if !revokes.is_empty() {
+                        self.drain(pipe, st).await?;
+                        for id in revokes {
+                            self.revoke(index, id).await?;
+                            st.lease_revokes += 1;
+                        }
+                    }
+                }
+                continue;
             }
             // Fit the entry whole, or start a new txn.
             let new_keys = kv
@@ -821,7 +933,7 @@ impl Sink {
             pending.bytes += bytes;
             pending.entries += 1;
             pending.last = Some((index, term));
-            if has_auth(effects) {
+            if has_auth(effects) && !preserve {
                 self.flush(pending, pipe, st).await?;
             }
         }
@@ -838,6 +950,68 @@ impl Sink {
             self.grant(index, id, ttl).await?;
         }
         Ok(())
+    }
+
+    /// Revokes standby leases the primary no longer holds, those without
+    /// keys only (revoking one with keys would delete them at a revision of
+    /// the standby's own): revision-preserving replay's leftovers of a
+    /// crash between a revoke's txn and the revoke. Returns how many.
+    pub async fn revoke_leases(&self, ids: &[i64]) -> Result<usize> {
+        let index = self.checkpoint.map_or(0, |c| c.index);
+        let mut n = 0;
+        for &id in ids {
+            let keys = match self.client.lease_time_to_live(id, true).await {
+                Ok(t) if t.ttl <= 0 => continue,
+                Ok(t) => t.keys.len(),
+                Err(e) if e.is_not_found() => continue,
+                Err(source) => {
+                    return Err(SinkError::Lease {
+                        index,
+                        id,
+                        op: "time-to-live",
+                        source,
+                    });
+                }
+            };
+            if keys > 0 {
+                tracing::warn!(
+                    lease = format_args!("{id:#x}"),
+                    keys,
+                    "a standby lease the primary does not hold still has keys; left alone"
+                );
+                continue;
+            }
+            self.revoke(index, id).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Revision-preserving: compacts the standby at the primary's
+    /// compaction revision (once everything before it is written).
+    /// Already compacted there (a repeat after a restart) is fine.
+    async fn compact(&self, index: u64, revision: i64) -> Result<()> {
+        match self.client.compact(revision, false).await {
+            Ok(_) => {
+                tracing::info!(
+                    index,
+                    revision,
+                    "standby compacted at the primary's revision"
+                );
+                Ok(())
+            }
+            Err(e) if e.etcd_error() == Some(EtcdError::Compacted) => Ok(()),
+            Err(e) if e.etcd_error() == Some(EtcdError::FutureRev) => {
+                Err(SinkError::RevisionMismatch {
+                    index,
+                    expected: revision,
+                    found: self.standby_revision,
+                    detail: "the primary compacted at a revision the standby does not have yet"
+                        .into(),
+                })
+            }
+            Err(e) => Err(SinkError::write(index, index, e)),
+        }
     }
 
     /// Grants a mirrored lease (already existing is fine) and tracks it.
@@ -901,14 +1075,35 @@ impl Sink {
             return Ok(());
         };
         let p = std::mem::take(pending);
+        let noted = self.source_revisions.get(&index).copied();
+        // Revisions noted for entries up to this one are used or stale.
+        self.source_revisions = self.source_revisions.split_off(&(index + 1));
+        let revision = match self.cfg.preserve {
+            None => None,
+            Some(_) => {
+                let next = self.next_revision + 1;
+                if let Some(m) = noted
+                    && m != next
+                {
+                    return Err(SinkError::RevisionMismatch {
+                        index,
+                        expected: m,
+                        found: next,
+                        detail: "the shadow model's revision after this entry is not the \
+                                 standby's next one (nothing written)"
+                            .into(),
+                    });
+                }
+                self.next_revision = next;
+                Some(next)
+            }
+        };
         let cp = Checkpoint {
             cluster_id: self.cfg.source_cluster_id,
             index,
             term,
-            source_revision: self
-                .source_revision
-                .filter(|(i, _)| *i == index)
-                .map(|(_, r)| r),
+            source_revision: revision.or(noted),
+            revisions_preserved: revision.is_some(),
         };
         let ops: Vec<(Bytes, KvOp)> = p.ops.into_iter().collect();
         self.send(pipe, p.first, p.entries, &ops, cp, st).await
@@ -947,6 +1142,7 @@ impl Sink {
             entries,
             n_ops: ops.len(),
             bytes,
+            revision: cp.source_revision.filter(|_| cp.revisions_preserved),
             cp,
             cp_raw,
             txn,
@@ -997,7 +1193,8 @@ impl Sink {
         // A failed compare that finds this txn's own checkpoint means an
         // earlier copy of it (sent before an error) landed: it is confirmed
         // below like a success. Any other checkpoint:
-        if !resp.succeeded && found_checkpoint(&resp).is_none_or(|v| v != f.cp_raw) {
+        let found = (!resp.succeeded).then(|| found_checkpoint(&resp)).flatten();
+        if !resp.succeeded && found.as_ref().is_none_or(|kv| kv.value != f.cp_raw) {
             if !f.chased {
                 return Err(self.checkpoint_moved(first, &resp));
             }
@@ -1026,6 +1223,21 @@ impl Sink {
             }
             return Ok(());
         }
+        if let Some(want) = f.revision {
+            let (landed, detail) = match &found {
+                Some(kv) => (kv.mod_revision, "an earlier copy of this txn"),
+                None => (resp.header.as_ref().map_or(0, |h| h.revision), "the txn"),
+            };
+            if landed != want {
+                return Err(SinkError::RevisionMismatch {
+                    index: last,
+                    expected: want,
+                    found: landed,
+                    detail: format!("{detail} landed at another revision"),
+                });
+            }
+            self.standby_revision = want;
+        }
         let took = f.sent.elapsed();
         self.checkpoint = Some(f.cp);
         self.checkpoint_raw = Some(f.cp_raw);
@@ -1049,7 +1261,7 @@ impl Sink {
     /// every txn before it confirmed: the checkpoint in its failure branch
     /// (read last) is not the one this sink wrote.
     fn checkpoint_moved(&self, index: u64, resp: &pb::TxnResponse) -> SinkError {
-        let found = found_checkpoint(resp);
+        let found = found_checkpoint(resp).map(|kv| kv.value);
         let found_index = found.as_ref().and_then(|v| {
             Checkpoint::decode(&self.checkpoint_key, self.cfg.source_cluster_id, v)
                 .ok()
@@ -1151,6 +1363,8 @@ struct InFlight {
     entries: u64,
     n_ops: usize,
     bytes: usize,
+    /// Revision-preserving mode: the revision it must land at.
+    revision: Option<i64>,
     cp: Checkpoint,
     /// `cp` encoded: what the next txn's compare expects.
     cp_raw: Bytes,
@@ -1215,17 +1429,52 @@ fn has_auth(effects: &[Effect]) -> bool {
 
 /// The checkpoint a failed chained txn found (its failure branch reads it
 /// last).
-fn found_checkpoint(resp: &pb::TxnResponse) -> Option<Bytes> {
-    value_at(resp, resp.responses.len().saturating_sub(1))
+fn found_checkpoint(resp: &pb::TxnResponse) -> Option<etcd_standby_client::mvccpb::KeyValue> {
+    let last = resp.responses.last()?;
+    match &last.response {
+        Some(pb::response_op::Response::ResponseRange(rr)) => rr.kvs.first().cloned(),
+        _ => None,
+    }
 }
 
-/// Reads the checkpoint written for `cluster_id` under `key`: decoded, and
-/// its value as stored (what a chained txn compares).
+/// Reads the fencing epoch, creating it as 1 when absent (a
+/// `create_revision == 0` compare, so two replicators agree).
+async fn create_or_read_epoch(client: &Client, epoch_key: &Bytes) -> Result<u64> {
+    let txn = pb::TxnRequest {
+        compare: vec![promotion::absent(epoch_key)],
+        success: vec![op_put(epoch_key.clone(), Bytes::from_static(b"1"), 0)],
+        failure: vec![get_op(epoch_key)],
+    };
+    let resp = client
+        .txn(txn)
+        .await
+        .map_err(|e| SinkError::client("read or create the epoch key", e))?;
+    if resp.succeeded {
+        tracing::info!(key = %show_key(epoch_key), "created fencing epoch 1 on the standby");
+        return Ok(1);
+    }
+    let found = range_value(&resp).unwrap_or_default();
+    promotion::parse_epoch(epoch_key, &found)
+}
+
+/// The checkpoint as the standby holds it.
+struct StoredCheckpoint {
+    /// Decoded (`None`: never written).
+    checkpoint: Option<Checkpoint>,
+    /// Its value as stored (what a chained txn compares).
+    raw: Option<Bytes>,
+    /// The revision of its last write (0: none).
+    mod_revision: i64,
+    /// The standby's revision when it was read.
+    revision: i64,
+}
+
+/// Reads the checkpoint written for `cluster_id` under `key`.
 async fn read_checkpoint(
     client: &Client,
     key: &Bytes,
     cluster_id: u64,
-) -> Result<(Option<Checkpoint>, Option<Bytes>)> {
+) -> Result<StoredCheckpoint> {
     let got = client
         .range(pb::RangeRequest {
             key: key.clone(),
@@ -1233,9 +1482,107 @@ async fn read_checkpoint(
         })
         .await
         .map_err(|e| SinkError::client("read the checkpoint", e))?;
-    let raw = got.kvs.into_iter().next().map(|kv| kv.value);
+    let revision = got.header.as_ref().map_or(0, |h| h.revision);
+    let kv = got.kvs.into_iter().next();
+    let mod_revision = kv.as_ref().map_or(0, |kv| kv.mod_revision);
+    let raw = kv.map(|kv| kv.value);
     let checkpoint = Checkpoint::decode_stored(key, cluster_id, raw.as_ref())?;
-    Ok((checkpoint, raw))
+    Ok(StoredCheckpoint {
+        checkpoint,
+        raw,
+        mod_revision,
+        revision,
+    })
+}
+
+/// Checks that the standby suits the sink's mode and returns its revision.
+///
+/// The batched mode refuses a standby whose checkpoint says its revisions
+/// are the primary's (the mode is chosen at seeding). Revision-preserving
+/// replay needs a standby that is exactly where replication left it: with
+/// no checkpoint yet, at the seed's revision (and, when the seed recorded
+/// it, with the seed's HashKV there); with one, at the revision of the
+/// checkpoint's own write, which must be the primary's revision it records.
+async fn check_mode(client: &Client, cfg: &SinkConfig, stored: &StoredCheckpoint) -> Result<i64> {
+    let Some(p) = cfg.preserve else {
+        if let Some(cp) = stored.checkpoint.filter(|c| c.revisions_preserved) {
+            return Err(SinkError::RevisionsNotPreservable {
+                index: cp.index,
+                reason: "this standby was seeded for revision-preserving replay and replicated \
+                         in that mode; the batched mode would give it revisions of its own \
+                         (run with --preserve-revisions)"
+                    .into(),
+            });
+        }
+        return Ok(stored.revision);
+    };
+    let not = |index: u64, reason: String| SinkError::RevisionsNotPreservable { index, reason };
+    match stored.checkpoint {
+        None => {
+            if stored.revision != p.seed_revision {
+                return Err(not(
+                    p.seed_index,
+                    format!(
+                        "the standby is at revision {}, not at the seed's {} (raft index {}): it \
+                         was not restored from the seed snapshot, or was written since",
+                        stored.revision, p.seed_revision, p.seed_index
+                    ),
+                ));
+            }
+            if let Some(want) = p.seed_hash {
+                let mut last = None;
+                for ep in client.endpoints() {
+                    match client.hash_kv(&ep, p.seed_revision).await {
+                        Ok(h) if h.hash == want => return Ok(stored.revision),
+                        Ok(h) => {
+                            return Err(not(
+                                p.seed_index,
+                                format!(
+                                    "the standby's HashKV at revision {} is {} on {ep}, the seed's \
+                                     is {want}: its keys are not the seed snapshot's",
+                                    p.seed_revision, h.hash
+                                ),
+                            ));
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                if let Some(e) = last {
+                    return Err(SinkError::client("standby HashKV at the seed revision", e));
+                }
+            }
+            Ok(stored.revision)
+        }
+        Some(cp) => {
+            if !cp.revisions_preserved {
+                return Err(not(
+                    cp.index,
+                    "the standby was replicated in the batched mode (its checkpoint does not \
+                     preserve revisions)"
+                        .into(),
+                ));
+            }
+            if cp.source_revision != Some(stored.mod_revision) {
+                return Err(SinkError::RevisionMismatch {
+                    index: cp.index,
+                    expected: cp.source_revision.unwrap_or(0),
+                    found: stored.mod_revision,
+                    detail: "the checkpoint's own write".into(),
+                });
+            }
+            if stored.revision != stored.mod_revision {
+                return Err(SinkError::RevisionMismatch {
+                    index: cp.index,
+                    expected: stored.mod_revision,
+                    found: stored.revision,
+                    detail: "the standby moved past the last checkpoint write: something else \
+                             wrote to it"
+                        .into(),
+                });
+            }
+            Ok(stored.revision)
+        }
+    }
 }
 
 /// The value of the first range response in a txn's responses.

@@ -9,11 +9,16 @@
 //! [`KeyMap`] are ignored. Both sides are read live, one
 //! after the other: on a moving primary, rerun to tell lag from divergence.
 //! Password hashes cannot be read through the API and are not compared.
+//!
+//! At a [`ReadPoint`] only keys are compared; with
+//! [`VerifyOptions::compare_revisions`] (for revision-preserving standbys,
+//! whose revision sequence is the primary's) each key's create revision,
+//! mod revision and version are compared too.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use etcd_standby_client::{Client, EtcdError};
+use etcd_standby_client::{Client, ClientError, EtcdError};
 use serde::Serialize;
 
 use crate::error::{Result, SinkError, show_bytes, show_key};
@@ -36,6 +41,11 @@ pub enum DifferenceKind {
     ValueDiffers,
     /// A key is attached to a different lease.
     KeyLeaseDiffers,
+    /// A key's create revision, mod revision or version differs (only
+    /// compared with [`VerifyOptions::compare_revisions`] at a
+    /// [`ReadPoint`]); `source` / `standby` read
+    /// `create=<rev> mod=<rev> version=<n>`.
+    KeyRevisionsDiffer,
     /// A lease on the primary is missing on the standby.
     LeaseMissing,
     /// A lease on the standby is not on the primary.
@@ -121,6 +131,12 @@ pub struct VerifyOptions {
     /// Compare keys at this point instead of live ([`checkpoint_point`]);
     /// then only keys are compared (leases and auth are not revisioned).
     pub at: Option<ReadPoint>,
+    /// With [`at`](Self::at): also compare each key's create revision, mod
+    /// revision and version ([`DifferenceKind::KeyRevisionsDiffer`]).
+    /// Only meaningful when both sides share one revision sequence (a
+    /// revision-preserving standby, read at the same revision on both
+    /// sides); elsewhere every key would differ. Ignored without `at`.
+    pub compare_revisions: bool,
     /// Counts the primary's keys compared so far, for a progress display
     /// (shared with the caller, who reads it while verify runs).
     pub progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
@@ -183,6 +199,40 @@ fn extra_key(k: &[u8], v: &[u8]) -> Difference {
     }
 }
 
+/// A key's revisions as shown in a [`DifferenceKind::KeyRevisionsDiffer`].
+fn show_revisions(e: &Entry) -> String {
+    format!(
+        "create={} mod={} version={}",
+        e.create_revision, e.mod_revision, e.version
+    )
+}
+
+/// One key read by a [`KeyCursor`]: the source key, and what the side holds
+/// for it.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    /// The source key (the standby's key unmapped).
+    pub(crate) key: Bytes,
+    /// The value (empty when reading keys only).
+    pub(crate) value: Bytes,
+    /// The lease ID the key is attached to (0: none).
+    pub(crate) lease: i64,
+    /// The revision of the key's creation.
+    pub(crate) create_revision: i64,
+    /// The revision of the key's last modification.
+    pub(crate) mod_revision: i64,
+    /// Puts since its creation.
+    pub(crate) version: i64,
+}
+
+impl Entry {
+    /// Whether the create revision, mod revision and version are the same.
+    fn same_revisions(&self, other: &Entry) -> bool {
+        (self.create_revision, self.mod_revision, self.version)
+            == (other.create_revision, other.mod_revision, other.version)
+    }
+}
+
 /// Which cluster a [`KeyCursor`] reads (how its keys map to source keys).
 #[derive(Clone, Copy)]
 pub(crate) enum Side {
@@ -236,6 +286,14 @@ impl<'a> KeyCursor<'a> {
 
     /// The next `(source key, value, lease)`, or `None` at the end.
     pub(crate) async fn next(&mut self, keys: &KeyMap) -> Result<Option<(Bytes, Bytes, i64)>> {
+        Ok(self
+            .next_entry(keys)
+            .await?
+            .map(|e| (e.key, e.value, e.lease)))
+    }
+
+    /// The next key with its revisions, or `None` at the end.
+    pub(crate) async fn next_entry(&mut self, keys: &KeyMap) -> Result<Option<Entry>> {
         loop {
             while let Some(kv) = self.page.pop_front() {
                 let key = match self.side {
@@ -246,7 +304,14 @@ impl<'a> KeyCursor<'a> {
                     if let Some(c) = &self.counter {
                         c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                    return Ok(Some((k, kv.value, kv.lease)));
+                    return Ok(Some(Entry {
+                        key: k,
+                        value: kv.value,
+                        lease: kv.lease,
+                        create_revision: kv.create_revision,
+                        mod_revision: kv.mod_revision,
+                        version: kv.version,
+                    }));
                 }
             }
             if self.pages.is_none() {
@@ -262,10 +327,7 @@ impl<'a> KeyCursor<'a> {
                 ));
             }
             let next = match self.pages.as_mut() {
-                Some(p) => p
-                    .next_page()
-                    .await
-                    .map_err(|e| SinkError::client(self.what, e))?,
+                Some(p) => p.next_page().await.map_err(|e| self.read_error(e))?,
                 None => None,
             };
             match next {
@@ -273,6 +335,36 @@ impl<'a> KeyCursor<'a> {
                 None => self.pages = None,
             }
         }
+    }
+}
+
+impl KeyCursor<'_> {
+    /// A failed read, saying which side and, when reading at a revision,
+    /// which one, and whether it is compacted or in the future there.
+    fn read_error(&self, e: ClientError) -> SinkError {
+        let side = match self.side {
+            Side::Source => "primary",
+            Side::Standby => "standby",
+        };
+        let r = self.revision;
+        let what = if r > 0 {
+            match e.etcd_error() {
+                Some(EtcdError::Compacted) => format!(
+                    "{} at revision {r}: the {side} has compacted past revision {r} \
+                     (only later revisions can be read there)",
+                    self.what
+                ),
+                Some(EtcdError::FutureRev) => format!(
+                    "{} at revision {r}: revision {r} is in the future on the {side} \
+                     (its current revision is lower)",
+                    self.what
+                ),
+                _ => format!("{} at revision {r}", self.what),
+            }
+        } else {
+            self.what.to_owned()
+        };
+        SinkError::client(what, e)
     }
 }
 
@@ -435,51 +527,59 @@ pub async fn verify_with(
         (Side::Standby, dst_rev),
         "read standby keys",
     );
+    let compare_revisions = opts.at.is_some() && opts.compare_revisions;
     let mut extra = Vec::new();
-    let (mut a, mut b) = (src.next(keys).await?, dst.next(keys).await?);
+    let (mut a, mut b) = (src.next_entry(keys).await?, dst.next_entry(keys).await?);
     loop {
         match (a.take(), b.take()) {
             (None, None) => break,
-            (Some((k, v, _)), None) => {
-                out.push(missing(&k, &v));
-                a = src.next(keys).await?;
+            (Some(x), None) => {
+                out.push(missing(&x.key, &x.value));
+                a = src.next_entry(keys).await?;
             }
-            (None, Some((k, v, _))) => {
-                extra.push(extra_key(&k, &v));
-                b = dst.next(keys).await?;
+            (None, Some(y)) => {
+                extra.push(extra_key(&y.key, &y.value));
+                b = dst.next_entry(keys).await?;
             }
-            (Some(x), Some(y)) => match x.0.cmp(&y.0) {
+            (Some(x), Some(y)) => match x.key.cmp(&y.key) {
                 std::cmp::Ordering::Less => {
-                    out.push(missing(&x.0, &x.1));
-                    a = src.next(keys).await?;
+                    out.push(missing(&x.key, &x.value));
+                    a = src.next_entry(keys).await?;
                     b = Some(y);
                 }
                 std::cmp::Ordering::Greater => {
-                    extra.push(extra_key(&y.0, &y.1));
+                    extra.push(extra_key(&y.key, &y.value));
                     a = Some(x);
-                    b = dst.next(keys).await?;
+                    b = dst.next_entry(keys).await?;
                 }
                 std::cmp::Ordering::Equal => {
-                    let (k, v, lease) = x;
-                    let (_, sv, sl) = y;
-                    if sv != v {
+                    let k = &x.key;
+                    if y.value != x.value {
                         out.push(Difference {
-                            key: Some(show_key(&k)),
-                            source: Some(show_bytes(&v, VALUE_SHOWN)),
-                            standby: Some(show_bytes(&sv, VALUE_SHOWN)),
+                            key: Some(show_key(k)),
+                            source: Some(show_bytes(&x.value, VALUE_SHOWN)),
+                            standby: Some(show_bytes(&y.value, VALUE_SHOWN)),
                             ..diff(DifferenceKind::ValueDiffers)
                         });
                     }
-                    if sl != lease {
+                    if y.lease != x.lease {
                         out.push(Difference {
-                            key: Some(show_key(&k)),
-                            source: Some(format!("{lease:#x}")),
-                            standby: Some(format!("{sl:#x}")),
+                            key: Some(show_key(k)),
+                            source: Some(format!("{:#x}", x.lease)),
+                            standby: Some(format!("{:#x}", y.lease)),
                             ..diff(DifferenceKind::KeyLeaseDiffers)
                         });
                     }
-                    a = src.next(keys).await?;
-                    b = dst.next(keys).await?;
+                    if compare_revisions && !x.same_revisions(&y) {
+                        out.push(Difference {
+                            key: Some(show_key(k)),
+                            source: Some(show_revisions(&x)),
+                            standby: Some(show_revisions(&y)),
+                            ..diff(DifferenceKind::KeyRevisionsDiffer)
+                        });
+                    }
+                    a = src.next_entry(keys).await?;
+                    b = dst.next_entry(keys).await?;
                 }
             },
         }

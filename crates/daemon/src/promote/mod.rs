@@ -516,6 +516,15 @@ async fn drain(
     let mut ropts = opts.replay.clone();
     ropts.sink.source_cluster_id = cluster_id;
     ropts.apply_delay = None;
+    // A seeded data dir replicates with preserved revisions: the drain
+    // goes on in that mode (the batched mode would refuse the standby).
+    match crate::seed::preserve_for(layout, cluster_id)? {
+        Some(p) => ropts.sink.preserve = Some(p),
+        None if ropts.preserve_revisions => {
+            bail!("--preserve-revisions: the data dir has no seed (etcd-standby seed)")
+        }
+        None => {}
+    }
     let sink = Sink::connect(ropts.sink.clone())
         .await
         .context("connecting to the standby")?;
@@ -587,10 +596,14 @@ pub async fn execute(opts: &PromoteOptions, inspection: Inspection) -> Result<Re
         .await
         .context("connecting to the standby")?;
     let keys = ReservedKeys::new(&opts.replay.sink.keys, facts.cluster_id);
-    let hold = serde_json::json!({"by": by, "pid": marker.pid, "since": marker.started_at});
-    etcd_standby_sink::ha::hold(&client, &keys, Bytes::from(hold.to_string()))
-        .await
-        .context("holding the standby for the promotion")?;
+    // A revision-preserving standby has no HA instances (refused) and
+    // must not move before the drain: no hold there.
+    if crate::seed::read(&layout)?.is_none() {
+        let hold = serde_json::json!({"by": by, "pid": marker.pid, "since": marker.started_at});
+        etcd_standby_sink::ha::hold(&client, &keys, Bytes::from(hold.to_string()))
+            .await
+            .context("holding the standby for the promotion")?;
+    }
     let mut daemon = facts.daemon.clone();
     if let Some(d) = &mut daemon {
         datadir::write_promoting(&layout, &marker)?;
@@ -661,9 +674,13 @@ pub async fn execute(opts: &PromoteOptions, inspection: Inspection) -> Result<Re
         crash_point("after_drain");
         let state = promotion::read_state(&client, &keys).await?;
         let checkpoint = state.checkpoint.map_or(0, |c| c.index);
-        if checkpoint != target {
+        // Revision-preserving replay checkpoints only entries that bump a
+        // revision: the drain's own checkpoint, with everything after it
+        // confirmed, is the target then.
+        let ours = sink.checkpoint().map_or(0, |c| c.index);
+        if checkpoint != ours || sink.confirmed_index() != target {
             return Err(give_up(format!(
-                    "the standby's checkpoint is {checkpoint} after the drain to {target}; another writer? Not promoted"
+                    "the standby's checkpoint is {checkpoint} after the drain to {target} (ours: {ours}); another writer? Not promoted"
                 ),
             ).await);
         }

@@ -1,0 +1,370 @@
+//! Revision-preserving mode against real etcd (issue 13): a standby seeded
+//! with `etcd-standby seed` (etcd's own restore) and replayed with
+//! `run --preserve-revisions` has the primary's revision sequence, so a
+//! Kubernetes-shaped client keeps its resourceVersions and watches across a
+//! promotion; a foreign write to the standby halts replay.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use etcd_standby_client::pb::{self, Compare, compare};
+use etcd_standby_client::{Client, EtcdError};
+use etcd_standby_integration::etcd_standby_bin;
+use etcd_standby_integration::fidelity::{
+    Replicator, connect, del_op, get_op, put_op, revision, txn, verify,
+};
+use etcd_standby_integration::load::{block_on, cluster_raft_index};
+use etcd_standby_integration::promote::promote;
+use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn cmp_create(key: &str, rev: i64) -> Compare {
+    Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Create as i32,
+        key: Bytes::from(key.to_owned()),
+        target_union: Some(compare::TargetUnion::CreateRevision(rev)),
+        ..Default::default()
+    }
+}
+
+fn cmp_mod(key: &str, rev: i64) -> Compare {
+    Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Mod as i32,
+        key: Bytes::from(key.to_owned()),
+        target_union: Some(compare::TargetUnion::ModRevision(rev)),
+        ..Default::default()
+    }
+}
+
+/// kube-apiserver's create: only if absent. Returns the new resourceVersion.
+async fn create(c: &Client, key: &str, value: &str) -> i64 {
+    let r = c
+        .txn(txn(
+            vec![cmp_create(key, 0)],
+            vec![put_op(key.to_owned(), value.to_owned(), 0)],
+            vec![get_op(key.to_owned())],
+        ))
+        .await
+        .unwrap();
+    assert!(r.succeeded, "create {key}: exists");
+    r.header.unwrap().revision
+}
+
+/// kube-apiserver's update: only at resourceVersion `rv`. `None`: conflict.
+async fn update(c: &Client, key: &str, value: &str, rv: i64, lease: i64) -> Option<i64> {
+    let r = c
+        .txn(txn(
+            vec![cmp_mod(key, rv)],
+            vec![put_op(key.to_owned(), value.to_owned(), lease)],
+            vec![get_op(key.to_owned())],
+        ))
+        .await
+        .unwrap();
+    r.succeeded.then(|| r.header.unwrap().revision)
+}
+
+/// kube-apiserver's delete with a precondition on the resourceVersion.
+async fn delete(c: &Client, key: &str, rv: i64) -> bool {
+    let r = c
+        .txn(txn(
+            vec![cmp_mod(key, rv)],
+            vec![del_op(key.to_owned())],
+            vec![get_op(key.to_owned())],
+        ))
+        .await
+        .unwrap();
+    r.succeeded
+}
+
+/// A workload shaped like kube-apiserver's storage: objects created,
+/// updated and deleted under resourceVersion preconditions, events on a
+/// lease that is revoked with them, stale updates that conflict, and the
+/// requests that bump no revision (a delete of nothing, an empty txn, a
+/// lease grant), then a compaction. Returns the object keys with their
+/// last resourceVersion.
+async fn kube_workload(c: &Client, round: u32) -> Vec<(String, i64)> {
+    let mut objects = Vec::new();
+    for i in 0..12 {
+        let key = format!("/registry/pods/default/p{round}-{i}");
+        let rv = create(c, &key, &format!("{{\"spec\":{i}}}")).await;
+        objects.push((key, rv));
+    }
+    for (key, rv) in objects.iter_mut().step_by(2) {
+        *rv = update(c, key, "{\"spec\":\"updated\"}", *rv, 0)
+            .await
+            .expect("update at the current resourceVersion");
+    }
+    // A stale resourceVersion conflicts and bumps nothing.
+    let (k0, rv0) = objects[1].clone();
+    assert!(update(c, &k0, "stale", rv0 - 1, 0).await.is_none());
+    let (k1, rv1) = objects.remove(3);
+    assert!(delete(c, &k1, rv1).await);
+    // Events live on a lease, revoked with its keys (one revision).
+    let lease = c.lease_grant(0, 600).await.unwrap().id;
+    for i in 0..4 {
+        c.put(pb::PutRequest {
+            key: Bytes::from(format!("/registry/events/default/e{round}-{i}")),
+            value: Bytes::from_static(b"event"),
+            lease,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    c.lease_revoke(lease).await.unwrap();
+    // No revision: a delete of nothing, an empty txn, a grant kept.
+    c.delete_range(pb::DeleteRangeRequest {
+        key: Bytes::from_static(b"/registry/none"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.txn(txn(vec![], vec![], vec![])).await.unwrap();
+    let kept = c.lease_grant(0, 900).await.unwrap().id;
+    let (k2, rv2) = objects[2].clone();
+    let rv = update(c, &k2, "{\"spec\":\"leased\"}", rv2, kept)
+        .await
+        .unwrap();
+    objects[2].1 = rv;
+    objects
+}
+
+/// Events `watch --rev=from` sees on `endpoints` under `/registry/`, as
+/// `(type, key, create, mod, version)`, read for a moment and stopped.
+fn watch_events(
+    etcdctl: &Path,
+    endpoints: &str,
+    from: i64,
+) -> Vec<(String, String, i64, i64, i64)> {
+    let mut child = Command::new(etcdctl)
+        .args(["--endpoints", endpoints, "watch", "--prefix", "/registry/"])
+        .arg(format!("--rev={from}"))
+        .args(["-w", "json"])
+        .env("ETCDCTL_API", "3")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut events = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with('{')) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for e in v["Events"].as_array().into_iter().flatten() {
+            let kv = &e["kv"];
+            // etcdctl's JSON carries keys in base64.
+            let raw = kv["key"].as_str().unwrap_or_default();
+            let key = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, raw)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_else(|_| raw.to_owned());
+            let n = |f: &str| kv[f].as_i64().unwrap_or(0);
+            events.push((
+                e["type"].as_str().unwrap_or("PUT").to_owned(),
+                key,
+                n("create_revision"),
+                n("mod_revision"),
+                n("version"),
+            ));
+        }
+    }
+    events
+}
+
+/// Restores every standby member from a seed of the primary (the
+/// replicator's data dir gets the seed) and starts them again.
+fn seed_standby(
+    primary: &EtcdCluster,
+    standby: &mut EtcdCluster,
+    data: &Path,
+    out: &Path,
+) -> serde_json::Value {
+    let tool = match standby.version() {
+        EtcdVersion::V3_4 => standby.bin_dir().join("etcdctl"),
+        _ => standby.bin_dir().join("etcdutl"),
+    };
+    let members: Vec<String> = standby
+        .initial_cluster()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    for i in 0..standby.len() {
+        standby.stop_member(i).unwrap();
+    }
+    let mut cmd = Command::new(etcd_standby_bin());
+    cmd.args(["seed", "--source-endpoints", &primary.client_endpoints()])
+        .arg("--out")
+        .arg(out)
+        .arg("--restore-tool")
+        .arg(&tool)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--json");
+    for m in &members {
+        cmd.args(["--standby-member", m]);
+    }
+    let done = cmd.output().unwrap();
+    assert!(
+        done.status.success(),
+        "seed failed: {}{}",
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let rec: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    for i in 0..standby.len() {
+        let dir = standby.data_dir(i).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let name = standby.member_name(i).unwrap().to_owned();
+        std::fs::rename(out.join(&name), &dir).unwrap();
+    }
+    let ids: Vec<usize> = (0..standby.len()).collect();
+    standby.restart_members(&ids).unwrap();
+    rec
+}
+
+/// The primary's and the standby's header revisions are equal once replay
+/// has everything, and every key agrees at that revision.
+fn assert_same_revisions(primary: &EtcdCluster, standby: &EtcdCluster) -> i64 {
+    let (p, s) = block_on(async {
+        let p = connect(primary.client_urls(), None).await;
+        let s = connect(standby.client_urls(), None).await;
+        (revision(&p).await, revision(&s).await)
+    });
+    assert_eq!(p, s, "the standby's revision is not the primary's");
+    let at = p.to_string();
+    let (ok, out) = verify(primary, standby, &["--at-revision", &at]);
+    assert!(ok, "verify --at-revision {at}:\n{out}");
+    p
+}
+
+fn kubernetes_shaped_client_keeps_its_resource_versions_across_promotion(
+    v: EtcdVersion,
+    standby_members: usize,
+) {
+    // One runtime for the clients this test keeps (a client lives on the
+    // runtime it connected on).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("r");
+    let primary = EtcdCluster::start(v, 1, ClusterOptions::default()).unwrap();
+    let mut standby = EtcdCluster::start(v, standby_members, ClusterOptions::default()).unwrap();
+    let pc = rt.block_on(connect(primary.client_urls(), None));
+    // History before the replicator exists, compacted.
+    let early = rt.block_on(kube_workload(&pc, 0));
+    let compact_at = rt.block_on(revision(&pc)) - 3;
+    rt.block_on(pc.compact(compact_at, true)).unwrap();
+
+    let mut r = Replicator::start(&primary, &standby, &data, &["--preserve-revisions"]);
+    r.wait_state("waiting_for_seed", WAIT);
+    let joined_at = rt.block_on(cluster_raft_index(primary.client_urls()));
+    r.wait_commit(joined_at, WAIT);
+    // Written after the join, before the seed: in the snapshot.
+    rt.block_on(kube_workload(&pc, 1));
+    let rec = seed_standby(&primary, &mut standby, &data, &dir.path().join("seed"));
+    assert_eq!(rec["members"].as_array().unwrap().len(), standby_members);
+    let seed_revision = rec["revision"].as_i64().unwrap();
+    assert!(rec["hash_kv"].as_u64().is_some(), "{rec}");
+    // Written while the standby restarted: replayed from the log.
+    let objects = rt.block_on(kube_workload(&pc, 2));
+    r.wait_replayed(WAIT);
+    let rev = assert_same_revisions(&primary, &standby);
+    assert!(rev > seed_revision);
+
+    // The compaction came with the seed; a new one is replayed at the
+    // same revision.
+    let compact_again = rev - 2;
+    rt.block_on(pc.compact(compact_again, false)).unwrap();
+    rt.block_on(kube_workload(&pc, 3));
+    r.wait_replayed(WAIT);
+    let rev = assert_same_revisions(&primary, &standby);
+    let sc = rt.block_on(connect(standby.client_urls(), None));
+    let compacted = rt.block_on(sc.range(pb::RangeRequest {
+        key: Bytes::from_static(b"/registry/"),
+        range_end: Bytes::from_static(b"/registry0"),
+        revision: compact_at,
+        ..Default::default()
+    }));
+    assert_eq!(
+        compacted.unwrap_err().etcd_error(),
+        Some(EtcdError::Compacted),
+        "the standby kept history the primary compacted"
+    );
+    let hp = rt
+        .block_on(pc.hash_kv(&primary.client_url(0).unwrap(), 0))
+        .unwrap();
+    let hs = rt
+        .block_on(sc.hash_kv(&standby.client_url(0).unwrap(), 0))
+        .unwrap();
+    assert_eq!(hp.compact_revision, hs.compact_revision);
+
+    // Watches from a revision see the same events on both sides.
+    let etcdctl = primary.bin_dir().join("etcdctl");
+    let from = compact_again + 1;
+    let wp = watch_events(&etcdctl, &primary.client_endpoints(), from);
+    let ws = watch_events(&etcdctl, &standby.client_endpoints(), from);
+    assert!(!wp.is_empty());
+    assert_eq!(
+        wp, ws,
+        "watch --rev={from} differs between the primary and the standby"
+    );
+
+    // Promote; the client goes on against the standby with what it holds.
+    let run = promote(
+        &data,
+        &standby.client_endpoints(),
+        Some(&primary.client_endpoints()),
+        &[
+            "--yes",
+            "--fence-old-primary",
+            "--reason",
+            "revision-preserving drill",
+            "-w",
+            "json",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{run}\n{}", r.log_tail(40));
+    r.wait_exit(Duration::from_secs(30));
+    let (k, rv) = objects[0].clone();
+    let new_rv = rt.block_on(update(&sc, &k, "{\"spec\":\"after failover\"}", rv, 0))
+        .expect("a conditional update with the primary's resourceVersion succeeds on the promoted standby");
+    assert!(new_rv > rev);
+    // A watch resumed from the last revision the client saw delivers the
+    // next change, nothing before it.
+    let resumed = watch_events(&etcdctl, &standby.client_endpoints(), rev + 1);
+    let ours: Vec<_> = resumed
+        .iter()
+        .filter(|e| e.1.starts_with("/registry/"))
+        .collect();
+    assert_eq!(ours.len(), 1, "{resumed:?}");
+    assert_eq!(ours[0].1, k);
+    assert_eq!(ours[0].3, new_rv);
+    // Old objects still hold the resourceVersions the primary gave them.
+    for (key, rv) in early.iter().chain(objects.iter()).skip(1).take(5) {
+        let got = rt
+            .block_on(sc.range(pb::RangeRequest {
+                key: Bytes::from(key.clone()),
+                ..Default::default()
+            }))
+            .unwrap();
+        assert_eq!(got.kvs[0].mod_revision, *rv, "{key}");
+    }
+    drop(r);
+}
+
+#[test]
+fn kubernetes_shaped_client_keeps_its_resource_versions_across_promotion_3_4() {
+    kubernetes_shaped_client_keeps_its_resource_versions_across_promotion(EtcdVersion::V3_4, 1);
+}
+
+#[test]
+fn kubernetes_shaped_client_keeps_its_resource_versions_across_promotion_3_5() {
+    kubernetes_shaped_client_keeps_its_resource_versions_across_promotion(EtcdVersion::V3_5, 3);
+}
