@@ -178,11 +178,12 @@ fn watch_events(
     events
 }
 
-/// Restores every standby member from a seed of the primary (the
-/// replicator's data dir gets the seed) and starts them again.
-fn seed_standby(
+/// Runs `etcd-standby seed` of `primary` for `standby`'s members into
+/// `out` (the replicator's data dir `data` gets the seed); returns the
+/// seed record.
+fn run_seed(
     primary: &EtcdCluster,
-    standby: &mut EtcdCluster,
+    standby: &EtcdCluster,
     data: &Path,
     out: &Path,
 ) -> serde_json::Value {
@@ -190,14 +191,6 @@ fn seed_standby(
         EtcdVersion::V3_4 => standby.bin_dir().join("etcdctl"),
         _ => standby.bin_dir().join("etcdutl"),
     };
-    let members: Vec<String> = standby
-        .initial_cluster()
-        .split(',')
-        .map(str::to_owned)
-        .collect();
-    for i in 0..standby.len() {
-        standby.stop_member(i).unwrap();
-    }
     let mut cmd = Command::new(etcd_standby_bin());
     cmd.args(["seed", "--source-endpoints", &primary.client_endpoints()])
         .arg("--out")
@@ -207,7 +200,7 @@ fn seed_standby(
         .arg("--data-dir")
         .arg(data)
         .arg("--json");
-    for m in &members {
+    for m in standby.initial_cluster().split(',') {
         cmd.args(["--standby-member", m]);
     }
     let done = cmd.output().unwrap();
@@ -217,8 +210,14 @@ fn seed_standby(
         String::from_utf8_lossy(&done.stdout),
         String::from_utf8_lossy(&done.stderr)
     );
-    let rec: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    serde_json::from_slice(&done.stdout).unwrap()
+}
+
+/// Replaces every standby member's data dir with the one the seed
+/// restored in `out` and starts the members again.
+fn swap_in(standby: &mut EtcdCluster, out: &Path) {
     for i in 0..standby.len() {
+        standby.stop_member(i).unwrap();
         let dir = standby.data_dir(i).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let name = standby.member_name(i).unwrap().to_owned();
@@ -226,6 +225,17 @@ fn seed_standby(
     }
     let ids: Vec<usize> = (0..standby.len()).collect();
     standby.restart_members(&ids).unwrap();
+}
+
+/// Seeds the standby from the primary: the seed, then the members restored.
+fn seed_standby(
+    primary: &EtcdCluster,
+    standby: &mut EtcdCluster,
+    data: &Path,
+    out: &Path,
+) -> serde_json::Value {
+    let rec = run_seed(primary, standby, data, out);
+    swap_in(standby, out);
     rec
 }
 
@@ -367,4 +377,75 @@ fn kubernetes_shaped_client_keeps_its_resource_versions_across_promotion_3_4() {
 #[test]
 fn kubernetes_shaped_client_keeps_its_resource_versions_across_promotion_3_5() {
     kubernetes_shaped_client_keeps_its_resource_versions_across_promotion(EtcdVersion::V3_5, 3);
+}
+
+/// Puts `n` keys, one request each.
+async fn puts(c: &Client, prefix: &str, n: usize) {
+    for i in 0..n {
+        c.put(pb::PutRequest {
+            key: Bytes::from(format!("{prefix}{i:05}")),
+            value: Bytes::from(format!("v{i}")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// The guards of the mode: a standby that was not restored from the seed
+/// is refused (ES-1112), a SIGKILLed replicator resumes with every
+/// revision equal (each primary revision written once), and a write to the
+/// standby by anyone else halts replay (ES-1111).
+#[test]
+fn an_unseeded_standby_is_refused_a_sigkill_keeps_revisions_and_a_foreign_write_halts_3_5() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("r");
+    let primary = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    let mut standby = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
+    let pc = rt.block_on(connect(primary.client_urls(), None));
+    rt.block_on(puts(&pc, "/a/", 50));
+    let mut r = Replicator::start(&primary, &standby, &data, &["--preserve-revisions"]);
+    r.wait_state("waiting_for_seed", WAIT);
+    r.wait_commit(rt.block_on(cluster_raft_index(primary.client_urls())), WAIT);
+
+    // Seeded, but the standby still runs its own fresh data.
+    let out = dir.path().join("seed");
+    run_seed(&primary, &standby, &data, &out);
+    let halted = r.wait_state("halted", WAIT);
+    assert_eq!(halted["error_code"], "ES-1112", "{halted}");
+    assert!(
+        halted["error"]
+            .as_str()
+            .unwrap()
+            .contains("not at the seed's"),
+        "{halted}"
+    );
+
+    // Restored: replay goes on; SIGKILLs mid-stream lose and repeat nothing.
+    swap_in(&mut standby, &out);
+    r.kill();
+    r.restart();
+    // Nothing written since the seed: the standby has it all already.
+    r.wait_replayed(WAIT);
+    for round in 0..3 {
+        rt.block_on(puts(&pc, &format!("/b{round}/"), 400));
+        r.kill();
+        rt.block_on(puts(&pc, &format!("/c{round}/"), 100));
+        r.restart();
+    }
+    r.wait_replayed(WAIT);
+    assert_same_revisions(&primary, &standby);
+
+    // Anyone else's write moves the standby's revision: the next txn halts.
+    let sc = rt.block_on(connect(standby.client_urls(), None));
+    rt.block_on(sc.put(pb::PutRequest {
+        key: Bytes::from_static(b"/foreign"),
+        value: Bytes::from_static(b"x"),
+        ..Default::default()
+    }))
+    .unwrap();
+    rt.block_on(puts(&pc, "/d/", 3));
+    let halted = r.wait_state("halted", WAIT);
+    assert_eq!(halted["error_code"], "ES-1111", "{halted}");
 }

@@ -657,7 +657,8 @@ impl<S: StandbySink> Replay<S> {
                 ),
             });
         }
-        if writes {
+        // Only for entries still to write (a rebuild replays many below).
+        if writes && e.index > self.sink.confirmed_index() {
             self.sink.note_source_revision(e.index, applied.revision);
         }
         Ok(())
@@ -1056,7 +1057,7 @@ impl<S: StandbySink> Replay<S> {
     /// again, the write is retried, and then this reconcile writes their
     /// keys back (`restore_lease_keys`).
     async fn restore_lost_leases(&mut self) -> Result<()> {
-        let checkpoint = self.sink.checkpoint_index();
+        let checkpoint = self.sink.confirmed_index();
         if checkpoint == 0 || self.model.applied_index() != checkpoint {
             return Ok(());
         }

@@ -350,8 +350,21 @@ pub async fn seed(opts: SeedOptions) -> Result<SeedRecord> {
             );
         }
     }
+    // The member's applied index around the snapshot: when it did not move,
+    // the snapshot holds exactly the entries up to it (etcd commits its
+    // backend before streaming one). On 3.4 the db's own consistent index
+    // can lag it: entries that touch no key did not move it.
+    let mut applied_around = None;
     let (db, cluster_id, source, hash_client) = match &opts.source {
         SeedSource::Primary { client, endpoint } => {
+            let applied = async || {
+                client
+                    .status(endpoint)
+                    .await
+                    .map(|s| s.raft_applied_index)
+                    .with_context(|| format!("reading the applied index at {endpoint}"))
+            };
+            let before = applied().await?;
             let db = opts.out.join("snapshot.db");
             let mut f = tokio::fs::File::create(&db)
                 .await
@@ -364,6 +377,8 @@ pub async fn seed(opts: SeedOptions) -> Result<SeedRecord> {
                 .await
                 .with_context(|| format!("syncing {}", db.display()))?;
             tracing::info!(bytes, endpoint = %endpoint, "snapshot of the primary taken");
+            let after = applied().await?;
+            applied_around = (before == after).then_some(after);
             // The snapshot stream's header may carry no IDs (3.5): ask.
             let cluster = match header.map(|h| h.cluster_id).filter(|c| *c != 0) {
                 Some(c) => c,
@@ -402,7 +417,23 @@ pub async fn seed(opts: SeedOptions) -> Result<SeedRecord> {
             )
         }
     };
-    let point = db_point(&db)?;
+    let mut point = db_point(&db)?;
+    match applied_around {
+        Some(a) if a > point.index => {
+            tracing::info!(
+                consistent_index = point.index,
+                applied = a,
+                "the snapshot's consistent index lags the member's applied index (etcd 3.4 moves it only for key writes); replay continues after the applied index"
+            );
+            point.index = a;
+        }
+        Some(_) => {}
+        None if matches!(opts.source, SeedSource::Primary { .. }) => tracing::warn!(
+            consistent_index = point.index,
+            "the primary applied entries while the snapshot was taken: replay continues after the db's consistent index (on etcd 3.4, entries after it that touch no key are applied to the model again; seed while the primary is quiet to avoid it)"
+        ),
+        None => {}
+    }
     if let Some(layout) = &opts.data_dir {
         check_log_reaches(layout, point.index)?;
         if let Some(id) = layout.read_identity()?

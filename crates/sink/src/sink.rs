@@ -573,13 +573,21 @@ impl Sink {
     /// flight, the last entry given (entries that bump no revision are
     /// never checkpointed on their own: a txn would bump one).
     pub fn confirmed_index(&self) -> u64 {
-        let cp = self.checkpoint.map_or(0, |c| c.index);
+        let cp = self.floor();
         let idle = self.stream.pipe.inflight.is_empty() && self.stream.pending.entries == 0;
         if self.cfg.preserve.is_some() && idle {
             cp.max(self.stream.fed)
         } else {
             cp
         }
+    }
+
+    /// What the standby holds for sure: the checkpoint's index, and in
+    /// revision-preserving mode at least the seed's (the restore put
+    /// everything up to it there).
+    fn floor(&self) -> u64 {
+        let seed = self.cfg.preserve.map_or(0, |p| p.seed_index);
+        self.checkpoint.map_or(0, |c| c.index).max(seed)
     }
 
     /// The standby's revision after the last confirmed txn
@@ -780,7 +788,7 @@ impl Sink {
         st: &mut ApplyStats,
     ) -> Result<()> {
         let Stream { pending, pipe, fed } = stream;
-        let floor = self.checkpoint.map_or(0, |c| c.index).max(*fed);
+        let floor = self.floor().max(*fed);
         let mut prev = floor;
         for (index, term, effects) in batch {
             let (index, term) = (*index, *term);

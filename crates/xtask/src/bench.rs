@@ -29,16 +29,19 @@ pub enum Bench {
     /// The replicator's RSS next to a primary member's on the same data
     /// (1M keys x 1 KiB, and a value-size sweep).
     Memory,
+    /// Revision-preserving replay's catch-up rate next to the batched mode.
+    Revisions,
 }
 
 impl Bench {
-    pub const ALL: [Bench; 6] = [
+    pub const ALL: [Bench; 7] = [
         Bench::Wal,
         Bench::Learner,
         Bench::Replay,
         Bench::Wan,
         Bench::Primary,
         Bench::Memory,
+        Bench::Revisions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Bench {
             Bench::Wan => "wan",
             Bench::Primary => "primary",
             Bench::Memory => "memory",
+            Bench::Revisions => "revisions",
         }
     }
 
@@ -75,6 +79,7 @@ pub fn run(bench: Bench) -> Result<u8> {
         Bench::Wan => crate::bench_wan::bench_wan(&root),
         Bench::Primary => crate::bench_primary::bench_primary(&root),
         Bench::Memory => crate::bench_memory::bench_memory(&root),
+        Bench::Revisions => crate::bench_revisions::bench_revisions(&root),
     }
 }
 

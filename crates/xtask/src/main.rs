@@ -15,6 +15,7 @@ mod bench_learner;
 mod bench_memory;
 mod bench_primary;
 mod bench_replay;
+mod bench_revisions;
 mod bench_wan;
 mod cmd;
 mod demo;
@@ -49,7 +50,7 @@ commands:
                                reads from the standby) or inspect (the offline inspection
                                tool on a stopped etcd's data dir); --keep keeps the temp dirs,
                                --release builds etcd-standby with --release
-  bench NAME                   run a benchmark (available: wal, learner, replay, wan, primary);
+  bench NAME                   run a benchmark (available: wal, learner, replay, wan, primary, memory, revisions);
                                `bench replay` knobs: ETCD_STANDBY_BENCH_KEYS, _SECS,
                                _BACKLOG, _VERSIONS (e.g. 3.5), _MEMBERS, _CONC;
                                `bench wan` (root: network namespaces, an emulated link with
