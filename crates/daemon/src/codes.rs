@@ -185,7 +185,9 @@ pub fn sink_code(e: &SinkError) -> Code {
         SinkError::ValueStore { .. } => LOCAL_VALUE_STORE,
         SinkError::CheckpointMoved { .. } => CHECKPOINT_MOVED,
         SinkError::RevisionMismatch { .. } => REVISION_MISMATCH,
-        SinkError::RevisionsNotPreservable { .. } => REVISIONS_NOT_PRESERVABLE,
+        SinkError::RevisionsNotPreservable { .. } | SinkError::StandbyNotSeeded { .. } => {
+            REVISIONS_NOT_PRESERVABLE
+        }
         SinkError::OutOfOrder { .. } | SinkError::Config(_) | SinkError::Internal(_) => {
             UNCLASSIFIED
         }

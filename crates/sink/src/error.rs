@@ -206,6 +206,20 @@ pub enum SinkError {
         /// Why.
         reason: String,
     },
+    /// Revision-preserving replay: the standby has no checkpoint and is not
+    /// the seed's restore (yet): its revision or HashKV is not the seed's.
+    /// Retried: the members may still be being restored from the seed.
+    #[error(
+        "revision-preserving replay waits for the standby to be the seed's restore (raft index \
+         {index}): {detail}. Start every standby member on the data dir `etcd-standby seed` \
+         restored for it"
+    )]
+    StandbyNotSeeded {
+        /// The seed's raft index.
+        index: u64,
+        /// What differs.
+        detail: String,
+    },
     /// A bug: a task of the sink ended without an answer.
     #[error("internal: {0}")]
     Internal(String),
@@ -262,6 +276,7 @@ impl SinkError {
         match self {
             SinkError::Unavailable { .. } => true,
             SinkError::CheckpointMoved { ahead, .. } => *ahead,
+            SinkError::StandbyNotSeeded { .. } => true,
             SinkError::Client { source, .. }
             | SinkError::Lease { source, .. }
             | SinkError::Auth { source, .. } => source.is_unavailable() || source.is_timeout(),

@@ -1525,17 +1525,18 @@ async fn check_mode(client: &Client, cfg: &SinkConfig, stored: &StoredCheckpoint
         return Ok(stored.revision);
     };
     let not = |index: u64, reason: String| SinkError::RevisionsNotPreservable { index, reason };
+    let not_seeded = |detail: String| SinkError::StandbyNotSeeded {
+        index: p.seed_index,
+        detail,
+    };
     match stored.checkpoint {
         None => {
             if stored.revision != p.seed_revision {
-                return Err(not(
-                    p.seed_index,
-                    format!(
-                        "the standby is at revision {}, not at the seed's {} (raft index {}): it \
-                         was not restored from the seed snapshot, or was written since",
-                        stored.revision, p.seed_revision, p.seed_index
-                    ),
-                ));
+                return Err(not_seeded(format!(
+                    "the standby is at revision {}, not at the seed's {}: not restored from \
+                     the seed snapshot (yet), or written since",
+                    stored.revision, p.seed_revision
+                )));
             }
             if let Some(want) = p.seed_hash {
                 let mut last = None;
@@ -1543,14 +1544,11 @@ async fn check_mode(client: &Client, cfg: &SinkConfig, stored: &StoredCheckpoint
                     match client.hash_kv(&ep, p.seed_revision).await {
                         Ok(h) if h.hash == want => return Ok(stored.revision),
                         Ok(h) => {
-                            return Err(not(
-                                p.seed_index,
-                                format!(
-                                    "the standby's HashKV at revision {} is {} on {ep}, the seed's \
-                                     is {want}: its keys are not the seed snapshot's",
-                                    p.seed_revision, h.hash
-                                ),
-                            ));
+                            return Err(not_seeded(format!(
+                                "the standby's HashKV at revision {} is {} on {ep}, the seed's \
+                                 is {want}: its keys are not the seed snapshot's",
+                                p.seed_revision, h.hash
+                            )));
                         }
                         Err(e) => last = Some(e),
                     }
