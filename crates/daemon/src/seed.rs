@@ -144,7 +144,8 @@ pub fn preserve_for(layout: &Layout, cluster_id: u64) -> Result<Option<PreserveR
 /// What a snapshot db says about where it stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DbPoint {
-    /// Consistent index (the last raft entry applied into it).
+    /// Consistent index (the last raft entry applied into it); 0 when the
+    /// db has none (etcd 3.4 records it only with key writes).
     pub index: u64,
     /// Term, when recorded (3.5), else 0.
     pub term: u64,
@@ -177,15 +178,8 @@ pub fn db_point(db: &Path) -> Result<DbPoint> {
         .stats()
         .latest
         .map_or(1, |r| r.main);
-    let Some(index) = meta.consistent_index.filter(|i| *i > 0) else {
-        bail!(
-            "snapshot db {}: no consistent index in its meta bucket; it cannot say where the raft \
-             log continues",
-            db.display()
-        );
-    };
     Ok(DbPoint {
-        index,
+        index: meta.consistent_index.unwrap_or(0),
         term: meta.term.unwrap_or(0),
         revision: latest.max(compact_revision).max(1),
         compact_revision,
@@ -433,6 +427,14 @@ pub async fn seed(opts: SeedOptions) -> Result<SeedRecord> {
             "the primary applied entries while the snapshot was taken: replay continues after the db's consistent index (on etcd 3.4, entries after it that touch no key are applied to the model again; seed while the primary is quiet to avoid it)"
         ),
         None => {}
+    }
+    if point.index == 0 {
+        bail!(
+            "snapshot db {}: no consistent index in its meta bucket (an etcd 3.4 primary with no key \
+             written yet records none), so it cannot say where the raft log continues; seed from \
+             the primary itself (--source-endpoints) while it is quiet, or after a first write",
+            db.display()
+        );
     }
     if let Some(layout) = &opts.data_dir {
         check_log_reaches(layout, point.index)?;
