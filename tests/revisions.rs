@@ -22,64 +22,57 @@ use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn cmp_create(key: &str, rev: i64) -> Compare {
+/// Compare: `key`'s mod revision (`modified`) or create revision is `rev`.
+fn cmp_rev(key: &str, rev: i64, modified: bool) -> Compare {
+    let (target, union) = if modified {
+        (
+            compare::CompareTarget::Mod,
+            compare::TargetUnion::ModRevision(rev),
+        )
+    } else {
+        (
+            compare::CompareTarget::Create,
+            compare::TargetUnion::CreateRevision(rev),
+        )
+    };
     Compare {
         result: compare::CompareResult::Equal as i32,
-        target: compare::CompareTarget::Create as i32,
+        target: target as i32,
         key: Bytes::from(key.to_owned()),
-        target_union: Some(compare::TargetUnion::CreateRevision(rev)),
+        target_union: Some(union),
         ..Default::default()
     }
 }
 
-fn cmp_mod(key: &str, rev: i64) -> Compare {
-    Compare {
-        result: compare::CompareResult::Equal as i32,
-        target: compare::CompareTarget::Mod as i32,
-        key: Bytes::from(key.to_owned()),
-        target_union: Some(compare::TargetUnion::ModRevision(rev)),
-        ..Default::default()
-    }
-}
-
-/// kube-apiserver's create: only if absent. Returns the new resourceVersion.
-async fn create(c: &Client, key: &str, value: &str) -> i64 {
+/// kube-apiserver's shape of a write: `op` if `cmp` holds, else read `key`.
+/// The new revision, or `None` when the precondition failed.
+async fn guarded(c: &Client, cmp: Compare, op: pb::RequestOp, key: &str) -> Option<i64> {
     let r = c
-        .txn(txn(
-            vec![cmp_create(key, 0)],
-            vec![put_op(key.to_owned(), value.to_owned(), 0)],
-            vec![get_op(key.to_owned())],
-        ))
-        .await
-        .unwrap();
-    assert!(r.succeeded, "create {key}: exists");
-    r.header.unwrap().revision
-}
-
-/// kube-apiserver's update: only at resourceVersion `rv`. `None`: conflict.
-async fn update(c: &Client, key: &str, value: &str, rv: i64, lease: i64) -> Option<i64> {
-    let r = c
-        .txn(txn(
-            vec![cmp_mod(key, rv)],
-            vec![put_op(key.to_owned(), value.to_owned(), lease)],
-            vec![get_op(key.to_owned())],
-        ))
+        .txn(txn(vec![cmp], vec![op], vec![get_op(key.to_owned())]))
         .await
         .unwrap();
     r.succeeded.then(|| r.header.unwrap().revision)
 }
 
+/// kube-apiserver's create: only if absent. Returns the new resourceVersion.
+async fn create(c: &Client, key: &str, value: &str) -> i64 {
+    let op = put_op(key.to_owned(), value.to_owned(), 0);
+    guarded(c, cmp_rev(key, 0, false), op, key)
+        .await
+        .unwrap_or_else(|| panic!("create {key}: exists"))
+}
+
+/// kube-apiserver's update: only at resourceVersion `rv`. `None`: conflict.
+async fn update(c: &Client, key: &str, value: &str, rv: i64, lease: i64) -> Option<i64> {
+    let op = put_op(key.to_owned(), value.to_owned(), lease);
+    guarded(c, cmp_rev(key, rv, true), op, key).await
+}
+
 /// kube-apiserver's delete with a precondition on the resourceVersion.
 async fn delete(c: &Client, key: &str, rv: i64) -> bool {
-    let r = c
-        .txn(txn(
-            vec![cmp_mod(key, rv)],
-            vec![del_op(key.to_owned())],
-            vec![get_op(key.to_owned())],
-        ))
+    guarded(c, cmp_rev(key, rv, true), del_op(key.to_owned()), key)
         .await
-        .unwrap();
-    r.succeeded
+        .is_some()
 }
 
 /// A workload shaped like kube-apiserver's storage: objects created,
@@ -254,27 +247,68 @@ fn assert_same_revisions(primary: &EtcdCluster, standby: &EtcdCluster) -> i64 {
     p
 }
 
+/// A primary and a standby of one version, a client of the primary (on the
+/// rig's runtime: a client lives on the runtime it connected on), and the
+/// replicator's data dir.
+struct Rig {
+    rt: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    primary: EtcdCluster,
+    standby: EtcdCluster,
+    pc: Client,
+}
+
+impl Rig {
+    fn new(v: EtcdVersion, standby_members: usize) -> Rig {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("r");
+        let primary = EtcdCluster::start(v, 1, ClusterOptions::default()).unwrap();
+        let standby = EtcdCluster::start(v, standby_members, ClusterOptions::default()).unwrap();
+        let pc = rt.block_on(connect(primary.client_urls(), None));
+        Rig {
+            rt,
+            dir,
+            data,
+            primary,
+            standby,
+            pc,
+        }
+    }
+}
+
+/// Starts `run --preserve-revisions`; returns once it joined and holds the
+/// primary's log, waiting for a seed.
+fn preserving_replicator(
+    rt: &tokio::runtime::Runtime,
+    primary: &EtcdCluster,
+    standby: &EtcdCluster,
+    data: &Path,
+) -> Replicator {
+    let mut r = Replicator::start(primary, standby, data, &["--preserve-revisions"]);
+    r.wait_state("waiting_for_seed", WAIT);
+    r.wait_commit(rt.block_on(cluster_raft_index(primary.client_urls())), WAIT);
+    r
+}
+
 fn kubernetes_shaped_client_keeps_its_resource_versions_across_promotion(
     v: EtcdVersion,
     standby_members: usize,
 ) {
-    // One runtime for the clients this test keeps (a client lives on the
-    // runtime it connected on).
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("r");
-    let primary = EtcdCluster::start(v, 1, ClusterOptions::default()).unwrap();
-    let mut standby = EtcdCluster::start(v, standby_members, ClusterOptions::default()).unwrap();
-    let pc = rt.block_on(connect(primary.client_urls(), None));
+    let Rig {
+        rt,
+        dir,
+        data,
+        primary,
+        mut standby,
+        pc,
+    } = Rig::new(v, standby_members);
     // History before the replicator exists, compacted.
     let early = rt.block_on(kube_workload(&pc, 0));
     let compact_at = rt.block_on(revision(&pc)) - 3;
     rt.block_on(pc.compact(compact_at, true)).unwrap();
-
-    let mut r = Replicator::start(&primary, &standby, &data, &["--preserve-revisions"]);
-    r.wait_state("waiting_for_seed", WAIT);
-    let joined_at = rt.block_on(cluster_raft_index(primary.client_urls()));
-    r.wait_commit(joined_at, WAIT);
+    let mut r = preserving_replicator(&rt, &primary, &standby, &data);
     // Written after the join, before the seed: in the snapshot.
     rt.block_on(kube_workload(&pc, 1));
     let rec = seed_standby(&primary, &mut standby, &data, &dir.path().join("seed"));
@@ -398,16 +432,16 @@ async fn puts(c: &Client, prefix: &str, n: usize) {
 /// standby by anyone else halts replay (ES-1111).
 #[test]
 fn an_unseeded_standby_is_waited_for_a_sigkill_keeps_revisions_and_a_foreign_write_halts_3_5() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("r");
-    let primary = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
-    let mut standby = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
-    let pc = rt.block_on(connect(primary.client_urls(), None));
+    let Rig {
+        rt,
+        dir,
+        data,
+        primary,
+        mut standby,
+        pc,
+    } = Rig::new(EtcdVersion::V3_5, 1);
     rt.block_on(puts(&pc, "/a/", 50));
-    let mut r = Replicator::start(&primary, &standby, &data, &["--preserve-revisions"]);
-    r.wait_state("waiting_for_seed", WAIT);
-    r.wait_commit(rt.block_on(cluster_raft_index(primary.client_urls())), WAIT);
+    let mut r = preserving_replicator(&rt, &primary, &standby, &data);
 
     // Seeded, but the standby still runs its own fresh data: replay waits
     // (the members may still be being restored) and says why.
@@ -456,16 +490,16 @@ fn an_unseeded_standby_is_waited_for_a_sigkill_keeps_revisions_and_a_foreign_wri
 /// goes on with equal revisions.
 #[test]
 fn a_seed_from_a_snapshot_file_keeps_revisions_3_4() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("r");
-    let primary = EtcdCluster::start(EtcdVersion::V3_4, 1, ClusterOptions::default()).unwrap();
-    let mut standby = EtcdCluster::start(EtcdVersion::V3_4, 1, ClusterOptions::default()).unwrap();
-    let pc = rt.block_on(connect(primary.client_urls(), None));
+    let Rig {
+        rt,
+        dir,
+        data,
+        primary,
+        mut standby,
+        pc,
+    } = Rig::new(EtcdVersion::V3_4, 1);
     rt.block_on(kube_workload(&pc, 0));
-    let mut r = Replicator::start(&primary, &standby, &data, &["--preserve-revisions"]);
-    r.wait_state("waiting_for_seed", WAIT);
-    r.wait_commit(rt.block_on(cluster_raft_index(primary.client_urls())), WAIT);
+    let mut r = preserving_replicator(&rt, &primary, &standby, &data);
     // Entries that touch no key after the last key write.
     rt.block_on(pc.lease_grant(0, 600)).unwrap();
     let file = dir.path().join("snap.db");

@@ -19,32 +19,29 @@ use etcd_standby_testkit::EtcdVersion;
 
 both_versions!(verify_at_revision_reports_revision_and_version_differences);
 
+/// The revision an answer's header carries.
+fn revision_of(header: Option<pb::ResponseHeader>) -> i64 {
+    header.map_or(0, |h| h.revision)
+}
+
 /// Puts `key` = `value` (with `lease`, 0: none); the revision it made.
 async fn put_kv(c: &Client, key: &str, value: &str, lease: i64) -> i64 {
-    c.put(pb::PutRequest {
+    let req = pb::PutRequest {
         key: Bytes::copy_from_slice(key.as_bytes()),
         value: Bytes::copy_from_slice(value.as_bytes()),
         lease,
         ..Default::default()
-    })
-    .await
-    .unwrap()
-    .header
-    .unwrap()
-    .revision
+    };
+    revision_of(c.put(req).await.unwrap().header)
 }
 
 /// Deletes `key`; the revision after it.
 async fn del_kv(c: &Client, key: &str) -> i64 {
-    c.delete_range(pb::DeleteRangeRequest {
+    let req = pb::DeleteRangeRequest {
         key: Bytes::copy_from_slice(key.as_bytes()),
         ..Default::default()
-    })
-    .await
-    .unwrap()
-    .header
-    .unwrap()
-    .revision
+    };
+    revision_of(c.delete_range(req).await.unwrap().header)
 }
 
 /// Options comparing both sides at revision `r`, metadata included or not.
