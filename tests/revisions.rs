@@ -527,6 +527,17 @@ fn a_seed_from_a_snapshot_file_keeps_revisions_3_4() {
         String::from_utf8_lossy(&done.stderr)
     );
     swap_in(&mut standby, &out);
+    r.wait_replayed(WAIT);
+    // Nothing written since the seed: the standby holds everything up to
+    // it, and a promotion's checks say so (a dry run changes nothing).
+    let dry = promote(
+        &data,
+        &standby.client_endpoints(),
+        Some(&primary.client_endpoints()),
+        &["--dry-run", "--fence-old-primary", "-w", "json"],
+        &[],
+    );
+    assert_eq!(dry.code, Some(0), "{dry}");
     rt.block_on(kube_workload(&pc, 1));
     r.wait_replayed(WAIT);
     assert_same_revisions(&primary, &standby);

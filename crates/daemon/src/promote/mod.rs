@@ -184,6 +184,17 @@ async fn gather_standby(opts: &PromoteOptions, cluster_id: u64) -> StandbyFacts 
             f.epoch = st.epoch;
             f.checkpoint = st.checkpoint.map(|c| (c.index, c.term));
             f.revision = st.revision;
+            // A revision-preserving standby restored from this data dir's
+            // seed and not written since holds everything up to the
+            // seed's index (its first checkpoint comes with the first
+            // revision the primary makes after it).
+            if f.checkpoint.is_none()
+                && let Ok(Some(seed)) = crate::seed::read(&layout_of(opts))
+                && seed.revision == st.revision
+                && seed.cluster_id().is_ok_and(|c| c == cluster_id)
+            {
+                f.checkpoint = Some((seed.index, seed.term));
+            }
             f.promoted = st.promoted.map(|b| {
                 serde_json::from_slice(&b).unwrap_or_else(
                     |_| serde_json::json!({"raw": String::from_utf8_lossy(&b).into_owned()}),
