@@ -64,6 +64,8 @@ codes! {
         "Replay halts. Find who wrote to the standby (its watch history at the reported revision), then re-seed it with `etcd-standby seed`";
     REVISIONS_NOT_PRESERVABLE = "ES-1112", "--preserve-revisions cannot go on: the standby was not seeded for it, was replicated in the batched mode, or the log jumps over a leader snapshot",
         "Re-seed the standby from a primary snapshot (`etcd-standby seed`, runbook: revision-preserving mode), or run without --preserve-revisions";
+    SEED_REFUSED = "ES-1113", "`etcd-standby seed` refused or failed (the snapshot, the data dir's log, the restore tool, or a seed record)",
+        "Read the message: it names the file or step. Seed from a newer snapshot when the data dir's log starts after it; give the standby version's restore tool with --restore-tool; remove a half-made --out dir";
     FENCED = "ES-2001", "The standby's fencing epoch is newer than ours (promoted, or another replicator took over)",
         "Expected after a promotion: stop this replicator. Otherwise find who else writes to the standby";
     LOST_LOCK = "ES-2002", "--ha: this instance lost the HA lock (another one is active, or our lease expired)",

@@ -20,8 +20,16 @@ use etcd_standby_client::Client;
 use etcd_standby_sink::PreserveRevisions;
 use serde::{Deserialize, Serialize};
 
+use crate::codes::SEED_REFUSED;
 use crate::datadir::write_atomic;
-use crate::error::{Context, Result, bail};
+use crate::error::{Context, Error, Result};
+
+/// Returns a seed refusal (ES-1113) with a formatted message.
+macro_rules! refuse {
+    ($($arg:tt)*) => {
+        return Err(Error::refusal(SEED_REFUSED, format!($($arg)*)))
+    };
+}
 use crate::store::Layout;
 
 /// Version of [`SeedRecord`]'s format.
@@ -109,7 +117,7 @@ pub fn read(layout: &Layout) -> Result<Option<SeedRecord>> {
     let rec: SeedRecord =
         serde_json::from_slice(&body).with_context(|| format!("reading {}", path.display()))?;
     if rec.format != SEED_FORMAT {
-        bail!(
+        refuse!(
             "{}: seed format {} is not {SEED_FORMAT} (made by another version of etcd-standby)",
             path.display(),
             rec.format
@@ -126,13 +134,13 @@ pub fn preserve_for(layout: &Layout, cluster_id: u64) -> Result<Option<PreserveR
     };
     let seeded = rec.cluster_id()?;
     if seeded != cluster_id {
-        bail!(
+        refuse!(
             "{}: the seed is of cluster {seeded:016x}, the learner follows {cluster_id:016x}",
             record_path(layout).display()
         );
     }
     if !db_path(layout).is_file() {
-        bail!(
+        refuse!(
             "{} names a seed whose snapshot {} is missing; seed again",
             record_path(layout).display(),
             db_path(layout).display()
@@ -227,7 +235,7 @@ impl RestoreTool {
                 }
             }
         }
-        bail!(
+        refuse!(
             "no etcdutl or etcdctl on PATH: give the standby's version of the restore tool with \
              --restore-tool (etcdutl for 3.5, etcdctl for 3.4)"
         )
@@ -277,7 +285,7 @@ impl RestoreTool {
             .output()
             .with_context(|| format!("running {}", self.path.display()))?;
         if !out.status.success() {
-            bail!(
+            refuse!(
                 "{} snapshot restore for member {} failed ({}): {}",
                 self.path.display(),
                 member.name,
@@ -330,14 +338,14 @@ pub struct SeedOptions {
 /// after the snapshot's index.
 pub async fn seed(opts: SeedOptions) -> Result<SeedRecord> {
     if opts.members.is_empty() {
-        bail!("seed needs at least one standby member (--standby-member NAME=PEER_URL)");
+        refuse!("seed needs at least one standby member (--standby-member NAME=PEER_URL)");
     }
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     for (name, _) in &opts.members {
         let dir = opts.out.join(name);
         if dir.exists() {
-            bail!(
+            refuse!(
                 "{} exists: the restore writes a new member data dir there; remove it or choose \
                  another --out",
                 dir.display()
@@ -400,7 +408,7 @@ pub async fn seed(opts: SeedOptions) -> Result<SeedRecord> {
                         .read_identity()?
                         .map(|i| i.cluster_id)
                         .context("the data dir has no identity yet: give --source-cluster-id")?,
-                    None => bail!("seeding from a file needs --source-cluster-id or --data-dir"),
+                    None => refuse!("seeding from a file needs --source-cluster-id or --data-dir"),
                 },
             };
             (
@@ -429,7 +437,7 @@ pub async fn seed(opts: SeedOptions) -> Result<SeedRecord> {
         None => {}
     }
     if point.index == 0 {
-        bail!(
+        refuse!(
             "snapshot db {}: no consistent index in its meta bucket (an etcd 3.4 primary with no key \
              written yet records none), so it cannot say where the raft log continues; seed from \
              the primary itself (--source-endpoints) while it is quiet, or after a first write",
@@ -441,7 +449,7 @@ pub async fn seed(opts: SeedOptions) -> Result<SeedRecord> {
         if let Some(id) = layout.read_identity()?
             && id.cluster_id != cluster_id
         {
-            bail!(
+            refuse!(
                 "the snapshot is of cluster {cluster_id:016x}, the data dir replicates {:016x}",
                 id.cluster_id
             );
@@ -509,7 +517,7 @@ pub fn check_log_reaches(layout: &Layout, index: u64) -> Result<()> {
             .ok()
             .and_then(|d| d.into_iter().next_back())
             .map(|(_, p)| p.display().to_string());
-        bail!(
+        refuse!(
             "the replicator's local log starts after raft index {} but the snapshot holds \
              entries up to {index} only: replay could not continue from it. Seed from a newer \
              snapshot{}",
@@ -520,4 +528,49 @@ pub fn check_log_reaches(layout: &Layout, index: u64) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(root: &Path) -> Layout {
+        Layout {
+            root: root.to_path_buf(),
+            segment_bytes: None,
+        }
+    }
+
+    #[test]
+    fn a_data_dir_whose_log_starts_after_the_seed_index_is_refused_with_es_1113() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = layout(dir.path());
+        // No log yet: the learner joins after the seed.
+        check_log_reaches(&l, 50).unwrap();
+        let wal = l.wal();
+        std::fs::create_dir_all(&wal).unwrap();
+        std::fs::write(
+            wal.join(etcd_standby_wal::names::segment_file_name(0, 100)),
+            b"",
+        )
+        .unwrap();
+        check_log_reaches(&l, 100).unwrap();
+        let e = check_log_reaches(&l, 50).unwrap_err();
+        assert_eq!(e.code().id, "ES-1113");
+        assert!(e.to_string().contains("starts after raft index 100"), "{e}");
+    }
+
+    #[test]
+    fn a_snapshot_save_file_says_where_the_log_continues() {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../..");
+        for v in ["3.4.23", "3.5.1"] {
+            let db = root.join(format!("shared/fixtures/etcd-{v}/etcdctl-snapshot.db"));
+            let p = db_point(&db).unwrap();
+            assert!(
+                p.has_hash,
+                "{v}: a snapshot save file ends with its SHA-256"
+            );
+            assert!(p.index > 0 && p.revision > 1, "{v}: {p:?}");
+        }
+    }
 }
