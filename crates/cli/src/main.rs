@@ -789,10 +789,11 @@ fn print_status(admin: &str, w: WriteOut) -> anyhow::Result<()> {
     if r.is_object() {
         let g = |k: &str| r[k].as_u64().unwrap_or(0);
         println!(
-            "replay      {}  applied {}  standby checkpoint {}  lag {} entries / {:.2} s  standby revision {}",
+            "replay      {}  applied {}  standby checkpoint {}  confirmed {}  lag {} entries / {:.2} s  standby revision {}",
             r["state"].as_str().unwrap_or("?"),
             g("applied_index"),
             g("standby_checkpoint"),
+            g("confirmed_index"),
             g("lag_entries"),
             r["lag_seconds"].as_f64().unwrap_or(0.0),
             r["standby_revision"].as_i64().unwrap_or(0)
@@ -851,6 +852,7 @@ fn status_table(v: &serde_json::Value) -> String {
             ("replay state", &r["state"]),
             ("applied index", &r["applied_index"]),
             ("standby checkpoint", &r["standby_checkpoint"]),
+            ("confirmed index", &r["confirmed_index"]),
             ("lag entries", &r["lag_entries"]),
             ("lag seconds", &r["lag_seconds"]),
             ("standby revision", &r["standby_revision"]),

@@ -62,7 +62,14 @@ struct Inner {
     pending_bytes: usize,
     /// Digests a key stopped holding since the last garbage collection.
     released: Vec<Digest>,
+    /// When a commit of buffered values last failed (a full disk): puts
+    /// retry it only after [`COMMIT_RETRY`], with one warning per try.
+    failed_at: Option<std::time::Instant>,
 }
+
+/// After a failed commit of buffered values, puts try again this often at
+/// most (each try rewrites the whole buffer and warns once).
+const COMMIT_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl std::fmt::Debug for DiskValues {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -151,7 +158,11 @@ impl DiskValues {
         if inner.pending.is_empty() {
             return Ok(());
         }
-        self.commit(&mut inner)
+        let r = self.commit(&mut inner);
+        if r.is_ok() {
+            inner.failed_at = None;
+        }
+        r
     }
 
     /// Deletes the values released since the last call that `live` (sorted
@@ -245,11 +256,21 @@ impl DiskValues {
         inner.pending_bytes += value.len();
         // A copy: `value` may be a slice of a whole raft entry's buffer.
         inner.pending.insert(*d, Bytes::copy_from_slice(value));
-        if inner.pending_bytes >= FLUSH_AT_BYTES
-            && let Err(e) = self.commit(&mut inner)
-        {
-            // Kept pending; the next flush retries and reports it.
-            tracing::warn!(error = %e, "value store: could not commit buffered values");
+        let due = inner.failed_at.is_none_or(|t| t.elapsed() >= COMMIT_RETRY);
+        if inner.pending_bytes >= FLUSH_AT_BYTES && due {
+            match self.commit(&mut inner) {
+                Ok(()) => inner.failed_at = None,
+                Err(e) => {
+                    // Kept pending; retried after COMMIT_RETRY or by the
+                    // next flush, which reports it.
+                    inner.failed_at = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        error = %e,
+                        retry_in_seconds = COMMIT_RETRY.as_secs(),
+                        "value store: could not commit buffered values"
+                    );
+                }
+            }
         }
     }
 }
