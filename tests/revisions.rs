@@ -129,12 +129,15 @@ async fn kube_workload(c: &Client, round: u32) -> Vec<(String, i64)> {
 }
 
 /// Events `watch --rev=from` sees on `endpoints` under `/registry/`, as
-/// `(type, key, create, mod, version)`, read for a moment and stopped.
+/// `(type, key, create, mod, version)`, up to the first at revision `until`
+/// or later (or 20 s), then stopped.
 fn watch_events(
     etcdctl: &Path,
     endpoints: &str,
     from: i64,
+    until: i64,
 ) -> Vec<(String, String, i64, i64, i64)> {
+    use std::io::BufRead;
     let mut child = Command::new(etcdctl)
         .args(["--endpoints", endpoints, "watch", "--prefix", "/registry/"])
         .arg(format!("--rev={from}"))
@@ -144,13 +147,32 @@ fn watch_events(
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut events = Vec::new();
-    for line in text.lines().filter(|l| l.starts_with('{')) {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    while events
+        .last()
+        .is_none_or(|e: &(String, String, i64, i64, i64)| e.3 < until)
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            break;
+        };
+        if !line.starts_with('{') {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         for e in v["Events"].as_array().into_iter().flatten() {
             let kv = &e["kv"];
             // etcdctl's JSON carries keys in base64.
@@ -168,6 +190,8 @@ fn watch_events(
             ));
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     events
 }
 
@@ -351,9 +375,13 @@ fn kubernetes_shaped_client_keeps_its_resource_versions_across_promotion(
     // Watches from a revision see the same events on both sides.
     let etcdctl = primary.bin_dir().join("etcdctl");
     let from = compact_again + 1;
-    let wp = watch_events(&etcdctl, &primary.client_endpoints(), from);
-    let ws = watch_events(&etcdctl, &standby.client_endpoints(), from);
-    assert!(!wp.is_empty());
+    let wp = watch_events(&etcdctl, &primary.client_endpoints(), from, rev);
+    let ws = watch_events(&etcdctl, &standby.client_endpoints(), from, rev);
+    assert_eq!(
+        wp.last().map(|e| e.3),
+        Some(rev),
+        "the watch reached the last revision"
+    );
     assert_eq!(
         wp, ws,
         "watch --rev={from} differs between the primary and the standby"
@@ -382,7 +410,7 @@ fn kubernetes_shaped_client_keeps_its_resource_versions_across_promotion(
     assert!(new_rv > rev);
     // A watch resumed from the last revision the client saw delivers the
     // next change, nothing before it.
-    let resumed = watch_events(&etcdctl, &standby.client_endpoints(), rev + 1);
+    let resumed = watch_events(&etcdctl, &standby.client_endpoints(), rev + 1, new_rv);
     let ours: Vec<_> = resumed
         .iter()
         .filter(|e| e.1.starts_with("/registry/"))
