@@ -62,8 +62,8 @@ codes! {
         "If it moved on, nothing to do (replay re-reads it and resumes). If it went back: stop every other replicator of this source, then re-seed the standby or let a reconcile run";
     REVISION_MISMATCH = "ES-1111", "--preserve-revisions: a standby txn did not land at the primary's revision (a foreign write or an expired lease on the standby)",
         "Replay halts. Find who wrote to the standby (its watch history at the reported revision), then re-seed it with `etcd-standby seed`";
-    REVISIONS_NOT_PRESERVABLE = "ES-1112", "--preserve-revisions cannot go on: the standby was not seeded for it, was replicated in the batched mode, or the log jumps over a leader snapshot",
-        "Re-seed the standby from a primary snapshot (`etcd-standby seed`, runbook: revision-preserving mode), or run without --preserve-revisions";
+    REVISIONS_NOT_PRESERVABLE = "ES-1112", "--preserve-revisions cannot go on: the standby is not (yet) the seed's restore (replay waits), was replicated in the batched mode, or the log jumps over a leader snapshot (replay halts)",
+        "Start the standby members on the data dirs the seed restored; otherwise re-seed (`etcd-standby seed`, runbook: revision-preserving mode), or run without --preserve-revisions";
     SEED_REFUSED = "ES-1113", "`etcd-standby seed` refused or failed (the snapshot, the data dir's log, the restore tool, or a seed record)",
         "Read the message: it names the file or step. Seed from a newer snapshot when the data dir's log starts after it; give the standby version's restore tool with --restore-tool; remove a half-made --out dir";
     FENCED = "ES-2001", "The standby's fencing epoch is newer than ours (promoted, or another replicator took over)",
