@@ -133,6 +133,30 @@ pub struct MetaBucket {
     pub other: Vec<(Bytes, Bytes)>,
 }
 
+impl MetaBucket {
+    /// The compact revision a restarting member takes (the larger of the
+    /// scheduled and finished compactions; -1: never compacted).
+    pub fn compact_revision(&self) -> i64 {
+        [self.scheduled_compact_rev, self.finished_compact_rev]
+            .into_iter()
+            .flatten()
+            .map(|r| r.main)
+            .max()
+            .unwrap_or(-1)
+    }
+
+    /// The revision a member restored from this db starts at, given the
+    /// newest revision in bucket `key`: the larger of that and the
+    /// compaction (a compacted delete leaves no key behind), at least 1.
+    /// `snapshot status` reports only the first, so it can say less.
+    pub fn restored_revision(&self, latest: Option<Revision>) -> i64 {
+        latest
+            .map_or(1, |r| r.main)
+            .max(self.compact_revision())
+            .max(1)
+    }
+}
+
 /// Contents of bucket `auth`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthBucket {

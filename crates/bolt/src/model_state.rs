@@ -33,14 +33,9 @@ pub fn model_state_in(db: &BoltFile, values: &dyn ValueStore) -> Result<Snapshot
 
 fn read_state(db: &BoltFile, values: Option<&dyn ValueStore>) -> Result<SnapshotState, BoltError> {
     let meta = etcd::read_meta(db)?;
-    let compacted = [meta.scheduled_compact_rev, meta.finished_compact_rev]
-        .into_iter()
-        .flatten()
-        .map(|r| r.main)
-        .max()
-        .unwrap_or(-1);
+    let compacted = meta.compact_revision();
     let live = etcd::live_keys(db)?;
-    let latest = live.stats().latest.map(|r| r.main).unwrap_or(1);
+    let revision = meta.restored_revision(live.stats().latest);
     let mut keys = Vec::new();
     for k in live {
         let k = k?;
@@ -113,7 +108,7 @@ fn read_state(db: &BoltFile, values: Option<&dyn ValueStore>) -> Result<Snapshot
         .collect();
     Ok(SnapshotState {
         keys,
-        revision: latest.max(compacted).max(1),
+        revision,
         compacted,
         leases,
         auth,

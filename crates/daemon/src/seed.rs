@@ -175,22 +175,15 @@ pub fn db_point(db: &Path) -> Result<DbPoint> {
     let has_hash = f.trailer().is_some();
     let meta = etcd_standby_bolt::etcd::read_meta(&f)
         .with_context(|| format!("reading the meta bucket of {}", db.display()))?;
-    let compact_revision = [meta.scheduled_compact_rev, meta.finished_compact_rev]
-        .into_iter()
-        .flatten()
-        .map(|r| r.main)
-        .max()
-        .unwrap_or(-1);
     let latest = etcd_standby_bolt::etcd::live_keys(&f)
         .with_context(|| format!("scanning the key history of {}", db.display()))?
         .stats()
-        .latest
-        .map_or(1, |r| r.main);
+        .latest;
     Ok(DbPoint {
         index: meta.consistent_index.unwrap_or(0),
         term: meta.term.unwrap_or(0),
-        revision: latest.max(compact_revision).max(1),
-        compact_revision,
+        revision: meta.restored_revision(latest),
+        compact_revision: meta.compact_revision(),
         has_hash,
     })
 }
