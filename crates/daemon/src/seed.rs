@@ -352,14 +352,13 @@ pub async fn seed(opts: SeedOptions) -> Result<SeedRecord> {
     let mut applied_around = None;
     let (db, cluster_id, source, hash_client) = match &opts.source {
         SeedSource::Primary { client, endpoint } => {
-            let applied = async || {
+            let status = async || {
                 client
                     .status(endpoint)
                     .await
-                    .map(|s| s.raft_applied_index)
-                    .with_context(|| format!("reading the applied index at {endpoint}"))
+                    .with_context(|| format!("reading the status of {endpoint}"))
             };
-            let before = applied().await?;
+            let before = status().await?.raft_applied_index;
             let db = opts.out.join("snapshot.db");
             let mut f = tokio::fs::File::create(&db)
                 .await
@@ -372,20 +371,19 @@ pub async fn seed(opts: SeedOptions) -> Result<SeedRecord> {
                 .await
                 .with_context(|| format!("syncing {}", db.display()))?;
             tracing::info!(bytes, endpoint = %endpoint, "snapshot of the primary taken");
-            let after = applied().await?;
-            applied_around = (before == after).then_some(after);
-            // The snapshot stream's header may carry no IDs (3.5): ask.
-            let cluster = match header.map(|h| h.cluster_id).filter(|c| *c != 0) {
-                Some(c) => c,
-                None => client
-                    .status(endpoint)
-                    .await
-                    .with_context(|| format!("reading the cluster ID at {endpoint}"))?
-                    .header
-                    .map(|h| h.cluster_id)
-                    .filter(|c| *c != 0)
-                    .context("the primary's status carried no cluster ID")?,
-            };
+            let after = status().await?;
+            applied_around =
+                (before == after.raft_applied_index).then_some(after.raft_applied_index);
+            // The snapshot stream's header may carry no IDs (3.5); the
+            // status's header always does.
+            let cluster = [header, after.header]
+                .into_iter()
+                .flatten()
+                .map(|h| h.cluster_id)
+                .find(|c| *c != 0)
+                .context(
+                    "neither the snapshot nor the status of the primary carried a cluster ID",
+                )?;
             (
                 db,
                 cluster,
