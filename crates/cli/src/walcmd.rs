@@ -602,81 +602,30 @@ pub fn dump(path: &Path, opts: &DumpOptions) -> Result<Verdict> {
 pub fn verify(path: &Path, json_out: bool) -> Result<Verdict> {
     let (dir, segments) = resolve_segments(path)?;
     let nseg = segments.len();
-    let mut records = 0u64;
-    let mut bytes = 0u64;
-    let mut entries = 0u64;
-    let (mut first, mut last) = (None::<u64>, 0u64);
-    let mut rewrites = 0u64;
-    let mut metadata: Option<(u64, u64)> = None;
-    let mut state: Option<raftpb::HardState> = None;
-    let mut snapshots = Vec::new();
-    let mut logical: Option<WalError> = None;
-    let (reader, problem) = walk_raw(
-        segments,
-        ("verifying WAL", progress::Stdout::Summary),
-        |rec| {
-            records += 1;
-            bytes += rec.frame_size();
-            if logical.is_some() {
-                return Ok(None);
-            }
-            // Entries (nearly every record) are checked here, from their
-            // term and index, without decoding or copying their data.
-            if rec.rtype == etcd_standby_wal::RecordType::Entry {
-                let Some((_, index)) =
-                    etcd_standby_wal::frame::entry_term_index(rec.raw.data.unwrap_or_default())
-                else {
-                    return Ok(Some(WalError::Corrupt {
-                        location: rec.location(),
-                        detail: "entry payload does not decode".into(),
-                    }));
-                };
-                entries += 1;
-                if first.is_some() {
-                    if index > last + 1 {
-                        logical = Some(WalError::Corrupt {
-                            location: rec.location(),
-                            detail: format!("entry index {index} leaves a gap after {last}"),
-                        });
-                    } else if index <= last {
-                        rewrites += 1;
-                    }
-                } else {
-                    first = Some(index);
-                }
-                last = index;
-                return Ok(None);
-            }
-            let r = match rec.decode() {
-                Ok(r) => r,
-                Err(e) => return Ok(Some(e)),
-            };
-            let corrupt = |detail: String| WalError::Corrupt {
-                location: rec.location(),
-                detail,
-            };
-            match r {
-                WalRecord::Metadata(m) => {
-                    let ids = (m.node_id, m.cluster_id);
-                    if metadata.is_some_and(|old| old != ids) {
-                        logical = Some(corrupt(format!(
-                            "metadata conflict: node {:016x} cluster {:016x} differs from the first segment",
-                            ids.0, ids.1
-                        )));
-                    }
-                    metadata = Some(ids);
-                }
-                // Entries were handled above.
-                WalRecord::Entry(_) => {}
-                WalRecord::State(hs) => state = Some(hs),
-                WalRecord::Snapshot(s) => snapshots.push((s.index, s.term)),
-                WalRecord::Crc(_) => {}
-            }
-            Ok(None)
-        },
-    )?;
-    let problem = problem.or(logical);
-    let ends = reader.segment_ends();
+    let bar = ResettableBar(Progress::bytes(
+        "verifying WAL",
+        segments_bytes(&segments),
+        progress::Stdout::Summary,
+    ));
+    // Segments are checked on as many threads as there are cores (joined
+    // at the boundaries; a damaged WAL is read again in one pass).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let summary = etcd_standby_wal::summarize(segments, threads, &bar)?;
+    bar.0.finish();
+    let etcd_standby_wal::WalSummary {
+        records,
+        bytes,
+        entries,
+        first_index: first,
+        last_index: last,
+        rewrites,
+        state,
+        snapshots,
+        ends,
+        problem,
+        ..
+    } = summary;
+    let problem = problem.map(|p| p.to_error());
     if json_out {
         let mut out = Out::new();
         let mut v = json!({
@@ -770,6 +719,19 @@ pub fn verify(path: &Path, json_out: bool) -> Result<Verdict> {
     } else {
         Verdict::Clean
     })
+}
+
+/// A progress bar that [`etcd_standby_wal::summarize`] moves from its
+/// reading threads and sets back when it reads the WAL again.
+struct ResettableBar(Progress);
+
+impl etcd_standby_wal::ReadProgress for ResettableBar {
+    fn read(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+    fn restart(&self) {
+        self.0.set(0);
+    }
 }
 
 /// The "busiest prefix" bucket of a key: the first `depth` path components

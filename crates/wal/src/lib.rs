@@ -6,6 +6,8 @@
 //!   corruption in the middle (which etcd refuses).
 //! * [`WalWriter`]: writes segments etcd itself can read (the learner's log).
 //! * [`snap`]: `.snap` files.
+//! * [`summarize`]: what `wal verify` reports, segments read on several
+//!   threads.
 //! * [`names`]: the one parser/formatter of `%016x-%016x.wal`, `.snap`,
 //!   `%016x.snap.db` and other hex-indexed file names.
 //! * [`read_log`]: etcd's `ReadAll` view (entries after a snapshot, later
@@ -18,6 +20,7 @@ pub mod names;
 mod reader;
 pub mod segment;
 pub mod snap;
+mod summary;
 mod writer;
 
 pub use committed::{
@@ -28,6 +31,7 @@ pub use frame::RecordType;
 pub use log::{WalLog, read_log};
 pub use reader::{RecordRef, SegmentEnd, WalReader, WalRecord};
 pub use segment::{Segment, list_segments};
+pub use summary::{ProblemRef, ReadProgress, WalSummary, summarize, summarize_in_one_pass};
 pub use writer::{SyncedEnd, WalWriter, discard_unsynced};
 
 use std::path::{Path, PathBuf};

@@ -161,6 +161,10 @@ pub struct WalReader {
     /// Where reading stopped cleanly in each finished segment (offset of the
     /// zero length field or EOF) and why.
     ends: Vec<SegmentEnd>,
+    /// More segments follow the ones given (a part of a WAL read on its
+    /// own): the last one given is then not the WAL's last, where alone a
+    /// damaged record can be a torn write.
+    more_follow: bool,
 }
 
 /// How a segment ended.
@@ -194,7 +198,16 @@ impl WalReader {
             done: false,
             pending: 0,
             ends: Vec::new(),
+            more_follow: false,
         }
+    }
+
+    /// Marks the segments given as a part of a WAL that more segments
+    /// follow (damage in the last one given is then corruption, never a
+    /// torn tail).
+    pub fn followed_by_more(mut self) -> Self {
+        self.more_follow = true;
+        self
     }
 
     /// Reads segments held in memory: `(file name, contents)` pairs in order.
@@ -293,7 +306,7 @@ impl WalReader {
             // Borrowed, not cloned: the per-record path allocates nothing;
             // a `Location` is built only when there is damage to report.
             let path = seg.path.as_path();
-            let is_last = self.cur + 1 == self.segments.len();
+            let is_last = self.cur + 1 == self.segments.len() && !self.more_follow;
             if self.open.is_none() {
                 let (file, size): (Box<dyn Read + Send>, u64) =
                     match self.memory.as_ref().and_then(|m| m.get(self.cur)) {
