@@ -145,53 +145,45 @@ fn threaded_summary_of_a_clean_wal_is_the_one_pass_summary_without_a_second_read
     assert_eq!(one.state.map(|h| h.commit), Some(170));
 }
 
+/// Two segments, entries 1..=10 then `second..=20` from node `node`, the
+/// chain broken between them if `break_chain`; the report (the same both
+/// ways, and only after a second read) has a problem, returned.
+fn boundary_problem(second: u64, node: u64, break_chain: bool) -> etcd_standby_wal::ProblemRef {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = Builder::new();
+    b.segment(0, 1);
+    b.entries(1..=10);
+    if break_chain {
+        b.crc ^= 1;
+    }
+    b.segment(second, node);
+    b.entries(second..=20);
+    b.write(tmp.path());
+    let (one, threaded, reread) = both(tmp.path());
+    assert_eq!(threaded, one);
+    assert!(
+        reread,
+        "a boundary that does not join is read again in one pass"
+    );
+    one.problem.expect("a problem at the boundary")
+}
+
 #[test]
 fn a_gap_a_metadata_conflict_or_a_broken_chain_at_a_boundary_is_reported_as_one_pass_does() {
-    // An index gap exactly at a boundary.
-    let tmp = tempfile::tempdir().unwrap();
-    let mut b = Builder::new();
-    b.segment(0, 1);
-    b.entries(1..=10);
-    b.segment(12, 1);
-    b.entries(12..=20);
-    b.write(tmp.path());
-    let (one, threaded, reread) = both(tmp.path());
-    assert_eq!(threaded, one);
-    assert!(reread);
-    let p = one.problem.unwrap();
-    assert!(p.detail.contains("gap after 10"), "{}", p.detail);
-    assert_eq!(p.location.record_index, 14, "counted across segments");
-
-    // Another node's metadata in the second segment.
-    let tmp = tempfile::tempdir().unwrap();
-    let mut b = Builder::new();
-    b.segment(0, 1);
-    b.entries(1..=10);
-    b.segment(11, 2);
-    b.entries(11..=20);
-    b.write(tmp.path());
-    let (one, threaded, reread) = both(tmp.path());
-    assert_eq!(threaded, one);
-    assert!(reread);
-    assert!(one.problem.unwrap().detail.contains("metadata conflict"));
-
-    // The second segment's CRC record does not carry the chain on.
-    let tmp = tempfile::tempdir().unwrap();
-    let mut b = Builder::new();
-    b.segment(0, 1);
-    b.entries(1..=10);
-    b.crc ^= 1;
-    b.segment(11, 1);
-    b.entries(11..=20);
-    b.write(tmp.path());
-    let (one, threaded, reread) = both(tmp.path());
-    assert_eq!(threaded, one);
-    assert!(reread);
+    let gap = boundary_problem(12, 1, false);
+    assert!(gap.detail.contains("gap after 10"), "{}", gap.detail);
+    assert_eq!(gap.location.record_index, 14, "counted across segments");
+    let other_node = boundary_problem(11, 2, false);
     assert!(
-        one.problem
-            .unwrap()
-            .detail
-            .contains("does not continue the chain")
+        other_node.detail.contains("metadata conflict"),
+        "{}",
+        other_node.detail
+    );
+    let chain = boundary_problem(11, 1, true);
+    assert!(
+        chain.detail.contains("does not continue the chain"),
+        "{}",
+        chain.detail
     );
 }
 
