@@ -13,7 +13,8 @@
 //! Knobs (environment): `ETCD_STANDBY_BENCH_KEYS` (100000),
 //! `ETCD_STANDBY_BENCH_SECS` (60), `ETCD_STANDBY_BENCH_BACKLOG` (1000000),
 //! `ETCD_STANDBY_BENCH_VERSIONS` (`3.4,3.5`), `ETCD_STANDBY_BENCH_MEMBERS`
-//! (primary size, 1), `ETCD_STANDBY_BENCH_CONC` (writers in flight, 64).
+//! (primary size, 1), `ETCD_STANDBY_BENCH_CONC` (writers in flight, 64),
+//! `ETCD_STANDBY_BENCH_BIN` (a prebuilt `etcd-standby`).
 //!
 //! The defaults are the full size of issue 11; a quick run is e.g.
 //! `ETCD_STANDBY_BENCH_KEYS=20000 ETCD_STANDBY_BENCH_SECS=10
@@ -1372,9 +1373,9 @@ fn report(cfg: &Cfg, results: &[VersionResult]) -> String {
 
 pub fn bench_replay(root: &Path) -> Result<u8> {
     let cfg = Cfg::from_env()?;
-    println!("bench replay: building etcd-standby (release)");
-    cmd::run(cmd::cargo().args(["build", "--release", "--quiet", "-p", "etcd-standby"]))?;
-    let bin = root.join("target/release/etcd-standby");
+    // A release build of this checkout, or `ETCD_STANDBY_BENCH_BIN` (to run
+    // two builds back to back on the same machine load).
+    let bin = crate::bench_wan::bench_binary(root, "replay")?;
     let out_dir = root.join("target/bench");
     println!(
         "bench replay: keys {} secs {} backlog {} versions {} primary members {} writers {}",
