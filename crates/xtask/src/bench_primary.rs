@@ -7,6 +7,10 @@
 //! * (a') no learner again, to show the drift of the machine and the data
 //!   over the run.
 //!
+//! (a), (b) and (c) are repeated `ROUNDS` times in turn, so a drift of the
+//! machine's load or of the growing data moves every row alike; the report
+//! gives each measurement and, per row, the median over the rounds.
+//!
 //! Each: the primary's maximum write throughput (`CONC` writers, `SECS`
 //! seconds), then put latency p50/p99 at a fixed moderate rate (`RATE`, by
 //! default a quarter of the maximum measured in (a), the same for every
@@ -16,6 +20,7 @@
 //! Knobs (environment): `ETCD_STANDBY_BENCH_VERSIONS` (`3.4,3.5`),
 //! `ETCD_STANDBY_BENCH_MEMBERS` (primary size, 1),
 //! `ETCD_STANDBY_BENCH_SECS` (per measurement, 15),
+//! `ETCD_STANDBY_BENCH_ROUNDS` (rounds of (a), (b), (c), 3),
 //! `ETCD_STANDBY_BENCH_RATE` (puts/s of the latency run; a quarter of (a)'s
 //! maximum when unset), `ETCD_STANDBY_BENCH_CONC` (writers, 64),
 //! `ETCD_STANDBY_BENCH_BIN` (a prebuilt `etcd-standby`).
@@ -45,6 +50,7 @@ struct Cfg {
     secs: u64,
     rate: Option<f64>,
     conc: usize,
+    rounds: u64,
 }
 
 impl Cfg {
@@ -58,6 +64,7 @@ impl Cfg {
                 Err(_) => None,
             },
             conc: env_u64("ETCD_STANDBY_BENCH_CONC", 64)?.clamp(1, 1024) as usize,
+            rounds: env_u64("ETCD_STANDBY_BENCH_ROUNDS", 3)?.clamp(1, 20),
         })
     }
 }
@@ -93,6 +100,8 @@ fn cpu_secs(pids: &[u32]) -> f64 {
 
 struct Row {
     label: &'static str,
+    /// 1-based round (0 for (a')).
+    round: u64,
     max_puts_s: f64,
     rate: f64,
     lat: Lags,
@@ -110,7 +119,7 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    fn measure(&self, label: &'static str, rate: Option<f64>) -> Result<Row> {
+    fn measure(&self, label: &'static str, round: u64, rate: Option<f64>) -> Result<Row> {
         let load_before = loadavg();
         let dur = Duration::from_secs(self.cfg.secs);
         let n = self.rt.block_on(timed_load(
@@ -134,6 +143,7 @@ impl Bench<'_> {
         let cpu_ms_per_kput = cpu * 1e3 / (samples.len().max(1) as f64 / 1000.0);
         let row = Row {
             label,
+            round,
             max_puts_s,
             rate,
             lat: Lags { samples, lost: 0 },
@@ -142,7 +152,7 @@ impl Bench<'_> {
             load: format!("{load_before} -> {}", loadavg()),
         };
         println!(
-            "bench primary: {label}: max {:.0} puts/s; at {:.0} puts/s p50 {} p99 {} ({} errors); primary CPU {:.0} ms per 1000 puts; load {}",
+            "bench primary: {label} (round {round}): max {:.0} puts/s; at {:.0} puts/s p50 {} p99 {} ({} errors); primary CPU {:.0} ms per 1000 puts; load {}",
             row.max_puts_s,
             row.rate,
             ms(row.lat.pct(50.0)),
@@ -183,7 +193,6 @@ fn run_version(
     cfg: &Cfg,
 ) -> Result<Vec<Row>> {
     let primary = EtcdCluster::start(v, cfg.members, ClusterOptions::default())?;
-    let standby = EtcdCluster::start(v, 1, ClusterOptions::default())?;
     let pids: Vec<u32> = (0..primary.len())
         .filter_map(|i| primary.pid(i).ok().flatten())
         .collect();
@@ -201,30 +210,78 @@ fn run_version(
         cfg.members
     );
 
-    // (a) no learner.
-    let a = b.measure("(a) no learner", cfg.rate)?;
-    let rate = a.rate;
-    rows.push(a);
+    let mut rate = cfg.rate;
+    for round in 1..=cfg.rounds {
+        // (a) no learner.
+        let a = b.measure("(a) no learner", round, rate)?;
+        let r = *rate.get_or_insert(a.rate);
+        rows.push(a);
+        rows.push(native_learner_row(
+            &b,
+            &primary,
+            &tmp.path().join(format!("etcd-{round}")),
+            round,
+            r,
+        )?);
+        rows.push(our_row(
+            &b,
+            bin,
+            out_dir,
+            v,
+            &primary,
+            &tmp.path().join(format!("ours-{round}")),
+            round,
+            r,
+        )?);
+    }
+    let rate = rate.unwrap_or(1.0);
 
-    // (b) a native etcd learner.
-    let (child, client_url, peer_url) = real_learner(&primary, &tmp.path().join("etcd"))?;
+    // (a') no learner again.
+    rows.push(b.measure("(a') no learner again", 0, Some(rate))?);
+    Ok(rows)
+}
+
+/// (b): a native etcd learner added, caught up, measured, removed.
+fn native_learner_row(
+    b: &Bench<'_>,
+    primary: &EtcdCluster,
+    dir: &Path,
+    round: u64,
+    rate: f64,
+) -> Result<Row> {
+    let (child, client_url, peer_url) = real_learner(primary, dir)?;
     let mut learner = KillOnDrop(child);
-    let target = rt.block_on(cluster_index(&b.pc));
+    let target = b.rt.block_on(cluster_index(&b.pc));
     let caught = wait_until("the etcd learner", target, Duration::from_secs(300), || {
         if let Some(st) = learner.0.try_wait()? {
             bail!("the etcd learner exited: {st}");
         }
-        Ok(learner_index(&primary, &client_url))
+        Ok(learner_index(primary, &client_url))
     })?;
-    println!("bench primary [{v}]: etcd learner caught up in {caught:.1?}");
-    rows.push(b.measure("(b) etcd learner", Some(rate))?);
+    println!("bench primary: etcd learner caught up in {caught:.1?}");
+    let row = b.measure("(b) etcd learner", round, Some(rate))?;
     drop(learner);
-    remove_member_by_url(&primary, &peer_url)?;
+    remove_member_by_url(primary, &peer_url)?;
+    Ok(row)
+}
 
-    // (c) etcd-standby, replicating to the standby.
+/// (c): etcd-standby joined (fresh data dir `dir`), caught up onto a fresh
+/// 1-member standby, measured, stopped and removed.
+#[allow(clippy::too_many_arguments)]
+fn our_row(
+    b: &Bench<'_>,
+    bin: &Path,
+    out_dir: &Path,
+    v: EtcdVersion,
+    primary: &EtcdCluster,
+    dir: &Path,
+    round: u64,
+    rate: f64,
+) -> Result<Row> {
+    let standby = EtcdCluster::start(v, 1, ClusterOptions::default())?;
     let admin = format!("127.0.0.1:{}", free_port()?);
     let log = out_dir.join(format!(
-        "primary-{}-etcd-standby.log",
+        "primary-{}-etcd-standby-{round}.log",
         v.as_str().replace('.', "_")
     ));
     let _ = std::fs::remove_file(&log);
@@ -233,20 +290,20 @@ fn run_version(
             bin,
             &primary.client_endpoints(),
             &format!("http://127.0.0.1:{}", free_port()?),
-            &tmp.path().join("ours"),
+            dir,
             &admin,
             &standby.client_endpoints(),
         ),
         "etcd-standby run",
         &log,
     )?;
-    let target = rt.block_on(cluster_index(&b.pc));
+    let target = b.rt.block_on(cluster_index(&b.pc));
     let caught = wait_until("etcd-standby", target, Duration::from_secs(300), || {
         ours.check()?;
         Ok(checkpoint(&admin))
     })?;
-    println!("bench primary [{v}]: etcd-standby caught up (standby checkpoint) in {caught:.1?}");
-    rows.push(b.measure("(c) etcd-standby", Some(rate))?);
+    println!("bench primary: etcd-standby caught up (standby checkpoint) in {caught:.1?}");
+    let row = b.measure("(c) etcd-standby", round, Some(rate))?;
     ours.check()?;
     let id = http_get_json(&admin, "/status")
         .and_then(|s| s["node"]["member_id"].as_str().map(str::to_owned))
@@ -257,10 +314,7 @@ fn run_version(
         .etcdctl()
         .run(&["member", "remove", &id])
         .context("remove etcd-standby from the primary")?;
-
-    // (a') no learner again.
-    rows.push(b.measure("(a') no learner again", Some(rate))?);
-    Ok(rows)
+    Ok(row)
 }
 
 /// The native learner's process, SIGKILLed (by PID) and reaped on drop.
@@ -282,9 +336,9 @@ fn report(cfg: &Cfg, results: &[(EtcdVersion, Result<Vec<Row>>)]) -> String {
     );
     let _ = writeln!(
         o,
-        "| etcd | learner | max puts/s | vs (a) | fixed rate puts/s | put p50 | put p99 | put max | errors | primary CPU ms / 1000 puts | loadavg before -> after |"
+        "| etcd | learner | round | max puts/s | vs (a) | fixed rate puts/s | put p50 | put p99 | put max | errors | primary CPU ms / 1000 puts | loadavg before -> after |"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (v, rows) in results {
         match rows {
             Ok(rows) => {
@@ -292,8 +346,9 @@ fn report(cfg: &Cfg, results: &[(EtcdVersion, Result<Vec<Row>>)]) -> String {
                 for r in rows {
                     let _ = writeln!(
                         o,
-                        "| {v} | {} | {:.0} | {:+.1}% | {:.0} | {} | {} | {} | {} | {:.0} | {} |",
+                        "| {v} | {} | {} | {:.0} | {:+.1}% | {:.0} | {} | {} | {} | {} | {:.0} | {} |",
                         r.label,
+                        r.round,
                         r.max_puts_s,
                         if base > 0.0 {
                             100.0 * (r.max_puts_s / base - 1.0)
@@ -311,8 +366,42 @@ fn report(cfg: &Cfg, results: &[(EtcdVersion, Result<Vec<Row>>)]) -> String {
                 }
             }
             Err(e) => {
-                let _ = writeln!(o, "| {v} | FAILED: {e:#} | | | | | | | | | |");
+                let _ = writeln!(o, "| {v} | FAILED: {e:#} | | | | | | | | | | |");
             }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\nmedians over the {} round(s), each row measured in turn:\n| etcd | learner | max puts/s | vs (a) | put p50 | put p99 | primary CPU ms / 1000 puts |\n|---|---|---|---|---|---|---|",
+        cfg.rounds
+    );
+    for (v, rows) in results {
+        let Ok(rows) = rows else { continue };
+        let med = |label: &str, f: &dyn Fn(&Row) -> f64| {
+            let mut xs: Vec<f64> = rows.iter().filter(|r| r.label == label).map(f).collect();
+            xs.sort_by(f64::total_cmp);
+            xs.get(xs.len() / 2).copied()
+        };
+        let ms_of = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3);
+        let base = med("(a) no learner", &|r| r.max_puts_s).unwrap_or(0.0);
+        for label in ["(a) no learner", "(b) etcd learner", "(c) etcd-standby"] {
+            let (Some(max), Some(p50), Some(p99), Some(cpu)) = (
+                med(label, &|r| r.max_puts_s),
+                med(label, &|r| ms_of(r.lat.pct(50.0))),
+                med(label, &|r| ms_of(r.lat.pct(99.0))),
+                med(label, &|r| r.cpu_ms_per_kput),
+            ) else {
+                continue;
+            };
+            let _ = writeln!(
+                o,
+                "| {v} | {label} | {max:.0} | {:+.1}% | {p50:.2} ms | {p99:.2} ms | {cpu:.0} |",
+                if base > 0.0 {
+                    100.0 * (max / base - 1.0)
+                } else {
+                    0.0
+                }
+            );
         }
     }
     let _ = writeln!(
