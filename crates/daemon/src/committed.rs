@@ -60,6 +60,24 @@ struct Tail {
     /// Contiguous committed entries with the time they were handed out.
     entries: VecDeque<(Instant, raftpb::Entry)>,
     bytes: usize,
+    /// The WAL's own commit index as last published: entries at or below
+    /// it may leave the tail.
+    durable_commit: u64,
+}
+
+impl Tail {
+    /// Drops entries from the front while `evict` says so and the WAL can
+    /// deliver them (`index <= durable_commit`).
+    fn evict_front(&mut self, mut evict: impl FnMut(&Tail, u64) -> bool) {
+        while let Some(i) = self.entries.front().map(|(_, f)| f.index)
+            && i <= self.durable_commit
+            && evict(self, i)
+        {
+            if let Some((_, f)) = self.entries.pop_front() {
+                self.bytes -= payload(&f);
+            }
+        }
+    }
 }
 
 /// An entry's payload bytes.
@@ -119,15 +137,11 @@ impl CommittedTail {
                 t.bytes += payload(&e);
                 t.entries.push_back((now, e));
             }
-            while (t.entries.len() > self.limits.max_entries || t.bytes > self.limits.max_bytes)
-                && t.entries
-                    .front()
-                    .is_some_and(|(_, f)| f.index <= durable_commit)
-            {
-                if let Some((_, f)) = t.entries.pop_front() {
-                    t.bytes -= payload(&f);
-                }
-            }
+            t.durable_commit = t.durable_commit.max(durable_commit);
+            let limits = self.limits;
+            t.evict_front(|t, _| {
+                t.entries.len() > limits.max_entries || t.bytes > limits.max_bytes
+            });
         }
         self.point.send_modify(|p| {
             p.index = p.index.max(last);
@@ -209,6 +223,20 @@ impl CommittedReader {
     pub fn with_read_bytes(mut self, max_bytes: usize) -> CommittedReader {
         self.max_bytes = max_bytes.max(1);
         self
+    }
+
+    /// Replay has applied everything up to `index` and will not read it
+    /// again from this reader: the tail lets those entries go (the ones the
+    /// WAL can deliver), so an idle replicator holds no recent entries, nor
+    /// the received messages their payloads point into. A later read of one
+    /// (a restarted replay) comes from the WAL.
+    pub fn release_through(&self, index: u64) {
+        if let Ok(mut t) = self.tail.lock() {
+            t.evict_front(|_, i| i <= index);
+            if t.entries.is_empty() {
+                t.entries = VecDeque::new();
+            }
+        }
     }
 
     /// The latest commit point.
@@ -385,6 +413,31 @@ mod tests {
         assert_eq!(indexes(&r), (91..=100).collect::<Vec<_>>());
         let (r, _) = reader.read(100, 100).unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(r, Read::Nothing));
+    }
+
+    #[test]
+    fn applied_entries_leave_the_tail_only_when_the_wal_can_deliver_them() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let wal = wal_with(dir.path(), 81);
+        let (tail, reader) = CommittedTail::new(TailLimits::default(), wal);
+        // Handed out up to 80 while the WAL's hard state said 60.
+        tail.publish((1..=80).map(entry).collect(), 60);
+        let (_, src) = reader.read(0, 5).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(src, Source::Tail, "within the limits everything stays");
+        reader.release_through(70);
+        // 1..=60 went (the WAL has them); 61..=70 stay: the WAL cannot
+        // deliver them yet.
+        let (r, src) = reader.read(0, 5).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((indexes(&r), src), (vec![1, 2, 3, 4, 5], Source::Wal));
+        let (r, src) = reader.read(60, 100).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(src, Source::Tail);
+        assert_eq!(indexes(&r), (61..=80).collect::<Vec<_>>());
+        // Once the WAL's commit covers them, they go too.
+        tail.publish(vec![entry(81)], 81);
+        reader.release_through(81);
+        let (r, src) = reader.read(60, 100).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(src, Source::Wal);
+        assert_eq!(indexes(&r).first(), Some(&61));
     }
 
     #[test]

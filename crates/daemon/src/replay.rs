@@ -1244,6 +1244,8 @@ impl<S: StandbySink> Replay<S> {
                             self.flush(reader, stop, false).await?;
                         }
                     }
+                    // Applied: this replay reads after its model from now on.
+                    reader.release_through(self.model.applied_index());
                 }
                 Read::NeedSnapshot { index } => {
                     self.flush(reader, stop, true).await?;
