@@ -309,11 +309,20 @@ fn handle(state: &AdminState, req: &Request<Incoming>, peer: SocketAddr) -> Resp
     }
 }
 
+/// Binds the admin listener's address; a failure carries its own code (it
+/// is not the local log's IO, which a bare IO error would be called).
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        crate::error::Error::refusal(
+            crate::codes::ADMIN_LISTEN,
+            format!("binding the admin listener on {addr}: {e}"),
+        )
+    })
+}
+
 /// Binds the admin listener and serves `view` in the background.
 pub async fn serve(addr: SocketAddr, view: View) -> Result<Arc<Admin>> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the admin listener on {addr}"))?;
+    let listener = bind(addr).await?;
     let local = listener.local_addr().context("admin listener address")?;
     let admin = Arc::new(Admin {
         view: std::sync::RwLock::new(Arc::new(view)),
@@ -395,6 +404,17 @@ pub async fn post(addr: &str, path: &str) -> Result<serde_json::Value> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_admin_address_in_use_is_reported_with_its_own_code_not_as_local_log_io() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = taken.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let Err(e) = bind(addr).await else {
+            panic!("bound an address in use");
+        };
+        assert_eq!(e.code().id, "ES-4004", "{e}");
+        assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    }
 
     #[test]
     fn the_stop_endpoint_is_for_loopback_clients_only() {

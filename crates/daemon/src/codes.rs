@@ -96,6 +96,8 @@ codes! {
         "Check --peer-listen (address in use?) and the peer TLS files";
     TLS_CONFIG = "ES-4003", "A TLS certificate, key or CA cannot be loaded",
         "Check the files named by the --*-cert/--*-key/--*-ca flags (PEM, readable by the service user)";
+    ADMIN_LISTEN = "ES-4004", "The admin listener cannot be bound (--admin-listen)",
+        "Another process holds the address (address in use: a second replicator on this host?) or it is not one of this host's; choose another --admin-listen";
     CHECK_DATA_DIR = "ES-5001", "promote: the data dir is missing, unreadable, or not a replicator's",
         "Point --data-dir at the active replicator's data dir";
     CHECK_STANDBY_REACHABLE = "ES-5002", "promote: the standby cannot be reached",
