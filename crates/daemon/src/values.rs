@@ -127,7 +127,8 @@ impl DiskValues {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Commits `pending` durably; on failure the values stay pending.
+    /// Commits `pending` durably (and clears a recorded failure); on
+    /// failure the values stay pending.
     fn commit(&self, inner: &mut Inner) -> Result<()> {
         let pending = std::mem::take(&mut inner.pending);
         let write = || -> std::result::Result<(), redb::Error> {
@@ -144,6 +145,7 @@ impl DiskValues {
         match write() {
             Ok(()) => {
                 inner.pending_bytes = 0;
+                inner.failed_at = None;
                 Ok(())
             }
             Err(e) => {
@@ -161,11 +163,7 @@ impl DiskValues {
         if inner.pending.is_empty() {
             return Ok(());
         }
-        let r = self.commit(&mut inner);
-        if r.is_ok() {
-            inner.failed_at = None;
-        }
-        r
+        self.commit(&mut inner)
     }
 
     /// Deletes the values released since the last call that `live` (sorted
@@ -260,20 +258,18 @@ impl DiskValues {
         // A copy: `value` may be a slice of a whole raft entry's buffer.
         inner.pending.insert(*d, Bytes::copy_from_slice(value));
         let due = inner.failed_at.is_none_or(|t| t.elapsed() >= COMMIT_RETRY);
-        if inner.pending_bytes >= FLUSH_AT_BYTES && due {
-            match self.commit(&mut inner) {
-                Ok(()) => inner.failed_at = None,
-                Err(e) => {
-                    // Kept pending; retried after COMMIT_RETRY or by the
-                    // next flush, which reports it.
-                    inner.failed_at = Some(std::time::Instant::now());
-                    tracing::warn!(
-                        error = %e,
-                        retry_in_seconds = COMMIT_RETRY.as_secs(),
-                        "value store: could not commit buffered values"
-                    );
-                }
-            }
+        if inner.pending_bytes >= FLUSH_AT_BYTES
+            && due
+            && let Err(e) = self.commit(&mut inner)
+        {
+            // Kept pending; retried after COMMIT_RETRY or by the next
+            // flush, which reports it.
+            inner.failed_at = Some(std::time::Instant::now());
+            tracing::warn!(
+                error = %e,
+                retry_in_seconds = COMMIT_RETRY.as_secs(),
+                "value store: could not commit buffered values"
+            );
         }
     }
 }
