@@ -227,7 +227,6 @@ fn run_version(
             &b,
             bin,
             out_dir,
-            v,
             &primary,
             &tmp.path().join(format!("ours-{round}")),
             round,
@@ -266,18 +265,18 @@ fn native_learner_row(
 }
 
 /// (c): etcd-standby joined (fresh data dir `dir`), caught up onto a fresh
-/// 1-member standby, measured, stopped and removed.
-#[allow(clippy::too_many_arguments)]
+/// 1-member standby of the primary's version, measured, stopped and
+/// removed.
 fn our_row(
     b: &Bench<'_>,
     bin: &Path,
     out_dir: &Path,
-    v: EtcdVersion,
     primary: &EtcdCluster,
     dir: &Path,
     round: u64,
     rate: f64,
 ) -> Result<Row> {
+    let v = primary.version();
     let standby = EtcdCluster::start(v, 1, ClusterOptions::default())?;
     let admin = format!("127.0.0.1:{}", free_port()?);
     let log = out_dir.join(format!(
