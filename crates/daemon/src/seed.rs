@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::codes::SEED_REFUSED;
 use crate::datadir::write_atomic;
 use crate::error::{Context, Error, Result};
+use crate::store::Layout;
 
 /// Returns a seed refusal (ES-1113) with a formatted message.
 macro_rules! refuse {
@@ -30,7 +31,6 @@ macro_rules! refuse {
         return Err(Error::refusal(SEED_REFUSED, format!($($arg)*)))
     };
 }
-use crate::store::Layout;
 
 /// Version of [`SeedRecord`]'s format.
 pub const SEED_FORMAT: u32 = 1;

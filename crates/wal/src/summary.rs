@@ -204,7 +204,7 @@ impl Pass {
         };
         progress.read(unreported);
         let problem = problem.map(ProblemRef::of).transpose()?;
-        self.sum.problem = problem.or_else(|| self.logical.clone());
+        self.sum.problem = problem.or_else(|| self.logical.take());
         self.sum.ends = reader.segment_ends().to_vec();
         Ok(Some((self, reader.crc())))
     }
