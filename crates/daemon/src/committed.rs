@@ -389,15 +389,25 @@ mod tests {
         wal
     }
 
+    /// A tail over a fresh WAL holding entries 1..=n with commit n (the dir
+    /// lives as long as the returned guard).
+    fn tail_over(
+        n: u64,
+        limits: TailLimits,
+    ) -> (tempfile::TempDir, CommittedTail, CommittedReader) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let wal = wal_with(dir.path(), n);
+        let (tail, reader) = CommittedTail::new(limits, wal);
+        (dir, tail, reader)
+    }
+
     #[test]
     fn reads_the_tail_then_falls_back_to_the_wal_after_eviction() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let wal = wal_with(dir.path(), 100);
         let limits = TailLimits {
             max_entries: 10,
             max_bytes: usize::MAX,
         };
-        let (tail, reader) = CommittedTail::new(limits, wal);
+        let (_dir, tail, reader) = tail_over(100, limits);
         tail.publish((1..=100).map(entry).collect(), 100);
         assert_eq!(reader.point().index, 100);
         assert_eq!(reader.point().bytes_total, 1000);
@@ -417,9 +427,7 @@ mod tests {
 
     #[test]
     fn applied_entries_leave_the_tail_only_when_the_wal_can_deliver_them() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let wal = wal_with(dir.path(), 81);
-        let (tail, reader) = CommittedTail::new(TailLimits::default(), wal);
+        let (_dir, tail, reader) = tail_over(81, TailLimits::default());
         // Handed out up to 80 while the WAL's hard state said 60.
         tail.publish((1..=80).map(entry).collect(), 60);
         let (_, src) = reader.read(0, 5).unwrap_or_else(|e| panic!("{e}"));
@@ -442,13 +450,11 @@ mod tests {
 
     #[test]
     fn a_read_is_bounded_by_payload_bytes_from_the_tail_and_from_the_wal() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let wal = wal_with(dir.path(), 100);
         let limits = TailLimits {
             max_entries: 10,
             max_bytes: usize::MAX,
         };
-        let (tail, reader) = CommittedTail::new(limits, wal);
+        let (_dir, tail, reader) = tail_over(100, limits);
         let reader = reader.with_read_bytes(25);
         tail.publish((1..=100).map(entry).collect(), 100);
         // Entries carry 10 payload bytes: two fit in 25, from either source.
@@ -466,14 +472,12 @@ mod tests {
 
     #[test]
     fn never_evicts_what_the_wal_cannot_deliver_yet() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         // The WAL's hard state says 3 is committed; entries up to 50 were handed out.
-        let wal = wal_with(dir.path(), 3);
         let limits = TailLimits {
             max_entries: 2,
             max_bytes: 0,
         };
-        let (tail, reader) = CommittedTail::new(limits, wal);
+        let (_dir, tail, reader) = tail_over(3, limits);
         tail.publish((1..=50).map(entry).collect(), 3);
         // 4..=50 stay although over both limits; 1..=3 were evicted.
         let (r, src) = reader.read(3, 1000).unwrap_or_else(|e| panic!("{e}"));
@@ -485,9 +489,7 @@ mod tests {
 
     #[test]
     fn a_jump_restarts_the_tail() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let wal = wal_with(dir.path(), 5);
-        let (tail, reader) = CommittedTail::new(TailLimits::default(), wal);
+        let (_dir, tail, reader) = tail_over(5, TailLimits::default());
         tail.publish((1..=5).map(entry).collect(), 5);
         tail.publish((20..=22).map(entry).collect(), 5);
         let (r, src) = reader.read(19, 10).unwrap_or_else(|e| panic!("{e}"));
