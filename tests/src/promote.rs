@@ -129,7 +129,7 @@ pub fn primary_state_at(primary: &EtcdCluster, index: u64) -> BTreeMap<Bytes, (B
                     let v = model
                         .value_bytes(&s.value)
                         .expect("value in the model's store");
-                    (k.clone(), (v, s.lease))
+                    (Bytes::copy_from_slice(k), (v, s.lease))
                 })
                 .collect();
         }

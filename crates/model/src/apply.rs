@@ -13,6 +13,7 @@ use etcd_standby_proto::etcdserverpb::{
 
 use crate::auth::{Access, AuthInfo, AuthState, PermType, Permission, ROOT, Role, User};
 use crate::b64;
+use crate::index::KeyIndex;
 use crate::kv::{KeyState, LeaseState, range};
 use crate::types::{
     AlarmKind, Applied, ApplierChain, ClusterState, Effect, EtcdMinor, ModelConfig, Outcome,
@@ -30,7 +31,7 @@ const MAX_LEASE_TTL: i64 = 9_000_000_000;
 #[derive(Debug)]
 pub struct Model {
     pub(crate) config: ModelConfig,
-    pub(crate) kv: BTreeMap<Bytes, KeyState>,
+    pub(crate) kv: KeyIndex,
     pub(crate) revision: i64,
     pub(crate) compacted: i64,
     pub(crate) leases: BTreeMap<i64, LeaseState>,
@@ -159,7 +160,7 @@ impl TxnView {
         if self.deleted.iter().any(|(k, e)| in_range(key, k, e)) {
             return None;
         }
-        model.kv.get(key).map(|ks| (ks.value.clone(), ks.lease))
+        model.kv.get(key).map(|ks| (ks.value, ks.lease))
     }
 
     fn put(&mut self, key: &Bytes, value: &Bytes, lease: i64) {
@@ -193,7 +194,7 @@ impl Model {
     pub fn with_values(config: ModelConfig, values: Arc<dyn ValueStore>) -> Model {
         Model {
             config,
-            kv: BTreeMap::new(),
+            kv: KeyIndex::default(),
             revision: 1,
             compacted: -1,
             leases: BTreeMap::new(),
@@ -207,21 +208,11 @@ impl Model {
         }
     }
 
-    /// Repacks the key index into full nodes. Keys written in increasing
-    /// order (a bulk load, a model seeded key by key) leave the B-tree's
-    /// nodes about half full; repacking after a save or a seed cuts the
-    /// index's memory by a third or more. O(keys), nodes freed as the new
-    /// ones are built, so the peak stays near the index's own size.
+    /// Repacks the key index into nearly full blocks (after many deletes
+    /// or a load in no particular order; keys written in order fill their
+    /// blocks already). O(keys), one block in flight at a time.
     pub fn compact_memory(&mut self) {
-        let mut old = std::mem::take(&mut self.kv);
-        if let Some((k, v)) = old.pop_first() {
-            let mut packed = BTreeMap::new();
-            packed.insert(k, v);
-            // `append` into a non-empty map rebuilds from the merged sorted
-            // iterators, filling every node.
-            packed.append(&mut old);
-            self.kv = packed;
-        }
+        self.kv.pack();
     }
 
     /// Where the model keeps long values.
@@ -247,8 +238,8 @@ impl Model {
     pub fn live_digests(&self) -> Vec<Digest> {
         let mut d: Vec<Digest> = self
             .kv
-            .values()
-            .filter_map(|ks| match &ks.value {
+            .iter()
+            .filter_map(|(_, ks)| match &ks.value {
                 Value::Stored(s) => Some(s.digest),
                 Value::Inline(_) => None,
             })
@@ -283,22 +274,22 @@ impl Model {
         self.compacted
     }
 
-    /// A live key.
-    pub fn get(&self, key: &[u8]) -> Option<&KeyState> {
+    /// A live key's state (decoded from the index: a copy).
+    pub fn get(&self, key: &[u8]) -> Option<KeyState> {
         self.kv.get(key)
     }
 
-    /// Every live key, in key order.
-    pub fn keys(&self) -> impl Iterator<Item = (&Bytes, &KeyState)> + '_ {
+    /// Every live key, in key order, with a copy of its state.
+    pub fn keys(&self) -> impl Iterator<Item = (&[u8], KeyState)> + '_ {
         self.kv.iter()
     }
 
     /// Live keys in `[key, range_end)` (empty end = the key, `"\0"` = to the end).
     pub fn range<'a>(
         &'a self,
-        key: &[u8],
-        range_end: &[u8],
-    ) -> impl Iterator<Item = (&'a Bytes, &'a KeyState)> + 'a {
+        key: &'a [u8],
+        range_end: &'a [u8],
+    ) -> impl Iterator<Item = (&'a [u8], KeyState)> + 'a {
         range(&self.kv, key, range_end)
     }
 
@@ -549,7 +540,7 @@ impl Model {
     /// ignore_lease against the current state and writes.
     fn put(&mut self, p: &PutRequest, w: &mut Writer) -> Result<(), PutFailed> {
         let (value, lease) = match resolve_put(p, &*self.values, || {
-            self.kv.get(&p.key).map(|ks| (ks.value.clone(), ks.lease))
+            self.kv.get(&p.key).map(|ks| (ks.value, ks.lease))
         }) {
             Ok(Some(r)) => r,
             Ok(None) => return Err(PutFailed::Rejected(Rejection::KeyNotFound)),
@@ -582,7 +573,7 @@ impl Model {
 
     fn delete_range(&mut self, key: &[u8], range_end: &[u8], w: &mut Writer) {
         let keys: Vec<Bytes> = range(&self.kv, key, range_end)
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| Bytes::copy_from_slice(k))
             .collect();
         for k in keys {
             self.write_delete(w, k);
@@ -591,20 +582,19 @@ impl Model {
 
     fn write_put(&mut self, w: &mut Writer, key: Bytes, value: Bytes, lease: i64) {
         let rev = self.revision + 1;
-        // Keys and values arrive as slices of a whole received message (up
-        // to 1 MiB of entries). Stored slices would keep that buffer alive
-        // as long as any one of its keys lives, so what the model keeps is
-        // an exact copy (memory follows the live data, not the history),
-        // made once and not cloned: a clone of a copied `Bytes` allocates
-        // a shared header, 32 bytes per key. The writer and the effects,
-        // which live only until the standby has them, use the entry's own.
+        // Values arrive as slices of a whole received message (up to 1 MiB
+        // of entries). A stored slice would keep that buffer alive as long
+        // as its key lives, so a short value the model keeps is an exact
+        // copy (the index copies keys into its blocks). The writer and the
+        // effects, which live only until the standby has them, use the
+        // entry's own.
         let held = if value.len() <= INLINE_MAX {
             Value::Inline(Bytes::copy_from_slice(&value))
         } else {
             Value::intern(value.clone(), &*self.values)
         };
-        let old_lease = match self.kv.get_mut(&key) {
-            Some(ks) => {
+        let old_lease = match self.kv.get(&key) {
+            Some(mut ks) => {
                 w.existed.entry(key.clone()).or_insert(true);
                 let old = ks.lease;
                 let before = std::mem::replace(&mut ks.value, held);
@@ -614,13 +604,14 @@ impl Model {
                 ks.mod_revision = rev;
                 ks.version += 1;
                 ks.lease = lease;
+                self.kv.insert(&key, &ks);
                 old
             }
             None => {
                 w.existed.entry(key.clone()).or_insert(false);
                 self.kv.insert(
-                    Bytes::copy_from_slice(&key),
-                    KeyState {
+                    &key,
+                    &KeyState {
                         value: held,
                         create_revision: rev,
                         mod_revision: rev,
@@ -640,9 +631,9 @@ impl Model {
         }
         if lease != 0
             && let Some(l) = self.leases.get_mut(&lease)
-            && let Some((k, _)) = self.kv.get_key_value(&key)
         {
-            l.keys.insert(k.clone());
+            // A copy, not the message's slice (see above).
+            l.keys.insert(Bytes::copy_from_slice(&key));
         }
         w.changes += 1;
         w.keyed
@@ -809,7 +800,7 @@ impl Model {
             return compare_kv(c, target, &zero, &*self.values);
         }
         for (_, ks) in kvs {
-            if !compare_kv(c, target, ks, &*self.values)? {
+            if !compare_kv(c, target, &ks, &*self.values)? {
                 return Ok(false);
             }
         }

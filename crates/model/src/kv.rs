@@ -1,9 +1,9 @@
 //! Key space and lease bookkeeping (mvcc `kvstore` + `lessor` semantics).
-use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
+use crate::index::KeyIndex;
 use crate::value::Value;
 
 /// A live key's state, exactly as the primary's `mvccpb.KeyValue` holds it
@@ -36,21 +36,25 @@ pub struct LeaseState {
 /// The live keys in `[key, range_end)` with etcd's conventions: empty
 /// `range_end` = the single key, `"\0"` = every key `>= key`.
 pub(crate) fn range<'a>(
-    map: &'a BTreeMap<Bytes, KeyState>,
-    key: &[u8],
-    range_end: &[u8],
-) -> Box<dyn Iterator<Item = (&'a Bytes, &'a KeyState)> + 'a> {
+    index: &'a KeyIndex,
+    key: &'a [u8],
+    range_end: &'a [u8],
+) -> Box<dyn Iterator<Item = (&'a [u8], KeyState)> + 'a> {
     if range_end.is_empty() {
-        return Box::new(map.get_key_value(key).into_iter());
+        return Box::new(index.get_entry(key).into_iter());
     }
     if range_end == [0] {
-        return Box::new(map.range::<[u8], _>((Bound::Included(key), Bound::Unbounded)));
+        return Box::new(index.iter_from(key));
     }
     if key >= range_end {
-        // BTreeMap::range panics on an inverted range; etcd finds nothing.
+        // etcd finds nothing in an inverted range.
         return Box::new(std::iter::empty());
     }
-    Box::new(map.range::<[u8], _>((Bound::Included(key), Bound::Excluded(range_end))))
+    Box::new(
+        index
+            .iter_from(key)
+            .take_while(move |(k, _)| *k < range_end),
+    )
 }
 
 #[cfg(test)]
@@ -70,9 +74,9 @@ mod tests {
 
     #[test]
     fn range_conventions() {
-        let mut m = BTreeMap::new();
+        let mut m = KeyIndex::default();
         for k in ["a", "b", "ba", "c"] {
-            m.insert(Bytes::from(k), ks());
+            m.insert(k.as_bytes(), &ks());
         }
         let keys = |k: &str, e: &[u8]| -> Vec<String> {
             range(&m, k.as_bytes(), e)

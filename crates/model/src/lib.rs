@@ -46,6 +46,7 @@
 mod apply;
 mod auth;
 mod b64;
+mod index;
 mod kv;
 pub mod persist;
 mod snapshot;

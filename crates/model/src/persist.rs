@@ -348,7 +348,7 @@ pub(crate) struct StateRef<'a> {
     pub(crate) consistent_index: u64,
     pub(crate) term: u64,
     pub(crate) auth: &'a AuthState,
-    pub(crate) keys: Box<dyn Iterator<Item = (&'a Bytes, &'a KeyState)> + 'a>,
+    pub(crate) keys: Box<dyn Iterator<Item = (&'a [u8], KeyState)> + 'a>,
     pub(crate) leases: Box<dyn Iterator<Item = SnapshotLease> + 'a>,
     pub(crate) alarms: Box<dyn Iterator<Item = (AlarmKind, u64)> + 'a>,
     pub(crate) extras: Option<ExtrasRef<'a>>,
@@ -381,7 +381,7 @@ impl SnapshotState {
                 consistent_index: self.consistent_index,
                 term: self.term,
                 auth: &self.auth,
-                keys: Box::new(self.keys.iter().map(|k| (&k.key, &k.state))),
+                keys: Box::new(self.keys.iter().map(|k| (&k.key[..], k.state.clone()))),
                 leases: Box::new(self.leases.iter().copied()),
                 alarms: Box::new(self.alarms.iter().copied()),
                 extras: self.extras.as_ref().map(|x| ExtrasRef {
@@ -439,7 +439,7 @@ pub(crate) fn write_state(w: &mut impl Write, s: StateRef<'_>) -> Result<(), Mod
 
     for (key, state) in keys {
         let mut kv = mvccpb::KeyValue {
-            key: key.clone(),
+            key: Bytes::copy_from_slice(key),
             create_revision: state.create_revision,
             mod_revision: state.mod_revision,
             version: state.version,

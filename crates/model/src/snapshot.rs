@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::apply::Model;
 use crate::auth::AuthState;
+use crate::index::KeyIndex;
 use crate::kv::{KeyState, LeaseState};
 use crate::types::{AlarmKind, ApplierChain, ClusterState, EtcdMinor, ModelConfig};
 use crate::value::{MemValues, Value, ValueStore};
@@ -138,7 +139,7 @@ impl Model {
         } = s;
         let alarms: BTreeSet<(AlarmKind, u64)> = alarms.into_iter().collect();
         let mut leases: BTreeMap<i64, LeaseState> = BTreeMap::new();
-        let mut kv = BTreeMap::new();
+        let mut kv = KeyIndex::default();
         let (chain, cluster) = match extras {
             Some(mut x) => {
                 for l in &snapshot_leases {
@@ -151,7 +152,9 @@ impl Model {
                         },
                     );
                 }
-                kv.extend(keys.into_iter().map(|k| (k.key, adopt(k.state, &*values))));
+                for k in keys {
+                    kv.insert(&k.key, &adopt(k.state, &*values));
+                }
                 (x.chain, x.cluster)
             }
             None => {
@@ -172,9 +175,10 @@ impl Model {
                     if k.state.lease != 0
                         && let Some(l) = leases.get_mut(&k.state.lease)
                     {
-                        l.keys.insert(k.key.clone());
+                        // A copy: the state's key may be a slice of a larger buffer.
+                        l.keys.insert(Bytes::copy_from_slice(&k.key));
                     }
-                    kv.insert(k.key, adopt(k.state, &*values));
+                    kv.insert(&k.key, &adopt(k.state, &*values));
                 }
                 // A member that (re)starts with alarms wraps its *full* chain.
                 (
@@ -237,8 +241,8 @@ impl Model {
 
     /// A complete export of the model's state (everything [`Model::apply`]
     /// depends on except the [`ModelConfig`]), with `extras` set; see
-    /// [`Model::from_snapshot_with_config`] for the round trip. Keys and
-    /// values are shared (`Bytes`), not copied.
+    /// [`Model::from_snapshot_with_config`] for the round trip. Keys are
+    /// copied out of the index; short values are shared (`Bytes`).
     pub fn to_snapshot_state(&self) -> SnapshotState {
         let lease_keys = self
             .leases
@@ -250,9 +254,9 @@ impl Model {
             keys: self
                 .kv
                 .iter()
-                .map(|(k, v)| SnapshotKey {
-                    key: k.clone(),
-                    state: v.clone(),
+                .map(|(k, state)| SnapshotKey {
+                    key: Bytes::copy_from_slice(k),
+                    state,
                 })
                 .collect(),
             revision: self.revision,
