@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use etcd_standby_integration::fidelity::{Replicator, assert_verified};
 use etcd_standby_integration::load::{cluster_raft_index, varied_writes};
-use etcd_standby_integration::standby::{assert_same_entries, wal_entries_and_commit};
+use etcd_standby_integration::standby::{
+    assert_same_entries, metric_value, wal_entries_and_commit,
+};
 use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion};
 
 /// A tmpfs of `size_mib` mounted by this test at a fresh dir, unmounted on
@@ -78,11 +80,7 @@ fn fill(path: &Path) -> u64 {
 
 /// `/metrics` value of the series `name` (exact, labels included).
 fn metric(r: &Replicator, name: &str) -> Option<f64> {
-    let (_, body) = r.get("/metrics")?;
-    body.lines().find_map(|l| {
-        let (n, v) = l.rsplit_once(' ')?;
-        (n == name).then(|| v.parse().ok())?
-    })
+    metric_value(&r.get("/metrics")?.1, name)
 }
 
 /// Sum of `etcd_standby_peer_messages_sent_total` over its streams.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use etcd_standby_integration::etcd_standby_bin;
 use etcd_standby_integration::load::{block_on, cluster_raft_index, varied_writes};
-use etcd_standby_integration::standby::Standby;
+use etcd_standby_integration::standby::{Standby, metric_value};
 use etcd_standby_testkit::{ClusterOptions, EtcdCluster, EtcdVersion};
 
 fn replay_field(s: &Standby, field: &str) -> Option<u64> {
@@ -39,6 +39,11 @@ fn wait_replayed(s: &mut Standby, primary: &EtcdCluster, timeout: Duration) {
 
 /// A 1-member 3.5 primary and standby, and a replicator between them
 /// (data dir under `dir`).
+/// `/metrics` value of the unlabelled series `name`.
+fn metric(s: &Standby, name: &str) -> Option<f64> {
+    metric_value(&s.get("/metrics")?.1, name)
+}
+
 fn primary_standby_replicator(dir: &std::path::Path) -> (EtcdCluster, EtcdCluster, Standby) {
     let primary = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
     let standby = EtcdCluster::start(EtcdVersion::V3_5, 1, ClusterOptions::default()).unwrap();
@@ -198,6 +203,25 @@ fn restart_resumes_from_a_saved_model_and_releases_old_wal() {
     );
     let (ok, out) = verify(&primary, &standby);
     assert!(ok, "{out}\n{}", s.log());
+    // The model holds exactly the primary's live keys (its gauges say so,
+    // refreshed with replay's progress), in a non-empty packed index.
+    let primary_keys = block_on(async {
+        let c = etcd_standby_integration::fidelity::connect(primary.client_urls(), None).await;
+        etcd_standby_integration::fidelity::all_keys(&c).await.len()
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let keys = metric(&s, "etcd_standby_model_keys");
+        let bytes = metric(&s, "etcd_standby_model_index_bytes");
+        if keys == Some(primary_keys as f64) && bytes.is_some_and(|b| b > keys.unwrap_or(0.0)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "model gauges {keys:?} keys, {bytes:?} bytes; the primary has {primary_keys} keys"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // The learner's own log no longer starts at index 1.
     let first = etcd_standby_integration::standby::wal_entries(&data.join("member/wal"))
         .keys()

@@ -235,6 +235,15 @@ impl Drop for Standby {
     }
 }
 
+/// The value of the series `name` (exact, labels included) in a
+/// `/metrics` body.
+pub fn metric_value(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let (n, v) = l.rsplit_once(' ')?;
+        (n == name).then(|| v.parse().ok())?
+    })
+}
+
 /// `GET path` from `addr` (`IP:PORT`) over HTTP/1.0: the status code and
 /// the body, or `None` when it does not answer.
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {

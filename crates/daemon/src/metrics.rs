@@ -186,6 +186,10 @@ impl LearnerMetrics {
 pub struct ReplayMetrics {
     /// Last raft index applied to the shadow model.
     pub applied_index: Gauge,
+    /// Live keys in the shadow model.
+    pub model_keys: Gauge,
+    /// Bytes of the shadow model's packed key index.
+    pub model_index_bytes: Gauge,
     /// Raft index checkpointed on the standby.
     pub standby_checkpoint: Gauge,
     /// Committed entries not yet on the standby.
@@ -222,6 +226,8 @@ impl ReplayMetrics {
     pub fn new(reg: &mut Registry) -> Self {
         let m = ReplayMetrics {
             applied_index: Gauge::default(),
+            model_keys: Gauge::default(),
+            model_index_bytes: Gauge::default(),
             standby_checkpoint: Gauge::default(),
             lag_entries: Gauge::default(),
             lag_bytes: Gauge::default(),
@@ -244,6 +250,16 @@ impl ReplayMetrics {
             "applied_index",
             "Last raft index applied to the shadow model",
             m.applied_index.clone(),
+        );
+        r.register(
+            "model_keys",
+            "Live keys in the shadow model",
+            m.model_keys.clone(),
+        );
+        r.register(
+            "model_index_bytes",
+            "Bytes of the shadow model's key index (keys and per-key state, no values): most of the replicator's heap",
+            m.model_index_bytes.clone(),
         );
         r.register(
             "standby_checkpoint_index",

@@ -557,6 +557,10 @@ impl<S: StandbySink> Replay<S> {
             None => 0,
         };
         self.metrics.applied_index.set(applied as i64);
+        self.metrics.model_keys.set(self.model.len() as i64);
+        self.metrics
+            .model_index_bytes
+            .set(self.model.index_bytes() as i64);
         self.metrics.standby_checkpoint.set(checkpoint as i64);
         self.metrics.lag_entries.set(lag_entries as i64);
         self.metrics.lag_seconds.set(lag_s);

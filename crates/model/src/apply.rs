@@ -293,6 +293,12 @@ impl Model {
         range(&self.kv, key, range_end)
     }
 
+    /// Bytes of the packed key index (keys and their states, no long
+    /// values): what the model's memory follows.
+    pub fn index_bytes(&self) -> usize {
+        self.kv.encoded_bytes()
+    }
+
     /// Number of live keys.
     pub fn len(&self) -> usize {
         self.kv.len()
