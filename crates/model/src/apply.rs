@@ -208,9 +208,10 @@ impl Model {
         }
     }
 
-    /// Repacks the key index into nearly full blocks (after many deletes
-    /// or a load in no particular order; keys written in order fill their
-    /// blocks already). O(keys), one block in flight at a time.
+    /// Repacks the key index into nearly full blocks when they average
+    /// under 60% full (after many deletes, or keys written in no
+    /// particular order; keys written in order fill their blocks already).
+    /// O(keys) when it repacks, one block in flight at a time.
     pub fn compact_memory(&mut self) {
         self.kv.pack();
     }
