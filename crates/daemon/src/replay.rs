@@ -436,6 +436,10 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// retries and warnings.
 const MODEL_SAVE_RETRY: Duration = Duration::from_secs(60);
 
+/// How many times restoring lost leases grants leases again after its
+/// reconcile was refused for a lease that ran out meanwhile.
+const LEASE_RESTORE_TRIES: u32 = 3;
+
 impl<S: StandbySink> Replay<S> {
     /// Replay over a connected sink; call [`Replay::run`]. Opens the
     /// model's value store in the data dir.
@@ -1053,7 +1057,11 @@ impl<S: StandbySink> Replay<S> {
     /// and the keys the standby deleted with them would stay missing, so
     /// the standby is reconciled to the model: the leases are granted again
     /// (same IDs) and their keys written back. The chaos suite found this
-    /// (a standby outage, then 2 to 5 s leases).
+    /// (a standby outage, then 2 to 5 s leases). A lease the standby still
+    /// listed may run out before the reconcile's write names it (its
+    /// keep-alive not yet resumed): the refused reconcile grants the
+    /// missing leases again and runs again, up to [`LEASE_RESTORE_TRIES`]
+    /// times (the chaos suite found this too).
     ///
     /// While replay runs the same can happen (a pause or a standby
     /// partition longer than a lease's TTL): the write that names such a
@@ -1107,10 +1115,31 @@ impl<S: StandbySink> Replay<S> {
         self.set_state(ReplayState::Reconciling, None);
         let state = self.model.to_snapshot_state();
         let term = self.model.applied_term();
-        let report = self
-            .sink
-            .reconcile(&state, &*self.values, checkpoint, term, self.opts.reconcile)
-            .await?;
+        let mut regrants = 0;
+        let report = loop {
+            match self
+                .sink
+                .reconcile(&state, &*self.values, checkpoint, term, self.opts.reconcile)
+                .await
+            {
+                // A lease the standby still listed ran out before the
+                // reconcile's write named it (its keep-alive had not yet
+                // resumed after the restart): grant the missing ones again
+                // and reconcile again, which also writes back the keys the
+                // standby deleted with it. A few times at most.
+                Err(e) if e.is_lease_not_found() && regrants < LEASE_RESTORE_TRIES => {
+                    regrants += 1;
+                    self.metrics.sink_errors.inc();
+                    let n = self.regrant_lost_leases().await?;
+                    tracing::warn!(
+                        error = %e,
+                        regranted = n,
+                        "a lease ran out on the standby while the lost ones were restored; granted again, reconciling again"
+                    );
+                }
+                r => break r?,
+            }
+        };
         tracing::info!(?report, "lost leases restored");
         self.metrics.reconciles.inc();
         self.set_state(ReplayState::Replaying, None);

@@ -36,6 +36,9 @@ struct Seen {
     regranted: Vec<(i64, i64)>,
     /// Checkpoints of the reconciles replay asked for.
     reconciled_at: Vec<u64>,
+    /// Errors to return from the next reconciles; the standby's leases
+    /// all run out with each one.
+    reconcile_fail: VecDeque<SinkError>,
     /// Stream like the real sink: `apply` confirms all but the last
     /// [`HELD`] entries given, `settle` the rest; an error drops what is
     /// given and not confirmed.
@@ -132,6 +135,12 @@ impl StandbySink for FakeStandby {
         _: ReconcileOptions,
     ) -> Result<ReconcileReport, SinkError> {
         let mut s = self.0.lock().unwrap();
+        if let Some(e) = s.reconcile_fail.pop_front() {
+            if let Some(have) = s.leases.as_mut() {
+                have.clear();
+            }
+            return Err(e);
+        }
         s.checkpoint = index;
         s.reconciled_at.push(index);
         Ok(ReconcileReport::default())
@@ -461,6 +470,35 @@ async fn a_lease_the_standby_expired_while_replay_ran_is_granted_again_and_the_b
         vec![3],
         "the lost keys are written back"
     );
+    assert_eq!(s.status.get().state, ReplayState::Replaying);
+}
+
+/// After a restart the standby lacks a lease (lost) and, while the lost
+/// one is being restored, another runs out before the reconcile's write
+/// names it (seen in the chaos suite: its keep-alive had not resumed yet).
+/// Both are granted again, the reconcile is repeated and lands, and replay
+/// goes on; it used to halt with "requested lease not found".
+#[tokio::test]
+async fn a_lease_that_runs_out_while_lost_ones_are_restored_is_granted_again_and_the_reconcile_repeated()
+ {
+    let entries = vec![
+        lease_entry(1, "", 0x10, 30),
+        lease_entry(2, "/a", 0x10, 0),
+        lease_entry(3, "", 0x20, 40),
+        lease_entry(4, "/b", 0x20, 0),
+        put(5, "/c"),
+    ];
+    let s = setup(&entries, 4);
+    {
+        let mut seen = s.standby.0.lock().unwrap();
+        seen.leases = Some(vec![0x20]);
+        seen.reconcile_fail.push_back(lease_not_found());
+    }
+    replay(&s, entries, false).await.unwrap();
+    assert_eq!(written(&s), vec![5]);
+    let seen = s.standby.0.lock().unwrap();
+    assert_eq!(seen.regranted, vec![(0x10, 30), (0x20, 40)]);
+    assert_eq!(seen.reconciled_at, vec![4], "the reconcile landed once");
     assert_eq!(s.status.get().state, ReplayState::Replaying);
 }
 
